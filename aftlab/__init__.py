@@ -1,0 +1,1 @@
+"""aftlab: a research workbench for Alignment Fine-Tuning (AFT)."""
