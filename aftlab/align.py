@@ -1,0 +1,151 @@
+"""AFT: one training loop for every alignment loss, L = nll_weight * L_VFT + lam * L_align(gamma * s).
+
+Place in the data path: data → model → VFT → sampling → scoring → losses → **AFT** → metrics.
+
+Each step scores all COTs of ``questions_per_step`` questions in one forward pass, builds the
+(B, K) score matrix with group masks, and calls a pure loss from ``aftlab.losses`` chosen by
+``AlignConfig.method``. It logs mean positive/negative score, gap, boundary, share of negatives
+below the boundary, and grad norm per step.
+
+>>> from aftlab.config import AlignConfig
+>>> alignment_term(AlignConfig(method="rft")) is None
+True
+>>> alignment_term(AlignConfig(method="aft_bc", constraint="boundary")).__name__
+'aft_loss_batched'
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import checkpoint, losses
+from .scoring import normalised, score, summed, token_logprobs
+from .vft import NonFiniteError, batch_indices
+
+
+def alignment_term(cfg):
+    """The pure loss a method uses (None for the RFT control)."""
+    return {"rft": None, "aft_bc": losses.aft_loss_batched, "aft_dc": losses.aft_loss_batched,
+            "align_only": losses.aft_loss_batched, "aft_rbc": losses.rbc_loss, "dpo": losses.dpo_loss,
+            "rrhf": losses.rrhf_loss, "pro": losses.pro_loss}[cfg.method]
+
+
+def _pack(lm, groups: list[dict], max_cots: int):
+    """Token ids for every group's COTs (positives first), capped at ``max_cots`` per question."""
+    out = []
+    for g in groups:
+        cots = (g["pos"] + g["neg"])[:max_cots]
+        n_pos = min(len(g["pos"]), max_cots)
+        out.append({"prompt": lm.prompt_ids(g["question"]), "cots": [lm.cot_ids(c) for c in cots],
+                    "n_pos": n_pos, "levels": g["levels"][:len(cots)]})
+    return out
+
+
+def _matrix(packed: list[dict], flat: torch.Tensor):
+    """Scatter flat per-COT values into (B, K) with positive/negative masks and levels."""
+    B, K = len(packed), max(len(p["cots"]) for p in packed)
+    mat = flat.new_zeros(B, K)
+    pos = torch.zeros(B, K, dtype=torch.bool)
+    neg = torch.zeros(B, K, dtype=torch.bool)
+    lev = torch.zeros(B, K)
+    i = 0
+    for b, p in enumerate(packed):
+        n = len(p["cots"])
+        mat[b, :n] = flat[i:i + n]
+        pos[b, :p["n_pos"]] = True
+        neg[b, p["n_pos"]:n] = True
+        lev[b, :n] = torch.tensor(p["levels"])
+        i += n
+    return mat, pos, neg, lev
+
+
+def _dpo_pairs(mat, ref, pos, neg):
+    """All (positive, negative) pairs per question as flat chosen/rejected tensors."""
+    b, i, j = torch.nonzero(pos.unsqueeze(2) & neg.unsqueeze(1), as_tuple=True)
+    return mat[b, i], mat[b, j], ref[b, i], ref[b, j]
+
+
+def align_loss(cfg, s, summed_lp, ref, pos, neg, lev):
+    """The alignment term for one batch: s, summed_lp, ref (B, K); masks (B, K)."""
+    fn = alignment_term(cfg)
+    gs = cfg.gamma * s
+    valid = pos | neg
+    if fn is None:
+        return s.new_zeros(())
+    if cfg.method in ("aft_bc", "aft_dc", "align_only"):
+        return fn(gs, pos, neg, constraint=cfg.constraint, beta=cfg.beta)
+    if cfg.method == "aft_rbc":
+        return fn(gs, lev, valid, beta=cfg.beta)
+    if cfg.method == "dpo":
+        c, r, rc, rr = _dpo_pairs(summed_lp, ref, pos, neg)
+        if c.numel() == 0:
+            return s.new_zeros(())
+        return fn(c, r, rc, rr, beta=cfg.dpo_beta, constraint=cfg.constraint, margin=cfg.beta)
+    return fn(gs, lev, valid, constraint=cfg.constraint, beta=cfg.beta)
+
+
+def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, seed: int = 0,
+                progress: bool = True, max_cots: int = 16, weight_decay: float = 0.0) -> list[dict]:
+    """Continue training ``lm`` in place with ``cfg.method``; returns the per-step log.
+
+    ``init_state``: a VFT checkpoint's trainer state, whose AdamW moments are continued (the new
+    peak lr and zero weight decay replace the old ones).
+    """
+    from tqdm.auto import tqdm
+
+    packed = _pack(lm, groups, max_cots)
+    model = lm.model
+    pad = lm.tokenizer.pad_token_id or 0
+    ref_all = None
+    if cfg.method == "dpo":  # the frozen reference is the starting model: precompute once
+        flat_p = [p["prompt"] for p in packed for _ in p["cots"]]
+        flat_c = [c for p in packed for c in p["cots"]]
+        _, per_tok = score(lm, flat_p, flat_c)
+        ref_all = torch.tensor([float(t.sum()) for t in per_tok])
+        offsets = [0]
+        for p in packed:
+            offsets.append(offsets[-1] + len(p["cots"]))
+    opt = checkpoint.make_optimizer(model, cfg.lr, weight_decay=weight_decay)
+    checkpoint.continue_optimizer(opt, init_state, cfg.lr, weight_decay)
+    total = max(1, math.ceil(cfg.epochs * len(packed) / cfg.questions_per_step))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, checkpoint.warmup_cosine(cfg.warmup, total, cfg.min_lr_ratio))
+    model.train()
+    log = []
+    for step in tqdm(range(total), desc=f"AFT {cfg.method}", disable=not progress):
+        idx = batch_indices(len(packed), cfg.questions_per_step, step, seed)
+        batch = [packed[i] for i in idx]
+        prompts = [p["prompt"] for p in batch for _ in p["cots"]]
+        cots = [c for p in batch for c in p["cots"]]
+        lp, mask = token_logprobs(model, prompts, cots, pad)  # (N, C)
+        s_flat = normalised(lp, mask)
+        s, pos, neg, lev = _matrix(batch, s_flat)
+        sum_lp, ref = None, None
+        if ref_all is not None:
+            sum_lp = _matrix(batch, summed(lp, mask))[0]
+            ref = _matrix(batch, torch.cat([ref_all[offsets[i]:offsets[i + 1]] for i in idx]))[0]
+        pos_rows = pos[pos | neg]  # which flat rows are positives (flat order = (B, K) valid order)
+        l_nll = losses.nll_loss(lp[pos_rows], mask[pos_rows]) if pos_rows.any() else s.new_zeros(())
+        l_align = align_loss(cfg, s, sum_lp, ref, pos, neg, lev)
+        loss = cfg.nll_weight * l_nll + cfg.lam * l_align
+        if not torch.isfinite(loss):
+            raise NonFiniteError(f"AFT ({cfg.method}) step {step}: loss is {loss.item()}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        sched.step()
+        log.append(_step_log(step, s.detach(), pos, neg, cfg, loss.item(), l_align.item(), float(gnorm)))
+    model.eval()
+    return log
+
+
+def _step_log(step, s, pos, neg, cfg, loss, l_align, gnorm) -> dict:
+    both = pos.any(1) & neg.any(1)
+    big = torch.finfo(s.dtype).max
+    bound = torch.where(pos, s, big).min(1).values - cfg.beta / cfg.gamma  # (B,) in raw score units
+    below = (neg & (s < bound.unsqueeze(1)))[both].sum() / neg[both].sum().clamp(min=1)
+    mp, mn = float(s[pos].mean()), float(s[neg].mean()) if neg.any() else float("nan")
+    return {"step": step, "loss": loss, "align_loss": l_align, "grad_norm": gnorm, "pos_score": mp,
+            "neg_score": mn, "gap": mp - mn, "boundary": float(bound[both].mean()) if both.any() else float("nan"),
+            "neg_below_boundary": float(below)}

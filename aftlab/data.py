@@ -1,0 +1,279 @@
+"""Questions and reference COTs: the built-in synthetic task and GSM8K-format JSONL files.
+
+Place in the data path: **data** → model → VFT → sampling → scoring → losses → AFT → metrics.
+
+The synthetic task is a templated grade-school story ("Mia has 7 shells. She buys 3 bags with 4
+shells in each. ...") whose answer is a signed sum of numbers and products, optionally divided at
+the end. Many step orders are correct (products first or in story order, additions grouped
+before subtractions, removals summed first), and each question's reference uses one of them, so a
+model's correct samples often differ from its reference — the assessment-misalignment setting.
+
+>>> train, test = synthetic_splits(n_train=3, n_test=2, seed=0)
+>>> len(train), len(test), train[0].answer == train[0].solution.split("#### ")[-1]
+(3, 2, True)
+>>> len(valid_solutions(train[0])) >= 2
+True
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Malformed input data; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question with its reference COT (``solution``) and gold ``answer``."""
+
+    id: str
+    question: str
+    solution: str  # reference COT, ending in "#### <answer>"
+    answer: str  # gold final answer (a number, or a choice letter for multiple choice)
+    choices: tuple[str, ...] = ()  # multiple-choice options, e.g. ("A)12", "B)15", ...)
+    terms: tuple = field(default=(), compare=False, repr=False)  # synthetic: the problem's structure
+
+
+# ---------------------------------------------------------------- synthetic task
+NAMES = [("Mia", "She"), ("Tom", "He"), ("Ava", "She"), ("Leo", "He"), ("Zoe", "She"), ("Sam", "He"),
+         ("Ivy", "She"), ("Max", "He"), ("Lily", "She"), ("Ben", "He"), ("Emma", "She"), ("Jack", "He")]
+ITEMS = ["apples", "pencils", "stickers", "cookies", "marbles", "books", "cards", "shells", "eggs", "toys",
+         "coins", "flowers"]
+BOXES = ["boxes", "bags", "packs", "baskets", "jars", "trays"]
+ADD = ["{P} buys {b} more {i}.", "{P} finds {b} {i}.", "{P} gets {b} {i} from a friend."]
+SUB = ["{P} gives {b} {i} to a friend.", "{P} loses {b} {i}.", "{P} sells {b} {i}."]
+ADD_GROUP = ["{P} buys {b} {x} with {c} {i} in each.", "{P} gets {b} {x} of {c} {i}."]
+SUB_GROUP = ["{P} gives {b} friends {c} {i} each.", "{P} sells {b} {x} of {c} {i}."]
+
+
+def _fmt(a: int, op: str, b: int, c: int) -> str:
+    return f"{a} {op} {b} = {c}."
+
+
+def _apply(total: int, sign: int, value: int) -> int:
+    return total + value if sign > 0 else total - value
+
+
+def solution_for(terms: tuple, divisor: int, order: str) -> str:
+    """The COT text for a problem in one step ``order``: "story", "products_first", "adds_first"
+    or "removals_summed"."""
+    start, events = terms[0], terms[1:]
+    steps: list[str] = []
+    values = []
+    if order in ("products_first", "adds_first", "removals_summed"):
+        for sign, b, c in events:
+            if c:
+                steps.append(_fmt(b, "*", c, b * c))
+            values.append((sign, b * c if c else b))
+    if order == "story":
+        total = start
+        for sign, b, c in events:
+            v = b
+            if c:
+                v = b * c
+                steps.append(_fmt(b, "*", c, v))
+            new = _apply(total, sign, v)
+            steps.append(_fmt(total, "+" if sign > 0 else "-", v, new))
+            total = new
+    else:
+        if order == "adds_first":
+            values = sorted(values, key=lambda sv: -sv[0])
+        if order == "removals_summed":
+            adds = [v for s, v in values if s > 0]
+            subs = [v for s, v in values if s < 0]
+            total = start
+            for v in adds:
+                steps.append(_fmt(total, "+", v, total + v))
+                total += v
+            if subs:
+                removed = subs[0]
+                for v in subs[1:]:
+                    steps.append(_fmt(removed, "+", v, removed + v))
+                    removed += v
+                steps.append(_fmt(total, "-", removed, total - removed))
+                total -= removed
+        else:
+            total = start
+            for sign, v in values:
+                new = _apply(total, sign, v)
+                steps.append(_fmt(total, "+" if sign > 0 else "-", v, new))
+                total = new
+    if divisor:
+        steps.append(_fmt(total, "/", divisor, total // divisor))
+        total //= divisor
+    return " ".join(steps + [f"#### {total}"])
+
+
+ORDERS = ("story", "products_first", "adds_first", "removals_summed")
+
+
+def valid_solutions(ex: Example) -> list[str]:
+    """All distinct correct COTs this generator knows for a synthetic example (reference included)."""
+    terms, divisor = ex.terms[0], ex.terms[1]
+    out = []
+    for order in ORDERS:
+        sol = solution_for(terms, divisor, order)
+        if sol not in out and _nonnegative(sol):
+            out.append(sol)
+    return out
+
+
+def _nonnegative(sol: str) -> bool:
+    return "= -" not in sol
+
+
+def _n_steps(terms: tuple, divisor: int) -> int:
+    return sum(1 + (1 if c else 0) for _, _, c in terms[1:]) + (1 if divisor else 0)
+
+
+def _make_problem(rng: random.Random, min_steps: int, max_steps: int, max_number: int):
+    n = max_number
+    while True:
+        name, pron = rng.choice(NAMES)
+        item, box = rng.choice(ITEMS), rng.choice(BOXES)
+        start = rng.randint(2 * n, 4 * n) if rng.random() < 0.5 else rng.randint(2, n)
+        events = []
+        for _ in range(rng.randint(1, max_steps)):
+            sign = rng.choice((1, -1))
+            grouped = rng.random() < 0.45
+            events.append((sign, rng.randint(2, n), rng.randint(2, n) if grouped else 0))
+        terms = (start, *events)
+        divisor = rng.randint(2, 5) if rng.random() < 0.25 else 0
+        steps = _n_steps(terms, divisor)
+        if not (min_steps <= steps <= max_steps):
+            continue
+        sol = solution_for(terms, divisor, "story")
+        total = int(sol.split("#### ")[-1])
+        if not _nonnegative(sol) or total < 0 or (divisor and total % divisor):
+            continue
+        sents = [f"{name} has {start} {item}."]
+        for sign, b, c in events:
+            pool = (ADD_GROUP if c else ADD) if sign > 0 else (SUB_GROUP if c else SUB)
+            sents.append(rng.choice(pool).format(P=pron, b=b, c=c, i=item, x=box))
+        if divisor:
+            sents.append(f"{pron} puts them equally into {divisor} {box}.")
+            sents.append(f"How many {item} are in each of the {box}?")
+        else:
+            sents.append(f"How many {item} does {name} have now?")
+        return " ".join(sents), terms, divisor, total
+
+
+def synthetic_splits(n_train: int = 20000, n_test: int = 600, seed: int = 0, min_steps: int = 3,
+                     max_steps: int = 4, max_number: int = 12, alt_reference: float = 0.5
+                     ) -> tuple[list[Example], list[Example]]:
+    """Deterministic train/test splits of distinct synthetic questions (no question in both)."""
+    rng = random.Random(f"aftlab-synthetic-{seed}")
+    seen: set[str] = set()
+    out: list[Example] = []
+    while len(out) < n_train + n_test:
+        q, terms, divisor, total = _make_problem(rng, min_steps, max_steps, max_number)
+        if q in seen:
+            continue
+        seen.add(q)
+        ex = Example(id="", question=q, solution="", answer=str(total), terms=(terms, divisor))
+        sols = valid_solutions(ex)
+        ref = sols[0] if (len(sols) == 1 or rng.random() >= alt_reference) else rng.choice(sols[1:])
+        split = "train" if len(out) < n_train else "test"
+        idx = len(out) if split == "train" else len(out) - n_train
+        out.append(Example(f"{split}-{idx}", q, ref, str(total), terms=(terms, divisor)))
+    return out[:n_train], out[n_train:]
+
+
+def synthetic_from_config(cfg) -> tuple[list[Example], list[Example]]:
+    """Train/test splits for a ``DataConfig`` (synthetic or files)."""
+    if cfg.source == "synthetic":
+        return synthetic_splits(cfg.n_train, cfg.n_test, cfg.seed, cfg.min_steps, cfg.max_steps, cfg.max_number,
+                                cfg.alt_reference)
+    train = load_jsonl(cfg.source)
+    test = load_jsonl(cfg.test_source) if cfg.test_source else train[-cfg.n_test:]
+    if not cfg.test_source:
+        train = train[:-cfg.n_test]
+    return train[:cfg.n_train], test[:cfg.n_test]
+
+
+# ---------------------------------------------------------------- JSONL files
+def _field(rec: dict, name: str, path: Path, lineno: int, kind=str):
+    if name not in rec:
+        raise DataError(f"{path}:{lineno}: field {name!r} is missing")
+    if not isinstance(rec[name], kind):
+        raise DataError(f"{path}:{lineno}: field {name!r} must be {kind.__name__}, got {type(rec[name]).__name__}")
+    return rec[name]
+
+
+def parse_record(rec: dict, path: Path, lineno: int) -> Example:
+    """One JSON object in GSM8K (question/answer), AQuA-RAT (question/options/rationale/correct) or
+    ECQA (q_text/q_op1..5/taskA_pos/q_ans) format."""
+    if not isinstance(rec, dict):
+        raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+    rid = str(rec.get("id", f"{path.stem}-{lineno}"))
+    if "options" in rec:  # AQuA-RAT
+        q = _field(rec, "question", path, lineno)
+        opts = _field(rec, "options", path, lineno, list)
+        letter = _field(rec, "correct", path, lineno).strip().upper()
+        rationale = _field(rec, "rationale", path, lineno)
+        text = q + " Options: " + " ".join(map(str, opts))
+        return Example(rid, text, f"{rationale.strip()}\n#### {letter}", letter, tuple(map(str, opts)))
+    if "q_text" in rec:  # ECQA
+        q = _field(rec, "q_text", path, lineno)
+        opts = [_field(rec, f"q_op{i}", path, lineno) for i in range(1, 6)]
+        ans = _field(rec, "q_ans", path, lineno)
+        if ans not in opts:
+            raise DataError(f"{path}:{lineno}: field 'q_ans' ({ans!r}) is not one of q_op1..q_op5")
+        letter = "ABCDE"[opts.index(ans)]
+        expl = str(rec.get("taskB", rec.get("taskA_pos", ""))).strip()
+        choices = tuple(f"{L}){o}" for L, o in zip("ABCDE", opts))
+        return Example(rid, q + " Options: " + " ".join(choices), f"{expl}\n#### {letter}", letter, choices)
+    q = _field(rec, "question", path, lineno)
+    sol = _field(rec, "answer", path, lineno)
+    if "####" not in sol:
+        raise DataError(f"{path}:{lineno}: field 'answer' has no '#### <answer>' line")
+    ans = sol.rsplit("####", 1)[1].strip().replace(",", "")
+    if not ans:
+        raise DataError(f"{path}:{lineno}: field 'answer' has an empty final answer after '####'")
+    return Example(rid, q, sol, ans)
+
+
+def load_jsonl(path: str | Path, limit: int | None = None) -> list[Example]:
+    """Read a JSONL file of questions; any malformed line raises DataError naming file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    out: list[Example] = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            out.append(parse_record(rec, path, lineno))
+            if limit is not None and len(out) >= limit:
+                break
+    if not out:
+        raise DataError(f"{path}: no records (empty file)")
+    return out
+
+
+def write_jsonl(path: str | Path, examples: list[Example]) -> None:
+    """Write examples in GSM8K format (``question``, ``answer`` = solution) plus ``id``."""
+    with open(path, "w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps({"id": ex.id, "question": ex.question, "answer": ex.solution}) + "\n")
+
+
+def all_step_orders_agree(ex: Example) -> bool:
+    """Every valid solution ends in the gold answer (a generator self-check used by tests)."""
+    return all(s.endswith(f"#### {ex.answer}") for s in valid_solutions(ex))
+
+
+__all__ = ["DataError", "Example", "synthetic_splits", "synthetic_from_config", "valid_solutions", "solution_for",
+           "load_jsonl", "parse_record", "write_jsonl", "ORDERS", "all_step_orders_agree"]

@@ -1,0 +1,78 @@
+"""Evaluate one model: greedy task accuracy, and a fixed set of sampled COTs rescored by the model.
+
+Place in the data path: … → AFT → **evaluate** (metrics of a model) → report.
+
+The fixed assessment set is sampled once (by the VFT model) on held-out questions; every model
+rescores the same COTs, so differences in assessment and rerank accuracy come from the scores
+alone.
+
+>>> flat_eval_set([{"question": "q", "answer": "1", "samples": [{"cot": "#### 1", "correct": True}]}])[1]
+['#### 1']
+"""
+from __future__ import annotations
+
+from .answers import is_correct
+from .metrics import assessment_accuracy, mean_kendall_tau, repetition_rate, rerank_accuracy, self_consistency
+from .sampling import generate, quality_level, sample_cots
+from .scoring import score_texts
+
+
+def flat_eval_set(records: list[dict]) -> tuple[list[str], list[str]]:
+    """(question per COT, COT text) for every sample of every record, in order."""
+    qs, cots = [], []
+    for r in records:
+        for s in r["samples"]:
+            qs.append(r["question"])
+            cots.append(s["cot"])
+    return qs, cots
+
+
+def rescore(lm, records: list[dict]) -> list[list[float]]:
+    """Scores of every sample of every record under ``lm``, grouped per record."""
+    qs, cots = flat_eval_set(records)
+    flat = score_texts(lm, qs, cots).tolist()
+    out, i = [], 0
+    for r in records:
+        out.append(flat[i:i + len(r["samples"])])
+        i += len(r["samples"])
+    return out
+
+
+def greedy(lm, examples, max_new_tokens: int = 48, batch: int = 128) -> list[dict]:
+    """Greedy COT, answer correctness and whether it finished, per example."""
+    out = []
+    for start in range(0, len(examples), batch):
+        chunk = examples[start:start + batch]
+        gens = generate(lm, [e.question for e in chunk], k=1, temperature=0.0, max_new_tokens=max_new_tokens)
+        for e, [(text, finished)] in zip(chunk, gens):
+            out.append({"id": e.id, "question": e.question, "cot": text, "finished": finished,
+                        "correct": finished and is_correct(text, e.answer)})
+    return out
+
+
+def evaluate(lm, test, eval_records: list[dict], max_new_tokens: int = 48, own_k: int = 0,
+             temperature: float = 0.8, seed: int = 0) -> dict:
+    """Metrics of ``lm``; ``own_k`` > 0 also samples the model's own COTs for self-consistency."""
+    g = greedy(lm, test, max_new_tokens)
+    scores = rescore(lm, eval_records)
+    correct = [[s["correct"] for s in r["samples"]] for r in eval_records]
+    levels = [[quality_level(s) for s in r["samples"]] for r in eval_records]
+    assess = assessment_accuracy(scores, correct)
+    pos = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if ok]
+    neg = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if not ok]
+    m = {"task_accuracy": sum(x["correct"] for x in g) / len(g),
+         "assessment_accuracy": assess["pairs"], "assessment_per_question": assess["per_question"],
+         "n_pairs": assess["n_pairs"], "rerank_accuracy": rerank_accuracy(scores, correct),
+         "mean_pos_score": sum(pos) / max(len(pos), 1), "mean_neg_score": sum(neg) / max(len(neg), 1),
+         "ranking_tau": mean_kendall_tau(scores, levels),
+         "repetition_rate": repetition_rate([x["cot"] for x in g]),
+         "unfinished_rate": sum(not x["finished"] for x in g) / len(g)}
+    if own_k:
+        own = sample_cots(lm, test, k=own_k, temperature=temperature, max_new_tokens=max_new_tokens,
+                          seed=seed + 7, progress=False)
+        m["self_consistency"] = self_consistency(
+            [[s["answer"] for s in r["samples"]] for r in own], [r["answer"] for r in own],
+            [[s["count"] for s in r["samples"]] for r in own], equal=lambda a, b: is_correct(f"#### {a}", b))
+        m["sample_accuracy"] = sum(s["correct"] * s["count"] for r in own for s in r["samples"]) / (
+            own_k * len(own))
+    return {"metrics": m, "greedy": g, "scores": scores}

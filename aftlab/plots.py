@@ -1,0 +1,100 @@
+"""Plotly figure builders for the notebooks, the report and the app.
+
+Place in the data path: … → metrics → **plots** → report.
+
+>>> fig = score_distributions({"vft": ([-0.1, -0.2], [-0.3])})
+>>> len(fig.data)
+2
+"""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+POS, NEG = "#2a9d8f", "#e76f51"
+
+
+def score_distributions(by_method: dict[str, tuple[list[float], list[float]]]) -> go.Figure:
+    """Positive vs negative score distributions, one pair of violins per method."""
+    fig = go.Figure()
+    for i, (method, (pos, neg)) in enumerate(by_method.items()):
+        for vals, name, color, side in ((pos, "positive (correct)", POS, "negative"),
+                                        (neg, "negative (wrong)", NEG, "positive")):
+            fig.add_trace(go.Violin(x=[method] * len(vals), y=vals, name=name, legendgroup=name,
+                                    showlegend=i == 0, side=side, line_color=color, meanline_visible=True,
+                                    points=False, scalegroup=method))
+    fig.update_layout(title="Scores of correct vs wrong COTs (length-normalised log-likelihood)",
+                      yaxis_title="score s(c) (nats / token)", violingap=0.1, violinmode="overlay")
+    return fig
+
+
+def training_curves(logs: dict[str, list[dict]], keys=("neg_score", "gap")) -> go.Figure:
+    """Per-step AFT logs (e.g. negative score and score gap), one line per method."""
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=list(keys))
+    palette = ["#264653", "#e76f51", "#2a9d8f", "#f4a261", "#8338ec", "#3a86ff", "#ff006e", "#6c757d"]
+    for i, (method, log) in enumerate(logs.items()):
+        for c, key in enumerate(keys, 1):
+            fig.add_trace(go.Scatter(x=[r["step"] for r in log], y=[r[key] for r in log], mode="lines", name=method,
+                                     legendgroup=method, showlegend=c == 1,
+                                     line_color=palette[i % len(palette)]), row=1, col=c)
+    fig.update_layout(title="AFT training: " + ", ".join(keys) + " per step")
+    fig.update_xaxes(title_text="step")
+    return fig
+
+
+def accuracy_bars(methods: dict[str, dict], keys=("task_accuracy", "assessment_accuracy", "rerank_accuracy"),
+                  errors: dict[str, dict] | None = None) -> go.Figure:
+    """Grouped bars of accuracy metrics per method (optional ± std error bars)."""
+    fig = go.Figure()
+    for key in keys:
+        err = [errors[m][key] for m in methods] if errors else None
+        fig.add_trace(go.Bar(name=key, x=list(methods), y=[methods[m][key] for m in methods],
+                             error_y=dict(type="data", array=err) if err else None))
+    fig.update_layout(barmode="group", title="Accuracy per method", yaxis_title="accuracy", yaxis_range=[0, 1])
+    return fig
+
+
+def assessment_vs_task(points: dict[str, tuple[float, float]]) -> go.Figure:
+    """Assessment accuracy against task accuracy, one labelled point per model or checkpoint."""
+    names = list(points)
+    fig = go.Figure(go.Scatter(x=[points[n][0] for n in names], y=[points[n][1] for n in names], text=names,
+                               mode="markers+text", textposition="top center", marker_size=10))
+    fig.update_layout(title="Assessment vs task accuracy", xaxis_title="task accuracy (greedy)",
+                      yaxis_title="assessment accuracy (pairs)")
+    return fig
+
+
+def beta_sweep(rows: list[dict], metrics=("gap", "task_accuracy", "assessment_accuracy")) -> go.Figure:
+    """Metrics against the boundary margin beta (rows: ``{"beta": b, metric: value, ...}``)."""
+    rows = sorted(rows, key=lambda r: r["beta"])
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics))
+    for c, key in enumerate(metrics, 1):
+        fig.add_trace(go.Scatter(x=[r["beta"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
+                                 name=key), row=1, col=c)
+    fig.update_xaxes(type="log", title_text="beta")
+    fig.update_layout(title="Beta sweep (boundary constraint)", showlegend=False)
+    return fig
+
+
+def token_logprobs_view(a: tuple[list[str], list[float]], b: tuple[list[str], list[float]],
+                        names=("correct COT", "wrong COT")) -> go.Figure:
+    """Per-token log-probs of two COTs as bar rows: where does one out-score the other?"""
+    fig = make_subplots(rows=2, cols=1, subplot_titles=list(names), vertical_spacing=0.25)
+    for r, ((toks, lps), color) in enumerate(((a, POS), (b, NEG)), 1):
+        fig.add_trace(go.Bar(x=list(range(len(toks))), y=lps, text=toks, textposition="outside",
+                             marker_color=color, hovertext=[f"{t!r}: {lp:.3f}" for t, lp in zip(toks, lps)],
+                             showlegend=False), row=r, col=1)
+        fig.update_xaxes(tickvals=list(range(len(toks))), ticktext=toks, row=r, col=1)
+    fig.update_layout(title="Per-token log-probabilities", yaxis_title="log P", yaxis2_title="log P")
+    return fig
+
+
+def cot_scores(labels: list[str], scores: dict[str, list[float]], correct: list[bool | None]) -> go.Figure:
+    """Scores of a handful of COTs under one or more checkpoints (bars coloured by correctness)."""
+    fig = go.Figure()
+    for name, vals in scores.items():
+        fig.add_trace(go.Bar(name=name, x=labels, y=vals,
+                             marker_line_color=[POS if c else NEG if c is not None else "#999" for c in correct],
+                             marker_line_width=3))
+    fig.update_layout(barmode="group", title="COT scores per checkpoint", yaxis_title="score (nats / token)")
+    return fig

@@ -1,0 +1,164 @@
+"""Sampling: k COTs per question, batched with the KV cache, de-duplicated, labelled, cached as JSONL.
+
+Place in the data path: data → model → VFT → **sampling** → scoring → losses → AFT → metrics.
+
+Each batch of questions is seeded from (seed, index of its first question), so the same seed
+gives the same COTs, and a resumed run (the JSONL cache already holds some questions) produces
+the rest exactly as an uninterrupted run would.
+
+>>> rec = label("3 * 4 = 12. 12 + 5 = 17. #### 17", "17")
+>>> rec["correct"], rec["strict"], rec["label"]
+(True, True, 'pos')
+>>> label("3 * 4 = 13. 13 + 5 = 18. #### 18", "17")["label"]
+'neg'
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .answers import extract_answer, is_correct, is_strict_correct, step_quality
+from .model import canonical
+
+
+def label(cot: str, reference: str, finished: bool = True) -> dict:
+    """Answer, correctness, strict correctness (every step checks out) and step quality of a COT."""
+    correct = finished and is_correct(cot, reference)
+    strict = correct and is_strict_correct(cot, reference)
+    return {"cot": cot, "answer": extract_answer(cot), "correct": correct, "strict": strict,
+            "quality": step_quality(cot), "finished": finished, "label": "pos" if correct else "neg"}
+
+
+def quality_level(rec: dict) -> float:
+    """A ranking-feedback level: 2 + step quality for a correct answer, step quality otherwise."""
+    return (2.0 if rec["correct"] else 0.0) + (1.0 if rec["strict"] else rec["quality"])
+
+
+@torch.inference_mode()
+def generate(lm, questions: list[str], k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+             max_new_tokens: int = 48, seed: int = 0) -> list[list[tuple[str, bool]]]:
+    """k completions per question as (text, finished) pairs; ``temperature`` 0 means greedy."""
+    model, tok = lm.model, lm.tokenizer
+    was_training = model.training
+    model.eval()
+    prompts = [lm.prompt_ids(q) for q in questions]
+    width = max(len(p) for p in prompts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    att = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        att[i, width - len(p):] = 1
+    torch.manual_seed(seed)
+    sample = temperature > 0
+    out = model.generate(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), do_sample=sample,
+                         temperature=temperature if sample else None, top_p=top_p if sample else None,
+                         top_k=None if sample else None,
+                         num_return_sequences=k, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                         pad_token_id=pad, use_cache=True)
+    new = out[:, width:].cpu()
+    results = []
+    for i in range(len(questions)):
+        row = []
+        for j in range(k):
+            toks = new[i * k + j].tolist()
+            row.append((lm.decode(toks), tok.eos_token_id in toks))
+        results.append(row)
+    model.train(was_training)
+    return results
+
+
+def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 48,
+                seed: int = 0, batch_questions: int = 64, cache: str | Path | None = None,
+                progress: bool = True) -> list[dict]:
+    """One record per question: its k samples de-duplicated and labelled against the gold answer.
+
+    A record is ``{"id", "question", "answer", "reference", "samples": [label(...) + {"count"}],
+    "n_sampled", "n_duplicates"}``; ``count`` says how many of the k draws gave that COT, so
+    nothing is dropped silently. With ``cache`` the records are appended to a JSONL file as batches
+    finish, and questions already there are not sampled again.
+    """
+    from tqdm.auto import tqdm
+
+    done: dict[str, dict] = {}
+    if cache is not None and Path(cache).is_file():
+        for rec in read_samples(cache):
+            done[rec["id"]] = rec
+    todo = [(i, e) for i, e in enumerate(examples) if e.id not in done]
+    f = open(cache, "a", encoding="utf-8") if cache is not None else None
+    bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc="sampling", disable=not progress)
+    try:
+        for start in range(0, len(todo), batch_questions):
+            chunk = todo[start:start + batch_questions]
+            gens = generate(lm, [e.question for _, e in chunk], k, temperature, top_p, max_new_tokens,
+                            seed=seed * 1_000_003 + chunk[0][0])
+            for (_, e), row in zip(chunk, gens):
+                rec = _record(e, row)
+                done[e.id] = rec
+                if f is not None:
+                    f.write(json.dumps(rec) + "\n")
+            if f is not None:
+                f.flush()
+                os.fsync(f.fileno())
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if f is not None:
+            f.close()
+    return [done[e.id] for e in examples]
+
+
+def _record(e, row: list[tuple[str, bool]]) -> dict:
+    seen: dict[str, dict] = {}
+    for text, finished in row:
+        key = canonical(text)
+        if key in seen:
+            seen[key]["count"] += 1
+            continue
+        seen[key] = {**label(key, e.answer, finished), "count": 1}
+    samples = list(seen.values())
+    return {"id": e.id, "question": e.question, "answer": e.answer, "reference": e.solution,
+            "samples": samples, "n_sampled": len(row), "n_duplicates": len(row) - len(samples)}
+
+
+def read_samples(path: str | Path) -> list[dict]:
+    """Records of a samples JSONL file; a torn last line (a killed writer) is reported and skipped."""
+    path = Path(path)
+    out = []
+    lines = path.read_bytes().split(b"\n")
+    for lineno, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            out.append(json.loads(raw))
+        except json.JSONDecodeError:
+            if lineno == len(lines) or (lineno == len(lines) - 1 and not lines[-1]):
+                import warnings
+                warnings.warn(f"{path}:{lineno}: incomplete last record (interrupted write) ignored; "
+                              "that question will be sampled again")
+                continue
+            raise ValueError(f"{path}:{lineno}: invalid JSON in samples cache") from None
+    return out
+
+
+def groups(records: list[dict], strict: bool = True, include_reference: bool = True) -> list[dict]:
+    """Positive and negative COT texts per question, as AFT trains on them.
+
+    Positives are correct samples (also step-valid when ``strict``) plus, optionally, the
+    reference; negatives are samples with a wrong or missing answer. Correct samples with a bad
+    step are left out of both groups when ``strict``.
+    """
+    out = []
+    for r in records:
+        pos = [s["cot"] for s in r["samples"] if (s["strict"] if strict else s["correct"])]
+        neg = [s["cot"] for s in r["samples"] if not s["correct"]]
+        if include_reference and canonical(r["reference"]) not in pos:
+            pos.append(canonical(r["reference"]))
+        levels = {s["cot"]: quality_level(s) for s in r["samples"]}
+        levels.setdefault(canonical(r["reference"]), 3.0)
+        out.append({"id": r["id"], "question": r["question"], "pos": pos, "neg": neg,
+                    "levels": [levels[c] for c in pos + neg]})
+    return out

@@ -1,0 +1,104 @@
+"""Scores of COTs: length-normalised log-likelihood of the COT tokens given the question.
+
+Place in the data path: data → model → VFT → sampling → **scoring** → losses → AFT → metrics.
+
+    s(c) = (1/|c|) * sum_j log P(c_j | q, c_<j)      (COT tokens only; prompt tokens excluded)
+
+Sequences are left-padded so every COT ends at the same position; the LM head then runs only on
+the last ``max |c|`` positions (``logits_to_keep``), and log-probs are a gather minus a logsumexp —
+no ``[B, T, V]`` log-softmax copy is made.
+
+>>> import torch
+>>> lp = torch.tensor([[-1.0, -3.0], [0.0, -2.0]]); mask = torch.tensor([[1, 1], [0, 1]])
+>>> normalised(lp, mask).tolist()
+[-2.0, -2.0]
+"""
+from __future__ import annotations
+
+import torch
+
+
+def normalised(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Length-normalised score per row: (N, C), (N, C) -> (N,)."""
+    mask = mask.to(token_logprobs.dtype)
+    return (token_logprobs * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def summed(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Summed log-prob per row (DPO's score): (N, C), (N, C) -> (N,)."""
+    return (token_logprobs * mask.to(token_logprobs.dtype)).sum(-1)
+
+
+def _left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    att = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        att[i, width - len(s):] = 1
+    return ids, att
+
+
+def token_logprobs(model, prompts: list[list[int]], cots: list[list[int]], pad_id: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable log P(c_j | q, c_<j) for each COT token.
+
+    Returns ``(lp, mask)``, both (N, C) with C = longest COT; COT i occupies the last |c_i| columns.
+    """
+    device = next(model.parameters()).device
+    ids, att = _left_pad([p + c for p, c in zip(prompts, cots)], pad_id)  # (N, T)
+    ids, att = ids.to(device), att.to(device)
+    pos = (att.cumsum(-1) - 1).clamp(min=0)  # positions restart at 0 after the left padding
+    n_cot = torch.tensor([len(c) for c in cots], device=device)  # (N,)
+    width = int(n_cot.max())
+    try:
+        logits = model(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=width + 1).logits
+    except TypeError:  # architectures without logits_to_keep
+        logits = model(input_ids=ids, attention_mask=att, position_ids=pos).logits
+    logits = logits[:, -(width + 1):-1].float()  # (N, C, V): predictions for the last C tokens
+    target = ids[:, -width:]  # (N, C)
+    lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (N, C)
+    col = torch.arange(width, device=device)
+    mask = col.unsqueeze(0) >= (width - n_cot).unsqueeze(1)  # (N, C)
+    return lp * mask, mask
+
+
+@torch.inference_mode()
+def score(lm, prompts: list[list[int]], cots: list[list[int]], batch_tokens: int = 16384
+          ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Scores (N,) and per-token log-probs (one 1-D tensor per COT) without gradients.
+
+    Sequences are sorted by length and packed into batches of about ``batch_tokens`` tokens so
+    padding stays small; results come back in input order.
+    """
+    model = lm.model if hasattr(lm, "model") else lm
+    pad = getattr(getattr(lm, "tokenizer", None), "pad_token_id", 0) or 0
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(cots)), key=lambda i: len(prompts[i]) + len(cots[i]))
+    scores = torch.empty(len(cots))
+    per_token: list[torch.Tensor | None] = [None] * len(cots)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order):
+            longest = len(prompts[order[end]]) + len(cots[order[end]])
+            if longest * (end - start + 1) > batch_tokens:
+                break
+            end += 1
+        idx = order[start:end]
+        lp, mask = token_logprobs(model, [prompts[i] for i in idx], [cots[i] for i in idx], pad)
+        s = normalised(lp, mask).cpu()
+        for row, i in enumerate(idx):
+            scores[i] = s[row]
+            per_token[i] = lp[row][mask[row]].cpu()
+        start = end
+    model.train(was_training)
+    return scores, per_token
+
+
+def score_texts(lm, questions: list[str], cots: list[str], batch_tokens: int = 16384) -> torch.Tensor:
+    """Convenience: scores of COT texts for their questions under ``lm`` (an ``aftlab.model.LM``)."""
+    cache: dict[str, list[int]] = {}
+    prompts = [cache.setdefault(q, lm.prompt_ids(q)) for q in questions]
+    return score(lm, prompts, [lm.cot_ids(c) for c in cots], batch_tokens)[0]
