@@ -1,0 +1,198 @@
+"""The ``aftlab`` command line: the whole experiment, or one stage at a time.
+
+Place in the data path: the outside; it builds a ``RunConfig`` from a preset plus ``--set``
+overrides and calls the library.
+
+    aftlab run --preset tiny --seed 0 --out runs/tiny-0        # everything, report.html + metrics.json
+    aftlab run --preset tiny --seeds 0,1,2 --out runs/tiny      # several seeds + aggregate.json
+    aftlab vft --preset tiny --out runs/a                       # stages, on your own model or data:
+    aftlab sample --model runs/a/vft --data train.jsonl --out runs/a/samples.jsonl
+    aftlab align --model runs/a/vft --samples runs/a/samples.jsonl --method aft_bc --out runs/a/aft_bc
+    aftlab eval --model runs/a/aft_bc --data test.jsonl --eval-samples runs/a/eval_samples.jsonl
+    aftlab sweep-beta --run runs/tiny-0 --betas 0.01,0.1,1,10   # E4 on a finished run
+
+>>> build_parser().parse_args(["run", "--preset", "smoke", "--set", "align.beta=0.2"]).set
+['align.beta=0.2']
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, RunConfig, preset, replace_path
+from .data import DataError
+from .model import ModelLoadError
+
+USER_ERRORS = (ConfigError, DataError, ModelLoadError, FileNotFoundError)
+
+
+def _config(args) -> RunConfig:
+    cfg = preset(args.preset, seed=args.seed)
+    for item in args.set or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. align.beta=0.2")
+        key, value = item.split("=", 1)
+        cfg = replace_path(cfg, key.strip(), value.strip())
+    if getattr(args, "data", None):
+        cfg = replace_path(cfg, "data.source", args.data)
+    if getattr(args, "test_data", None):
+        cfg = replace_path(cfg, "data.test_source", args.test_data)
+    if getattr(args, "model", None) and args.cmd in ("run", "vft"):
+        cfg = replace_path(cfg, "model.name", args.model)
+    if getattr(args, "methods", None):
+        cfg.methods = tuple(m.strip() for m in args.methods.split(","))
+        cfg.__post_init__()
+    if getattr(args, "rounds", None):
+        cfg = replace_path(cfg, "rounds", str(args.rounds))
+    return cfg
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="tiny", help="named config preset: tiny, smoke, smol (default tiny)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data, init, batches and sampling")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set align.beta=0.3 (repeatable)")
+    p.add_argument("--data", help="GSM8K/AQuA/ECQA-format JSONL of training questions (default: synthetic)")
+    p.add_argument("--test-data", help="JSONL of held-out questions")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="aftlab", description="Alignment Fine-Tuning (AFT) research workbench")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="VFT → sample → align (each method) → eval → report")
+    _common(p)
+    p.add_argument("--out", required=True, help="run folder (re-running continues cached stages)")
+    p.add_argument("--seeds", help="comma-separated seeds: one run each in OUT/seed-S, plus OUT/aggregate.json")
+    p.add_argument("--methods", help=f"comma-separated continuations (default from the preset)")
+    p.add_argument("--rounds", type=int, help="sample → align rounds (iterative AFT)")
+    p.add_argument("--model", help="HF id or local model folder instead of the preset's model")
+    p = sub.add_parser("vft", help="vanilla fine-tuning only")
+    _common(p)
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", help="HF id or local model folder instead of the preset's model")
+    p = sub.add_parser("sample", help="sample k COTs per question with a model, label, cache as JSONL")
+    _common(p)
+    p.add_argument("--model", required=True, help="model folder (e.g. RUN/vft)")
+    p.add_argument("--split", choices=("train", "test"), default="train")
+    p.add_argument("--out", required=True, help="samples JSONL (appended to; finished questions are skipped)")
+    p = sub.add_parser("align", help="AFT (or RFT, DPO, ...) from a model and a samples file")
+    _common(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--samples", required=True)
+    p.add_argument("--method", default="aft_bc")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("eval", help="metrics of a model on held-out questions and a fixed sample set")
+    _common(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--eval-samples", required=True, help="samples JSONL of held-out questions to rescore")
+    p.add_argument("--out", help="write metrics JSON here (default: print)")
+    p = sub.add_parser("sweep-beta", help="E4: train aft_bc at several beta on a finished run's VFT and samples")
+    _common(p)
+    p.add_argument("--run", required=True, help="a folder written by `aftlab run`")
+    p.add_argument("--betas", default="0.01,0.03,0.1,0.3,1,3")
+    return ap
+
+
+def cmd_run(args) -> None:
+    from .metrics import aggregate
+    from .pipeline import run
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    results = []
+    for seed in seeds:
+        args.seed = seed
+        out = Path(args.out) / f"seed-{seed}" if args.seeds else Path(args.out)
+        results.append(run(_config(args), out, progress=not args.no_progress))
+        print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
+    if args.seeds:
+        agg = aggregate(results)
+        (Path(args.out) / "aggregate.json").write_text(json.dumps(agg, indent=1))
+        for method, m in agg.items():
+            print(f"{method:12s} " + "  ".join(f"{k}={m[k]['mean']:.3f}±{m[k]['std']:.3f}" for k in
+                                               ("task_accuracy", "assessment_accuracy", "rerank_accuracy")))
+
+
+def cmd_vft(args) -> None:
+    from .data import synthetic_from_config
+    from .pipeline import build_lm
+    from .vft import train_vft
+    cfg = _config(args)
+    train, test = synthetic_from_config(cfg.data)
+    lm = build_lm(cfg, train, test)
+    train_vft(lm, train, cfg.vft, out=Path(args.out) / "vft", seed=cfg.seed, progress=not args.no_progress)
+    print(f"wrote {Path(args.out) / 'vft'}")
+
+
+def cmd_sample(args) -> None:
+    from .data import synthetic_from_config
+    from .model import load_lm
+    from .sampling import sample_cots
+    cfg = _config(args)
+    train, test = synthetic_from_config(cfg.data)
+    examples = train[:cfg.sample.n_questions] if args.split == "train" else test
+    lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
+    s = cfg.sample
+    recs = sample_cots(lm, examples, s.k, s.temperature, s.top_p, s.max_new_tokens, cfg.seed, s.batch_questions,
+                       cache=args.out, progress=not args.no_progress)
+    n_pos = sum(x["correct"] for r in recs for x in r["samples"])
+    print(f"{len(recs)} questions, {sum(len(r['samples']) for r in recs)} distinct COTs ({n_pos} correct) "
+          f"in {args.out}")
+
+
+def cmd_align(args) -> None:
+    from . import checkpoint
+    from .align import train_align
+    from .model import load_lm
+    from .sampling import groups, read_samples
+    cfg = _config(args)
+    acfg = cfg.align_for(args.method)
+    lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
+    found = checkpoint.find(args.model)
+    state = checkpoint.load_state(found) if found else None
+    g = groups(read_samples(args.samples), acfg.strict_positives, acfg.include_reference)
+    log = train_align(lm, g, acfg, init_state=state, seed=cfg.seed, progress=not args.no_progress)
+    checkpoint.save(args.out, lm, step=len(log), history=log, extra={"kind": "align", "method": args.method})
+    print(f"wrote {args.out}; last step: {json.dumps(log[-1])}")
+
+
+def cmd_eval(args) -> None:
+    from .data import synthetic_from_config
+    from .evaluate import evaluate
+    from .model import load_lm
+    from .sampling import read_samples
+    cfg = _config(args)
+    _, test = synthetic_from_config(cfg.data)
+    lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
+    m = evaluate(lm, test, read_samples(args.eval_samples), cfg.sample.max_new_tokens)["metrics"]
+    text = json.dumps(m, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+def cmd_sweep_beta(args) -> None:
+    from .sweep import beta_sweep
+    rows = beta_sweep(Path(args.run), [float(b) for b in args.betas.split(",")], progress=not args.no_progress)
+    for r in rows:
+        print(f"beta={r['beta']:<6g} gap={r['gap']:.3f} task={r['task_accuracy']:.3f} "
+              f"assess={r['assessment_accuracy']:.3f} rerank={r['rerank_accuracy']:.3f}")
+
+
+COMMANDS = {"run": cmd_run, "vft": cmd_vft, "sample": cmd_sample, "align": cmd_align, "eval": cmd_eval,
+            "sweep-beta": cmd_sweep_beta}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.cmd](args)
+    except USER_ERRORS as e:
+        print(f"aftlab: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
