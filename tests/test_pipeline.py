@@ -1,0 +1,67 @@
+import json
+
+from aftlab.cli import main
+
+REQUIRED = {"task_accuracy", "assessment_accuracy", "rerank_accuracy", "mean_pos_score", "mean_neg_score",
+            "repetition_rate"}
+
+
+def test_smoke_run_writes_metrics_and_report(smoke_run):
+    out, metrics = smoke_run
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["preset"] == "smoke" and saved["seed"] == 0 and saved["seconds"] > 0
+    assert set(saved["methods"]) == {"vft", "rft", "aft_bc", "aft_dc", "align_only"}
+    for m in saved["methods"].values():
+        assert REQUIRED <= set(m)
+        assert 0 <= m["task_accuracy"] <= 1 and 0 <= m["repetition_rate"] <= 1
+    html = (out / "report.html").read_text()
+    assert "plotly" in html.lower() and "Accuracy and scores per method" in html
+    assert len(html) > 1_000_000  # plotly.js is inlined: the report opens offline
+
+
+def test_smoke_run_learned(smoke_run):
+    out, metrics = smoke_run
+    hist = json.loads((out / "vft_history.json").read_text())
+    assert hist[-1]["loss"] < 0.5 * hist[0]["loss"]
+    greedy = json.loads((out / "greedy.json").read_text())["vft"]
+    assert sum("####" in g["cot"] for g in greedy) >= 0.8 * len(greedy)  # learned the COT format
+    assert metrics["methods"]["vft"]["n_pairs"] > 0
+
+
+def test_rerun_reuses_cached_stages(smoke_run, capsys):
+    out, metrics = smoke_run
+    before = (out / "eval_samples.jsonl").read_text()
+    assert main(["run", "--preset", "smoke", "--out", str(out), "--methods", "rft", "--no-progress"]) == 0
+    assert (out / "eval_samples.jsonl").read_text() == before
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_user_errors_exit_2_without_traceback(capsys, tmp_path):
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path), "--set", "align.beta=-1"]) == 2
+    err = capsys.readouterr().err
+    assert "align.beta" in err and "Traceback" not in err
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path), "--set", "sample.k=zero"]) == 2
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path), "--set", "nope.x=1"]) == 2
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path), "--data", str(tmp_path / "none.jsonl")]) == 2
+    assert "none.jsonl" in capsys.readouterr().err
+
+
+def test_stage_commands_on_a_finished_run(smoke_run, tmp_path, capsys):
+    out, _ = smoke_run
+    s = tmp_path / "s.jsonl"
+    assert main(["sample", "--preset", "smoke", "--model", str(out / "vft"), "--out", str(s), "--no-progress",
+                 "--set", "sample.n_questions=6"]) == 0
+    assert len(s.read_text().splitlines()) == 6
+    assert main(["align", "--preset", "smoke", "--model", str(out / "vft"), "--samples", str(s), "--method", "aft_bc",
+                 "--out", str(tmp_path / "bc"), "--no-progress"]) == 0
+    assert main(["eval", "--preset", "smoke", "--model", str(tmp_path / "bc"), "--eval-samples",
+                 str(out / "eval_samples.jsonl"), "--out", str(tmp_path / "m.json"), "--no-progress"]) == 0
+    assert "assessment_accuracy" in json.loads((tmp_path / "m.json").read_text())
+
+
+def test_beta_sweep_from_cli(smoke_run, capsys):
+    out, _ = smoke_run
+    assert main(["sweep-beta", "--run", str(out), "--betas", "0.01,3", "--no-progress"]) == 0
+    rows = json.loads((out / "beta_sweep.json").read_text())
+    assert [r["beta"] for r in rows] == [0.01, 3.0]
+    assert (out / "beta_sweep.html").is_file()

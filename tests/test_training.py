@@ -1,0 +1,92 @@
+import dataclasses
+
+import torch
+
+from aftlab import checkpoint
+from aftlab.align import train_align
+from aftlab.config import AlignConfig, VFTConfig
+from aftlab.model import load_lm, tiny_lm
+from aftlab.sampling import groups, sample_cots
+from aftlab.scoring import score_texts
+from aftlab.vft import train_vft
+
+
+def _fresh(small_task):
+    train, test = small_task
+    return tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2, ffn=64, seed=1)
+
+
+def test_vft_learns(trained):
+    _, _, hist = trained
+    assert hist[-1]["loss"] < 0.6 * hist[0]["loss"]
+
+
+def test_resumed_vft_ends_where_uninterrupted_did(small_task, tmp_path):
+    train, _ = small_task
+    cfg = VFTConfig(steps=12, batch_size=8, lr=3e-3, warmup=2, checkpoint_every=4, log_every=2)
+    a = _fresh(small_task)
+    hist_a = train_vft(a, train, cfg, out=tmp_path / "a", progress=False)
+    b = _fresh(small_task)
+    train_vft(b, train, cfg, out=tmp_path / "b", progress=False, stop_after=6)  # "killed" after step 6
+    c = _fresh(small_task)  # a new process: fresh weights, resumes from the step-4 checkpoint
+    hist_c = train_vft(c, train, cfg, out=tmp_path / "b", progress=False)
+    for (n, p), q in zip(a.model.named_parameters(), c.model.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), n
+    assert hist_a == hist_c
+    assert checkpoint.load_state(tmp_path / "b")["step"] == 12
+
+
+def _groups(trained, small_task, n=24):
+    lm, out, _ = trained
+    train, _ = small_task
+    recs = sample_cots(lm, train[:n], k=6, temperature=1.0, seed=0, progress=False)
+    return out, groups(recs), recs
+
+
+def _scores(lm, gs):
+    pos = score_texts(lm, [g["question"] for g in gs for _ in g["pos"]], [c for g in gs for c in g["pos"]])
+    neg = score_texts(lm, [g["question"] for g in gs for _ in g["neg"]], [c for g in gs for c in g["neg"]])
+    return pos.mean().item(), neg.mean().item()
+
+
+def test_unconstrained_alignment_sinks_negatives_but_boundary_holds_them(trained, small_task):
+    out, gs, _ = _groups(trained, small_task)
+    assert sum(bool(g["neg"]) for g in gs) >= 5
+    base = load_lm(out)
+    pos0, neg0 = _scores(base, gs)
+    results = {}
+    for constraint in (None, "boundary"):
+        lm = load_lm(out)
+        cfg = AlignConfig(method="align_only" if constraint is None else "aft_bc", constraint=constraint,
+                          gamma=30, nll_weight=0.0, lr=2e-3, epochs=6, questions_per_step=8, warmup=1)
+        log = train_align(lm, gs, cfg, progress=False)
+        results[constraint] = _scores(lm, gs)
+        assert all(k in log[-1] for k in ("pos_score", "neg_score", "gap", "boundary", "neg_below_boundary",
+                                          "grad_norm"))
+    (pos_a, neg_a), (pos_b, neg_b) = results[None], results["boundary"]
+    assert neg_a < neg0 - 1.0  # unconstrained: negatives pushed far down
+    assert neg_a < neg_b - 0.5  # ... far below where the boundary constraint keeps them
+    assert pos_b - neg_b > pos0 - neg0  # BC still widened the gap
+
+
+def test_every_method_trains_a_step_with_finite_logs(trained, small_task):
+    out, gs, _ = _groups(trained, small_task, n=8)
+    for method, constraint in [("rft", None), ("aft_dc", "detach"), ("aft_rbc", "boundary"), ("dpo", "boundary"),
+                               ("rrhf", None), ("pro", "detach")]:
+        lm = load_lm(out)
+        before = [p.detach().clone() for p in lm.model.parameters()]
+        log = train_align(lm, gs, AlignConfig(method=method, constraint=constraint, epochs=1, questions_per_step=8),
+                          progress=False)
+        assert log and all(torch.isfinite(torch.tensor(r["loss"])) for r in log), method
+        assert any(not torch.equal(a, b) for a, b in zip(before, lm.model.parameters())), method
+
+
+def test_dc_positive_scores_rise(trained, small_task):
+    out, gs, _ = _groups(trained, small_task)
+    base = load_lm(out)
+    pos0, _ = _scores(base, gs)
+    lm = load_lm(out)
+    train_align(lm, gs, AlignConfig(method="aft_dc", constraint="detach", lr=1e-3, epochs=3, questions_per_step=8),
+                progress=False)
+    pos1, _ = _scores(lm, gs)
+    assert pos1 > pos0
