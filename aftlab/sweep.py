@@ -2,8 +2,9 @@
 
 Place in the data path: reuses a run's VFT checkpoint and samples → AFT → metrics → plots.
 
->>> sorted(sweep_row(0.1, {"mean_pos_score": -0.1, "mean_neg_score": -0.4, "task_accuracy": 0.9}))
-['beta', 'gap', 'mean_neg_score', 'mean_pos_score', 'task_accuracy']
+>>> from aftlab.config import preset
+>>> preset("tiny").align_for("aft_dc").constraint
+'detach'
 """
 from __future__ import annotations
 
@@ -20,26 +21,37 @@ from .model import load_lm
 from .sampling import groups, read_samples
 
 
-def sweep_row(beta: float, metrics: dict) -> dict:
-    return {"beta": beta, **metrics, "gap": metrics["mean_pos_score"] - metrics["mean_neg_score"]}
-
-
-def beta_sweep(run_dir: Path, betas: list[float], method: str = "aft_bc", progress: bool = True) -> list[dict]:
-    """Train ``method`` at each beta from the run's VFT model; write ``beta_sweep.json``/``.html``."""
+def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = True, seed_offset: int = 1,
+                  log=None) -> dict[str, dict]:
+    """Train each variant (``{name: {"method": ..., AlignConfig field: value}}``) from the run's VFT
+    model and samples, evaluate on the run's held-out set; returns ``{name: metrics + last train log}``."""
     run_dir = Path(run_dir)
     cfg = from_dict(json.loads((run_dir / "config.json").read_text()))
     _, test = synthetic_from_config(cfg.data)
     eval_records = read_samples(run_dir / "eval_samples.jsonl")
     train_records = read_samples(run_dir / "samples_r1.jsonl")
     state = checkpoint.load_state(checkpoint.find(run_dir / "vft"))
-    rows = []
-    for beta in betas:
-        acfg = replace(cfg.align_for(method), beta=beta)
+    out = {}
+    for name, over in variants.items():
+        over = dict(over)
+        n_questions = over.pop("n_questions", len(train_records))
+        acfg = replace(cfg.align_for(over.pop("method", "aft_bc")), **over)
         lm = load_lm(run_dir / "vft", cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
-        log = train_align(lm, groups(train_records, acfg.strict_positives, acfg.include_reference), acfg,
-                          init_state=state, seed=cfg.seed + 1, progress=progress)
+        g = groups(train_records[:n_questions], acfg.strict_positives, acfg.include_reference)
+        train_log = train_align(lm, g, acfg, init_state=state, seed=cfg.seed + seed_offset, progress=progress)
         m = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens)["metrics"]
-        rows.append(sweep_row(beta, m) | {"train_gap": log[-1]["gap"], "train_neg_score": log[-1]["neg_score"]})
+        out[name] = {**m, "gap": m["mean_pos_score"] - m["mean_neg_score"], "train_gap": train_log[-1]["gap"],
+                     "train_neg_score": train_log[-1]["neg_score"], "train_log": train_log}
+        if log:
+            log(name, out[name])
+    return out
+
+
+def beta_sweep(run_dir: Path, betas: list[float], method: str = "aft_bc", progress: bool = True) -> list[dict]:
+    """Train ``method`` at each beta from the run's VFT model; write ``beta_sweep.json``/``.html``."""
+    run_dir = Path(run_dir)
+    res = variant_sweep(run_dir, {str(b): {"method": method, "beta": b} for b in betas}, progress)
+    rows = [{"beta": b, **{k: v for k, v in res[str(b)].items() if k != "train_log"}} for b in betas]
     (run_dir / "beta_sweep.json").write_text(json.dumps(rows, indent=1))
     from .plots import beta_sweep as fig
     fig(rows).write_html(run_dir / "beta_sweep.html", include_plotlyjs="inline")
