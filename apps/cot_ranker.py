@@ -1,0 +1,123 @@
+"""The COT ranker app: one question, several COTs, their scores and ranks under one or two checkpoints.
+
+Place in the data path: the outside, beside the CLI; every decision lives in ``aftlab.ranker``
+(sampling → scoring → answers → ranker), this file only lays out widgets and wires them.
+
+    aftlab app --runs runs                                     # or: python apps/cot_ranker.py
+    aftlab app --solutions ../shared/data/gsm8k/model_solutions.jsonl
+
+With no trained run, the untrained ``tiny (untrained, demo)`` checkpoint is built in code, so the
+app always starts offline. It binds 127.0.0.1 unless told otherwise.
+
+>>> app = build_app(runs_dir="no-such-folder")
+>>> type(app).__name__
+'Blocks'
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # otherwise Gradio calls out at launch
+
+INTRO = """# COT ranker
+A model's **score** of a chain of thought (COT) is its mean log-probability per token given the
+question (higher = more likely). AFT's premise: after plain fine-tuning, models often score a **wrong**
+COT above a **right** one. Pick an example (or type a question and a gold answer), paste COTs
+separated by a blank line and/or sample *k* from a checkpoint, then press **Rank**. Compare two
+checkpoints side by side, e.g. `vft` vs `aft_bc`. Steps: ✓/✗ per arithmetic step `a op b = c`."""
+
+
+def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None = None, device: str = "auto",
+              limits=None, concurrency: int = 2, n_examples: int = 30):
+    """The Gradio Blocks of the ranker; nothing is trained or loaded until the first request."""
+    import gradio as gr
+    import pandas as pd
+
+    from aftlab.plots import cot_scores
+    from aftlab.ranker import (COLUMNS, DEMO, NONE, Limits, ModelCache, RankerError, default_pair,
+                               discover_checkpoints, gsm8k_examples, rank_request, synthetic_examples)
+
+    limits = limits or Limits()
+    found = discover_checkpoints(runs_dir)
+    cache = ModelCache(found, device=device)
+    examples = synthetic_examples(found, n_examples)
+    if solutions_path:
+        examples += gsm8k_examples(solutions_path, 2 * n_examples)
+    by_label = {e["label"]: e for e in examples}
+    a0, b0 = default_pair(list(found))
+    where = (f"{len(found)} checkpoint(s) found in `{runs_dir}`." if found else
+             f"No trained run in `{runs_dir}` yet (`aftlab run --preset smoke --out runs/smoke` makes one in "
+             f"about a minute); the untrained demo model ranks COTs meanwhile.")
+
+    def pick(label):
+        e = by_label.get(label)
+        return (e["question"], e["gold"], e["cots"]) if e else (gr.update(), gr.update(), gr.update())
+
+    def rank(question, gold, pasted, a, b, sample_with, k, temperature, max_new_tokens, seed):
+        try:
+            r = rank_request(cache, question, gold, pasted, a, b, sample_with, k, temperature, max_new_tokens,
+                             seed, limits)
+        except RankerError as e:
+            return f"⚠️ **Error:** {e}", pd.DataFrame(columns=COLUMNS), None
+        except Exception as e:  # a broken checkpoint must not take the app down; say what happened
+            return f"⚠️ **Error:** {type(e).__name__}: {str(e)[:300]}", pd.DataFrame(columns=COLUMNS), None
+        fig = cot_scores(r.labels, r.scores, r.correct)
+        fig.update_layout(height=360, margin=dict(t=50, b=30))
+        return r.message, pd.DataFrame(r.rows, columns=COLUMNS), fig
+
+    with gr.Blocks(title="aftlab COT ranker") as app:
+        gr.Markdown(INTRO + "\n\n" + where)
+        with gr.Row():
+            with gr.Column(scale=3):
+                example = gr.Dropdown([e["label"] for e in examples], value=None, label="Example (optional)")
+                question = gr.Textbox(label="Question", lines=3, placeholder="Mia has 7 shells. …")
+                gold = gr.Textbox(label="Gold answer (optional)", placeholder="e.g. 17")
+                pasted = gr.Textbox(label="COTs (separate with a blank line)", lines=8,
+                                    placeholder="3 * 4 = 12. 12 + 5 = 17. #### 17\n\n3 + 4 = 7. #### 7")
+            with gr.Column(scale=2):
+                names = cache.names
+                ckpt_a = gr.Dropdown(names, value=a0, label="Checkpoint A")
+                ckpt_b = gr.Dropdown([NONE] + names, value=b0, label="Checkpoint B (optional)")
+                sample_with = gr.Dropdown(names, value=a0, label="Sample COTs with")
+                k = gr.Slider(0, limits.max_k, value=4, step=1, label="k (COTs to sample; 0 = only pasted)")
+                temperature = gr.Slider(0, limits.max_temperature, value=0.8, step=0.05, label="temperature")
+                max_new = gr.Slider(8, limits.max_new_tokens, value=min(48, limits.max_new_tokens), step=8,
+                                    label="max new tokens")
+                seed = gr.Number(0, precision=0, label="seed")
+                go = gr.Button("Rank", variant="primary")
+        status = gr.Markdown(elem_id="status")
+        table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True, label="COTs ranked by checkpoint A",
+                             elem_id="ranking", max_height=600)
+        plot = gr.Plot(label="Scores", elem_id="scores")
+        example.change(pick, example, [question, gold, pasted], api_name="pick")
+        go.click(rank, [question, gold, pasted, ckpt_a, ckpt_b, sample_with, k, temperature, max_new, seed],
+                 [status, table, plot], api_name="rank")
+        gr.Markdown(f"Models: {', '.join(f'`{n}`' for n in names)}. Caps: question ≤ {limits.max_question_chars} "
+                    f"characters, COT ≤ {limits.max_cot_chars}, ≤ {limits.max_cots} COTs, k ≤ {limits.max_k}.")
+    app.queue(default_concurrency_limit=concurrency, max_size=64)
+    app.cache = cache  # the tests check each checkpoint is loaded once
+    return app
+
+
+def launch(app, host: str = "127.0.0.1", port: int | None = None, **kw):
+    """Serve ``app``; loopback only unless ``host`` says otherwise."""
+    return app.launch(server_name=host, server_port=port, ssr_mode=False, footer_links=["api"], **kw)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(description="aftlab COT ranker (Gradio)")
+    ap.add_argument("--runs", default="runs", help="folder of `aftlab run` outputs to find checkpoints in")
+    ap.add_argument("--solutions", help="GSM8K model_solutions.jsonl for real model-written COTs")
+    ap.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
+    ap.add_argument("--port", type=int, default=None, help="port (default: Gradio's, 7860 or next free)")
+    args = ap.parse_args(argv)
+    launch(build_app(args.runs, args.solutions), args.host, args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+    sys.exit(main())
