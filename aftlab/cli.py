@@ -10,6 +10,7 @@ overrides and calls the library.
     aftlab align --model runs/a/vft --samples runs/a/samples.jsonl --method aft_bc --out runs/a/aft_bc
     aftlab eval --model runs/a/aft_bc --data test.jsonl --eval-samples runs/a/eval_samples.jsonl
     aftlab sweep-beta --run runs/tiny-0 --betas 0.01,0.1,1,10   # E4 on a finished run
+    aftlab app --runs runs                                      # the COT ranker on http://127.0.0.1:7860
 
 >>> build_parser().parse_args(["run", "--preset", "smoke", "--set", "align.beta=0.2"]).set
 ['align.beta=0.2']
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--run", required=True, help="a folder written by `aftlab run`")
     p.add_argument("--betas", default="0.01,0.03,0.1,0.3,1,3")
+    p = sub.add_parser("app", help="the Gradio COT ranker (binds 127.0.0.1 unless --host says otherwise)")
+    p.add_argument("--runs", default="runs", help="folder of `aftlab run` outputs to find checkpoints in")
+    p.add_argument("--solutions", help="GSM8K model_solutions.jsonl (default: $AFTLAB_GSM8K/model_solutions.jsonl)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes the app to the network")
+    p.add_argument("--port", type=int, default=7860)
     return ap
 
 
@@ -180,8 +186,24 @@ def cmd_sweep_beta(args) -> None:
               f"assess={r['assessment_accuracy']:.3f} rerank={r['rerank_accuracy']:.3f}")
 
 
+def cmd_app(args) -> None:
+    import importlib.util
+    import os
+    path = Path(__file__).resolve().parents[1] / "apps" / "cot_ranker.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the app ships with the source checkout; run `aftlab app` from a clone")
+    solutions = args.solutions
+    default = Path(os.environ.get("AFTLAB_GSM8K", "")) / "model_solutions.jsonl"
+    if solutions is None and os.environ.get("AFTLAB_GSM8K") and default.is_file():
+        solutions = default
+    spec = importlib.util.spec_from_file_location("cot_ranker", path)  # apps/ is not an installed package
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    app.launch(app.build_app(args.runs, solutions), args.host, args.port)
+
+
 COMMANDS = {"run": cmd_run, "vft": cmd_vft, "sample": cmd_sample, "align": cmd_align, "eval": cmd_eval,
-            "sweep-beta": cmd_sweep_beta}
+            "sweep-beta": cmd_sweep_beta, "app": cmd_app}
 
 
 def main(argv: list[str] | None = None) -> int:
