@@ -102,3 +102,89 @@ def score_texts(lm, questions: list[str], cots: list[str], batch_tokens: int = 1
     cache: dict[str, list[int]] = {}
     prompts = [cache.setdefault(q, lm.prompt_ids(q)) for q in questions]
     return score(lm, prompts, [lm.cot_ids(c) for c in cots], batch_tokens)[0]
+
+
+def _cache_arg() -> str:
+    """The KV-cache keyword of this transformers version (``cache`` since 5.x, ``past_key_values`` before)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def grouped_token_logprobs(model, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int = 0
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`token_logprobs` for questions that each have several COTs, with every prompt run once.
+
+    The B prompts (left-padded) go through the model once; their KV cache is repeated to one row per
+    COT and the COTs (right-padded, so padding only follows real tokens) continue from it. Prompt
+    tokens are thus computed B times instead of N = sum of group sizes times.
+    Returns ``(lp, mask)``, both (N, C) in group order, COT tokens left-aligned (column j = token j).
+    """
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    ids, att = _left_pad(prompts, pad_id)  # (B, P)
+    ids, att = ids.to(device), att.to(device)
+    pos = (att.cumsum(-1) - 1).clamp(min=0)
+    key = _cache_arg()
+    out = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1,
+                **{key: DynamicCache()})
+    first = out.logits[:, -1].float()  # (B, V): predicts each COT's first token
+    rows = torch.tensor([b for b, g in enumerate(groups) for _ in g], device=device)  # (N,)
+    cache = getattr(out, key)
+    cache.batch_select_indices(rows)  # (B, ...) -> (N, ...): one copy of its prompt's cache per COT
+    cots = [c for g in groups for c in g]
+    n_cot = torch.tensor([len(c) for c in cots], device=device)  # (N,)
+    width = int(n_cot.max())
+    col = torch.arange(width, device=device)
+    mask = col.unsqueeze(0) < n_cot.unsqueeze(1)  # (N, C)
+    target = torch.full((len(cots), width), pad_id, dtype=torch.long, device=device)
+    for i, c in enumerate(cots):
+        target[i, :len(c)] = torch.tensor(c, dtype=torch.long)
+    start = att.sum(-1)[rows]  # (N,): prompt length = position of each COT's first token
+    logits = first[rows].unsqueeze(1)  # (N, 1, V)
+    if width > 1:
+        rest = model(input_ids=target[:, :-1], attention_mask=torch.cat([att[rows], mask[:, :-1].long()], 1),
+                     position_ids=start.unsqueeze(1) + col[:-1].unsqueeze(0), use_cache=True,
+                     **{key: cache}).logits.float()  # (N, C-1, V)
+        logits = torch.cat([logits, rest], 1)  # (N, C, V)
+    lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (N, C)
+    return lp * mask, mask
+
+
+@torch.inference_mode()
+def score_grouped(lm, prompts: list[list[int]], groups: list[list[list[int]]], batch_tokens: int = 16384
+                  ) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
+    """Scores of each question's COTs with the question encoded once (prefix sharing).
+
+    ``groups[b]`` holds the COTs of ``prompts[b]``. Returns one (k_b,) score tensor and k_b per-token
+    log-prob tensors per question; equal to :func:`score` up to float rounding (tested to 1e-4).
+    Questions are packed, shortest first, into batches of about ``batch_tokens`` COT tokens.
+    """
+    model = lm.model if hasattr(lm, "model") else lm
+    pad = getattr(getattr(lm, "tokenizer", None), "pad_token_id", 0) or 0
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(prompts)), key=lambda b: max((len(c) for c in groups[b]), default=0))
+    order = [b for b in order if groups[b]]
+    scores: list[torch.Tensor] = [torch.empty(0) for _ in prompts]
+    per_token: list[list[torch.Tensor]] = [[] for _ in prompts]
+    start = 0
+    while start < len(order):
+        end, rows = start + 1, len(groups[order[start]])
+        while end < len(order):
+            rows += len(groups[order[end]])
+            if rows * max(len(c) for c in groups[order[end]]) > batch_tokens:
+                break
+            end += 1
+        idx = order[start:end]
+        lp, mask = grouped_token_logprobs(model, [prompts[b] for b in idx], [groups[b] for b in idx], pad)
+        s = normalised(lp, mask).cpu()
+        i = 0
+        for b in idx:
+            k = len(groups[b])
+            scores[b] = s[i:i + k]
+            per_token[b] = [lp[i + j][mask[i + j]].cpu() for j in range(k)]
+            i += k
+        start = end
+    model.train(was_training)
+    return scores, per_token
