@@ -260,9 +260,9 @@ def ranked_table(record: dict, scores: dict[str, list[float]] | None = None) -> 
     >>> rec = {"question": "q", "answer": "2", "reference": "1 + 1 = 2. #### 2", "samples": [
     ...     {"cot": "1 + 1 = 3. #### 3", "answer": "3", "correct": False, "strict": False, "count": 1},
     ...     {"cot": "1 + 1 = 2. #### 2", "answer": "2", "correct": True, "strict": True, "count": 2}]}
-    >>> t = ranked_table(rec, {"vft": [-0.1, -0.5]})
-    >>> t.index("#### 3") < t.index("#### 2.")
-    True
+    >>> rows = ranked_table(rec, {"vft": [-0.1, -0.5]}).split("<table>")[1]  # wrong COT scored higher: first
+    >>> rows.index("#### 3") < rows.index("#### 2"), "-0.100 (1)" in rows
+    (True, True)
     """
     samples = record["samples"]
     scores = scores or {}

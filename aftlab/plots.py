@@ -98,3 +98,14 @@ def cot_scores(labels: list[str], scores: dict[str, list[float]], correct: list[
                              marker_line_width=3))
     fig.update_layout(barmode="group", title="COT scores per checkpoint", yaxis_title="score (nats / token)")
     return fig
+
+
+def loss_curve(history: list[dict], marks: list[int] | None = None) -> go.Figure:
+    """VFT training loss per logged step (``train_vft`` history); ``marks``: steps to flag (snapshots)."""
+    fig = go.Figure(go.Scatter(x=[h["step"] for h in history], y=[h["loss"] for h in history], mode="lines",
+                               name="loss"))
+    for m in marks or []:
+        fig.add_vline(x=m, line_dash="dot", line_color="#999")
+    fig.update_layout(title="VFT: token NLL of the reference COTs", xaxis_title="step",
+                      yaxis_title="loss (nats / token)")
+    return fig
