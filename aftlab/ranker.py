@@ -283,7 +283,8 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
     gold = (gold or "").strip()
     correct = [None if not gold else r["correct"] == "✓" for r in rows]
     rows.sort(key=lambda r: (r["rank A"], r["#"]))
-    return Ranking(rows, [f"COT {i + 1}" for i in range(len(cots))], {names[key]: s for key, s in scores.items()},
+    marks = {True: " ✓", False: " ✗", None: ""}
+    return Ranking(rows, [f"COT {i + 1}{marks[c]}" for i, c in enumerate(correct)], {names[key]: s for key, s in scores.items()},
                    correct, _summary(names, scores, correct, sources, k), cots)
 
 

@@ -1,0 +1,209 @@
+"""The COT ranker: its handlers (aftlab.ranker) and the Gradio app in a real headless browser."""
+import importlib.util
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from aftlab.ranker import (DEMO, NONE, Limits, ModelCache, RankerError, check_inputs, default_pair,
+                           discover_checkpoints, gsm8k_examples, rank_request, rank_rows, split_cots)
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run"]
+Q = "Mia has 7 shells. She buys 3 bags with 4 shells in each. How many shells does Mia have now?"
+RIGHT, ALSO_RIGHT, WRONG = "3 * 4 = 12. 7 + 12 = 19. #### 19", "7 + 12 = 19. #### 19", "3 * 4 = 12. 7 + 12 = 20. #### 20"
+
+
+def load_app_module():
+    spec = importlib.util.spec_from_file_location("cot_ranker", ROOT / "apps" / "cot_ranker.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo_cache():
+    return ModelCache({})
+
+
+# ---------------------------------------------------------------- handlers
+def test_rows_rank_by_score_and_flag_wrong_cots_above_right_ones():
+    rows = rank_rows([RIGHT, WRONG, ALSO_RIGHT], "19", {"A": [-0.5, -0.3, -0.9], "B": [-0.2, -0.6, -0.4]})
+    assert [r["rank A"] for r in rows] == [2, 1, 3]
+    assert [r["rank B"] for r in rows] == [1, 3, 2]
+    assert [r["correct"] for r in rows] == ["✓", "✗", "✓"]
+    assert [r["answer"] for r in rows] == ["19", "20", "19"]
+    assert rows[0]["steps"] == "✓✓" and rows[1]["steps"] == "✓✗"
+    # the wrong COT beats both right ones under A, neither under B
+    assert [r["flag"] for r in rows] == ["", "wrong above right (A)", ""]
+
+
+def test_no_gold_answer_means_unknown_correctness_and_no_flags():
+    rows = rank_rows([RIGHT, WRONG], "", {"A": [-0.9, -0.1]})
+    assert [r["correct"] for r in rows] == ["?", "?"]
+    assert all(r["flag"] == "" for r in rows) and rows[0]["rank B"] == ""
+
+
+def test_pasted_cots_split_on_blank_lines_only():
+    assert split_cots(f"{RIGHT}\nsecond line\n\n \n{WRONG}\n") == [f"{RIGHT}\nsecond line", WRONG]
+    assert split_cots("") == []
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(question="  "), "question is empty"),
+    (dict(question="x" * 2001), "2001 characters; the limit is 2000"),
+    (dict(cots=["y" * 2001]), "pasted COT 1 has 2001 characters"),
+    (dict(k=9), "k = 9"),
+    (dict(cots=[RIGHT] * 10, k=8), "at most 16 per request"),
+    (dict(temperature=5.0), "temperature 5.0"),
+    (dict(max_new_tokens=10_000), "max new tokens 10000"),
+    (dict(cots=[], k=0), "no COTs"),
+])
+def test_inputs_out_of_bounds_are_refused_with_a_clear_message(kw, message):
+    args = dict(question=Q, cots=[RIGHT], k=2, temperature=0.8, max_new_tokens=32) | kw
+    with pytest.raises(RankerError, match=message):
+        check_inputs(args["question"], args["cots"], args["k"], args["temperature"], args["max_new_tokens"], Limits())
+
+
+def test_unknown_checkpoint_is_refused_before_anything_loads():
+    cache = ModelCache({})
+    with pytest.raises(RankerError, match="unknown checkpoint A 'runs/nope'"):
+        rank_request(cache, Q, "19", RIGHT, "runs/nope")
+    with pytest.raises(RankerError, match="unknown checkpoint B"):
+        rank_request(cache, Q, "19", RIGHT, DEMO, "runs/nope")
+    assert cache.loads == 0
+
+
+def test_request_samples_dedups_scores_and_ranks_consistently(demo_cache):
+    r = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{WRONG}\n\n{RIGHT}", DEMO, DEMO, DEMO, k=3,
+                     temperature=1.0, max_new_tokens=12, seed=1)
+    n = len(r.cots)
+    assert 2 <= n <= 5 and len(set(r.cots)) == n  # duplicate pasted COT dropped
+    assert [row["rank A"] for row in r.rows] == sorted(row["rank A"] for row in r.rows)
+    scores = r.scores[DEMO]
+    best = max(range(n), key=scores.__getitem__)
+    assert r.rows[0]["#"] == best + 1 and r.rows[0]["rank A"] == 1
+    assert all(row["score A"] == row["score B"] for row in r.rows)  # same checkpoint twice
+    assert sum(s.startswith("sampled (") for s in (row["source"] for row in r.rows)) == n - 2
+    again = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{WRONG}", DEMO, NONE, DEMO, k=3, temperature=1.0,
+                         max_new_tokens=12, seed=1)
+    assert again.cots == r.cots and "Ranked" in again.message  # same seed, same samples
+
+
+def test_model_cache_loads_each_checkpoint_once_under_concurrency():
+    cache = ModelCache({})
+    seen = []
+
+    def use():
+        with cache.use(DEMO) as lm:
+            seen.append(id(lm))
+
+    threads = [threading.Thread(target=use) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cache.loads == 1 and len(set(seen)) == 1 and len(seen) == 6
+
+
+def test_checkpoints_are_discovered_and_half_written_ones_skipped(tmp_path):
+    for folder in ("r1/vft", "r1/aft_bc", "r1/vft.tmp-123", "r1/aft_dc.old", "r2/seed-0/vft", "r3/notes"):
+        (tmp_path / folder).mkdir(parents=True)
+        if folder != "r3/notes":
+            (tmp_path / folder / "config.json").write_text("{}")
+            (tmp_path / folder / "model.safetensors").write_bytes(b"")
+    found = discover_checkpoints(tmp_path)
+    assert sorted(found) == ["r1/aft_bc", "r1/vft", "r2/seed-0/vft"]
+    assert default_pair(sorted(found)) == ("r1/vft", "r1/aft_bc")
+    assert discover_checkpoints(tmp_path / "missing") == {} and default_pair([]) == (DEMO, NONE)
+
+
+def test_gsm8k_model_solutions_prefill_four_cots_and_the_gold_answer():
+    from conftest import GSM8K
+    path = GSM8K / "model_solutions.jsonl"
+    if not path.is_file():
+        pytest.skip(f"GSM8K model_solutions.jsonl not found at {path} (set AFTLAB_GSM8K)")
+    ex = gsm8k_examples(path, n=3)
+    assert len(ex) == 3 and ex[0]["gold"] == "18" and "Janet" in ex[0]["question"]
+    assert len(split_cots(ex[0]["cots"])) == 4
+
+
+def test_cli_app_binds_loopback_by_default():
+    from aftlab.cli import build_parser
+    args = build_parser().parse_args(["app"])
+    assert (args.host, args.runs, args.solutions) == ("127.0.0.1", "runs", None)
+
+
+# ---------------------------------------------------------------- the browser
+@pytest.mark.browser
+@pytest.mark.slow
+def test_app_in_headless_chromium(smoke_run, tmp_path):
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    if not CHROMIUM.is_file():
+        pytest.skip("no /usr/bin/chromium (`make browser` installs Debian's chromium)")
+    run_dir, _ = smoke_run
+    shot = drive_app(run_dir, tmp_path)
+    (ROOT / "runs").mkdir(exist_ok=True)
+    shutil.copy(shot, ROOT / "runs" / "app_screenshot.png")  # for a human to look at
+
+
+def drive_app(run_dir: Path, tmp_path: Path) -> Path:
+    """Serve the app over ``run_dir``'s parent, use it like a person would, return a screenshot's path."""
+    from playwright.sync_api import expect, sync_playwright
+    mod = load_app_module()
+    app = mod.build_app(runs_dir=run_dir.parent)
+    port, threads = free_port(), torch.get_num_threads()
+    mod.launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            expect(page.get_by_text("COT ranker").first).to_be_visible(timeout=30_000)
+            # what a newcomer sees: checkpoint A preset to the run's VFT model
+            expect(page.get_by_role("combobox", name="Checkpoint A", exact=True)).to_have_value(f"{run_dir.name}/vft", timeout=10_000)
+
+            page.get_by_role("combobox", name="Example (optional)").click()
+            page.get_by_role("option").nth(1).click()
+            expect(page.get_by_label("Question", exact=True)).not_to_have_value("", timeout=10_000)
+            assert page.get_by_label("Gold answer (optional)", exact=True).input_value().strip()
+
+            page.get_by_role("button", name="Rank").click()
+            status = page.locator("#status")
+            expect(status).to_contain_text("Ranked", timeout=60_000)
+            n = int(status.inner_text().split("Ranked ")[1].split()[0])
+            rows = page.locator("#ranking .virtual-row")
+            expect(rows).to_have_count(n, timeout=10_000)
+            assert page.locator('#ranking [data-testid="cell-0-3"]').inner_text().strip() == "1"  # rank A
+            bars = page.locator("#scores .js-plotly-plot g.point")
+            expect(bars.first).to_be_visible(timeout=10_000)
+            assert bars.count() == n * (2 if "B = " in status.inner_text() else 1)
+            shot = tmp_path / "app.png"
+            page.screenshot(path=str(shot), full_page=True)
+
+            page.get_by_label("Question", exact=True).fill("")
+            page.get_by_role("button", name="Rank").click()
+            expect(status).to_contain_text("Error", timeout=30_000)
+            expect(status).to_contain_text("question is empty")
+            expect(rows).to_have_count(0)
+
+            page.get_by_label("Question", exact=True).fill(Q)  # the app still serves after the error
+            page.get_by_role("button", name="Rank").click()
+            expect(status).to_contain_text("Ranked", timeout=60_000)
+            browser.close()
+    finally:
+        app.close()
+        torch.set_num_threads(threads)
+    assert app.cache.loads <= 3  # each checkpoint in use (A, B, sampler) loaded once
+    return shot
