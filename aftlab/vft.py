@@ -39,13 +39,35 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return perm[pos * batch_size:(pos + 1) * batch_size].tolist()
 
 
+def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, buckets: int = 2) -> torch.Tensor:
+    """Backpropagate the token-mean NLL of (prompt, COT) id pairs; returns the loss, detached.
+
+    The pairs are sorted by length and run as ``buckets`` micro-batches, each loss weighted by its
+    share of the batch's COT tokens, so the accumulated gradient is the one-batch gradient up to
+    float rounding (tested) while short sequences are not padded to the batch's longest: on the
+    tiny preset 2 buckets make a step ~20% faster. ``buckets=1`` is the plain single forward.
+    """
+    pairs = sorted(pairs, key=lambda pc: len(pc[0]) + len(pc[1]))
+    n_tokens = sum(len(c) for _, c in pairs)
+    buckets = max(1, min(buckets, len(pairs)))
+    total = torch.zeros(())
+    for b in range(buckets):
+        part = pairs[b * len(pairs) // buckets:(b + 1) * len(pairs) // buckets]
+        lp, mask = token_logprobs(model, [p for p, _ in part], [c for _, c in part], pad)  # (n, C)
+        loss = nll_loss(lp, mask) * (mask.sum() / n_tokens)
+        loss.backward()
+        total = total + loss.detach().cpu()
+    return total
+
+
 def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, resume: bool = True,
-              progress: bool = True, stop_after: int | None = None) -> list[dict]:
+              progress: bool = True, stop_after: int | None = None, length_buckets: int = 2) -> list[dict]:
     """Train ``lm`` in place on ``examples``; returns the loss history.
 
     ``out``: checkpoint folder (written every ``cfg.checkpoint_every`` steps and at the end);
     with ``resume`` an existing checkpoint there is continued. ``stop_after`` ends early after that
-    many steps (to simulate an interruption in tests).
+    many steps (to simulate an interruption in tests). ``length_buckets``: micro-batches per step
+    (see :func:`nll_backward`: the same gradient, less padding).
     """
     from tqdm.auto import tqdm
 
@@ -69,12 +91,10 @@ def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, r
     running = []
     while step < cfg.steps:
         idx = batch_indices(len(pairs), cfg.batch_size, step, seed)
-        lp, mask = token_logprobs(model, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx], pad)
-        loss = nll_loss(lp, mask)
+        opt.zero_grad(set_to_none=True)
+        loss = nll_backward(model, [pairs[i] for i in idx], pad, length_buckets)
         if not torch.isfinite(loss):
             raise NonFiniteError(f"VFT step {step}: loss is {loss.item()}; last good checkpoint kept at {out}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         sched.step()

@@ -1,0 +1,57 @@
+"""The speed-ups give the same numbers: prefix-shared scoring, length-bucketed VFT steps, thread helper."""
+import torch
+
+from aftlab.runtime import auto_threads, threads
+from aftlab.scoring import score, score_grouped
+from aftlab.vft import nll_backward
+
+
+def _groups(lm, train):
+    """Six questions with 1-4 COTs each, of mixed lengths (one COT a single token)."""
+    prompts = [lm.prompt_ids(e.question) for e in train[:6]]
+    groups = [[lm.cot_ids(train[(3 * b + j) % len(train)].solution if j % 2 else "#### 3") for j in range(1 + b % 4)]
+              for b in range(6)]
+    groups[0].append([lm.tokenizer.eos_token_id])
+    return prompts, groups
+
+
+def test_prefix_shared_scores_equal_full_scoring(tiny, small_task):
+    train, _ = small_task
+    prompts, groups = _groups(tiny, train)
+    shared, shared_tok = score_grouped(tiny, prompts, groups, batch_tokens=60)  # several batches
+    full, full_tok = score(tiny, [p for p, g in zip(prompts, groups) for _ in g], [c for g in groups for c in g])
+    assert torch.allclose(torch.cat(shared), full, atol=1e-4)
+    for a, b in zip([t for g in shared_tok for t in g], full_tok):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
+
+
+def test_prefix_shared_scores_equal_with_lora(tiny, small_task):
+    from aftlab.model import add_lora
+    train, _ = small_task
+    lm = add_lora(tiny, r=4, alpha=8)
+    prompts, groups = _groups(lm, train)
+    shared, _ = score_grouped(lm, prompts, groups)
+    full, _ = score(lm, [p for p, g in zip(prompts, groups) for _ in g], [c for g in groups for c in g])
+    assert torch.allclose(torch.cat(shared), full, atol=1e-4)
+
+
+def test_length_bucketed_vft_gradient_equals_one_batch(tiny, small_task):
+    train, _ = small_task
+    pairs = [(tiny.prompt_ids(e.question), tiny.cot_ids(e.solution)) for e in train[:24]]
+    tiny.model.train()
+    grads = []
+    for buckets in (1, 3):
+        tiny.model.zero_grad()
+        loss = nll_backward(tiny.model, pairs, tiny.tokenizer.pad_token_id, buckets)
+        grads.append((loss, [p.grad.clone() for p in tiny.model.parameters()]))
+    (l1, g1), (l3, g3) = grads
+    assert abs(l1.item() - l3.item()) < 1e-5
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(g1, g3))
+
+
+def test_thread_helper_restores_and_respects_load():
+    before = torch.get_num_threads()
+    with threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert auto_threads(cores=2, load=3.0) == 1 and auto_threads(cores=4, load=0.0) == 4
