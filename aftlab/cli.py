@@ -11,6 +11,8 @@ overrides and calls the library.
     aftlab eval --model runs/a/aft_bc --data test.jsonl --eval-samples runs/a/eval_samples.jsonl
     aftlab sweep-beta --run runs/tiny-0 --betas 0.01,0.1,1,10   # E4 on a finished run
     aftlab app --runs runs                                      # the COT ranker on http://127.0.0.1:7860
+    aftlab assess --model smol --solutions model_solutions.jsonl --limit 100   # E6: judge real GSM8K COTs
+    aftlab export --samples runs/a/samples.jsonl --format pairs --out pairs.jsonl  # TRL-style preference pairs
 
 >>> build_parser().parse_args(["run", "--preset", "smoke", "--set", "align.beta=0.2"]).set
 ['align.beta=0.2']
@@ -99,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solutions", help="GSM8K model_solutions.jsonl (default: $AFTLAB_GSM8K/model_solutions.jsonl)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes the app to the network")
     p.add_argument("--port", type=int, default=7860)
+    p = sub.add_parser("assess", help="E6: assessment accuracy of a model on GSM8K model_solutions (real COTs)")
+    p.add_argument("--model", default="smol", help="smol, a run's checkpoint folder, or a HF id/folder (default smol)")
+    p.add_argument("--solutions", help="GSM8K model_solutions.jsonl (default: $AFTLAB_GSM8K/model_solutions.jsonl)")
+    p.add_argument("--limit", type=int, help="first N questions only")
+    p.add_argument("--raw", action="store_true", help="keep <<calculator>> annotations and the 'A: N' ending")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-prompt-tokens", type=int, default=512)
+    p.add_argument("--out", help="write metrics JSON here (a .md beside it gets the table)")
+    p = sub.add_parser("export", help="samples JSONL → datasets-loadable COT rows or TRL preference pairs")
+    p.add_argument("--samples", required=True, help="samples JSONL written by `aftlab sample` or `aftlab run`")
+    p.add_argument("--format", choices=("jsonl", "pairs"), default="pairs")
+    p.add_argument("--out", required=True)
+    p.add_argument("--conversational", action="store_true", help="pairs as chat message lists (TRL conversational)")
+    p.add_argument("--max-pairs", type=int, help="cap on pairs per question")
+    p.add_argument("--loose", action="store_true", help="positives: any correct answer (default: every step checks)")
     return ap
 
 
@@ -202,8 +219,37 @@ def cmd_app(args) -> None:
     app.launch(app.build_app(args.runs, solutions), args.host, args.port)
 
 
+def cmd_assess(args) -> None:
+    import os
+    from . import checkpoint
+    from .assess import assess, load_solutions, markdown
+    from .model import load_lm
+    path = args.solutions or Path(os.environ.get("AFTLAB_GSM8K", "")) / "model_solutions.jsonl"
+    if args.limit is not None and args.limit <= 0:
+        raise ConfigError(f"--limit {args.limit}: must be > 0")
+    items = load_solutions(path, args.limit, raw=args.raw)  # a bad file fails before the model loads
+    lm = load_lm(args.model, args.device, max_prompt_tokens=args.max_prompt_tokens)
+    m = assess(lm, items)["metrics"]
+    text = json.dumps(dict(m, model=str(args.model), solutions=str(path), raw=args.raw), indent=1)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_atomic(args.out, text)
+        checkpoint.write_atomic(Path(args.out).with_suffix(".md"), markdown(m, f"{args.model} on {Path(path).name}"))
+    print(markdown(m, f"{args.model} on {Path(path).name}"))
+
+
+def cmd_export(args) -> None:
+    from .export import export
+    from .sampling import read_samples
+    records = read_samples(args.samples)
+    kw = {} if args.format == "jsonl" else {"strict": not args.loose, "conversational": args.conversational,
+                                            "max_pairs": args.max_pairs}
+    n = export(records, args.format, args.out, **kw)
+    print(f"wrote {n} {'rows' if args.format == 'jsonl' else 'pairs'} to {args.out}")
+
+
 COMMANDS = {"run": cmd_run, "vft": cmd_vft, "sample": cmd_sample, "align": cmd_align, "eval": cmd_eval,
-            "sweep-beta": cmd_sweep_beta, "app": cmd_app}
+            "sweep-beta": cmd_sweep_beta, "app": cmd_app, "assess": cmd_assess, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
+PLAIN_PROMPT = "Question: {question}\nAnswer:"  # prompt layout of models without a chat template
+CHAT_INSTRUCTION = "\nSolve step by step and end with '#### <answer>'."  # appended to the user turn in chat models
 
 
 class ModelLoadError(RuntimeError):
@@ -96,11 +98,11 @@ class LM:
         """Token ids of the prompt for ``question`` (BOS included where the model uses one)."""
         tok = self.tokenizer
         if self.chat:
-            msgs = [{"role": "user", "content": question + "\nSolve step by step and end with '#### <answer>'."}]
+            msgs = [{"role": "user", "content": question + CHAT_INSTRUCTION}]
             ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         else:
-            ids = tok(f"Question: {question}\nAnswer:", add_special_tokens=False)["input_ids"]
+            ids = tok(PLAIN_PROMPT.format(question=question), add_special_tokens=False)["input_ids"]
             if tok.bos_token_id is not None:
                 ids = [tok.bos_token_id] + ids
         return list(ids)[-self.max_prompt_tokens:]
