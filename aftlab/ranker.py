@@ -61,7 +61,7 @@ def discover_checkpoints(runs_dir: str | Path, max_depth: int = 3) -> dict[str, 
     found: dict[str, Path] = {}
     if not root.is_dir():
         return found
-    for dirpath, dirnames, _ in os.walk(root):
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True):  # depth-capped, so link loops end
         here = Path(dirpath)
         depth = len(here.relative_to(root).parts)
         dirnames[:] = sorted(d for d in dirnames if ".tmp-" not in d and not d.endswith(".old")

@@ -152,17 +152,20 @@ def test_app_in_headless_chromium(smoke_run, tmp_path):
     pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
     if not CHROMIUM.is_file():
         pytest.skip("no /usr/bin/chromium (`make browser` installs Debian's chromium)")
-    run_dir, _ = smoke_run
-    shot = drive_app(run_dir, tmp_path)
+    runs = tmp_path / "runs"  # only this run: pytest's temp folder also holds other tests' models
+    runs.mkdir()
+    (runs / "smoke").symlink_to(smoke_run[0], target_is_directory=True)
+    shot = drive_app(runs, tmp_path)
     (ROOT / "runs").mkdir(exist_ok=True)
     shutil.copy(shot, ROOT / "runs" / "app_screenshot.png")  # for a human to look at
 
 
-def drive_app(run_dir: Path, tmp_path: Path) -> Path:
-    """Serve the app over ``run_dir``'s parent, use it like a person would, return a screenshot's path."""
+def drive_app(runs: Path, tmp_path: Path) -> Path:
+    """Serve the app over ``runs`` (holding a smoke run ``smoke``), use it like a person would, return a
+    screenshot's path."""
     from playwright.sync_api import expect, sync_playwright
     mod = load_app_module()
-    app = mod.build_app(runs_dir=run_dir.parent)
+    app = mod.build_app(runs_dir=runs)
     port, threads = free_port(), torch.get_num_threads()
     mod.launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:
@@ -172,7 +175,8 @@ def drive_app(run_dir: Path, tmp_path: Path) -> Path:
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
             expect(page.get_by_text("COT ranker").first).to_be_visible(timeout=30_000)
             # what a newcomer sees: checkpoint A preset to the run's VFT model
-            expect(page.get_by_role("combobox", name="Checkpoint A", exact=True)).to_have_value(f"{run_dir.name}/vft", timeout=10_000)
+            ckpt_a = page.get_by_role("combobox", name="Checkpoint A", exact=True)
+            expect(ckpt_a).to_have_value("smoke/vft", timeout=10_000)
 
             page.get_by_role("combobox", name="Example (optional)").click()
             page.get_by_role("option").nth(1).click()
