@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from . import checkpoint, losses
+from . import checkpoint, distributed, losses
 from .scoring import normalised, score, summed, token_logprobs
 from .vft import NonFiniteError, batch_indices
 
@@ -86,7 +86,8 @@ def align_loss(cfg, s, summed_lp, ref, pos, neg, lev):
 
 
 def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, seed: int = 0,
-                progress: bool = True, max_cots: int = 16, weight_decay: float = 0.0) -> list[dict]:
+                progress: bool = True, max_cots: int = 16, weight_decay: float = 0.0,
+                accelerate: bool | None = None) -> list[dict]:
     """Continue training ``lm`` in place with ``cfg.method``; returns the per-step log.
 
     ``init_state``: a VFT checkpoint's trainer state, whose AdamW moments are continued (the new
@@ -110,10 +111,13 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
     checkpoint.continue_optimizer(opt, init_state, cfg.lr, weight_decay)
     total = max(1, math.ceil(cfg.epochs * len(packed) / cfg.questions_per_step))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, checkpoint.warmup_cosine(cfg.warmup, total, cfg.min_lr_ratio))
+    dist = distributed.runner(accelerate)  # plain single process unless WORLD_SIZE > 1 or asked
+    model, opt = dist.prepare(model, opt)  # after any resume: checkpoints hold the unwrapped state
+    progress = progress and dist.is_main
     model.train()
     log = []
     for step in tqdm(range(total), desc=f"AFT {cfg.method}", disable=not progress):
-        idx = batch_indices(len(packed), cfg.questions_per_step, step, seed)
+        idx = dist.shard(batch_indices(len(packed), cfg.questions_per_step, step, seed))
         batch = [packed[i] for i in idx]
         prompts = [p["prompt"] for p in batch for _ in p["cots"]]
         cots = [c for p in batch for c in p["cots"]]
@@ -131,8 +135,8 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
         if not torch.isfinite(loss):
             raise NonFiniteError(f"AFT ({cfg.method}) step {step}: loss is {loss.item()}")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        dist.backward(loss)
+        gnorm = dist.clip(model, cfg.clip)
         opt.step()
         sched.step()
         log.append(_step_log(step, s.detach(), pos, neg, cfg, loss.item(), l_align.item(), float(gnorm)))

@@ -76,19 +76,32 @@ def load_solutions(path: str | Path, limit: int | None = None, raw: bool = False
     return out
 
 
-def assess(lm, items: list[dict], batch_tokens: int = 2048) -> dict:
+def assess(lm, items: list[dict], batch_tokens: int = 2048, chunk: int | None = None, on_chunk=None) -> dict:
     """Scores of every COT under ``lm`` and the assessment metrics over ``items``.
 
     Returns ``{"metrics": {...}, "scores": [[s, ...] per question]}``; metrics hold assessment
     accuracy over pairs and per question, score-reranked accuracy, mean positive/negative score,
-    the same per solution source, and wall time.
+    the same per solution source, and wall time. With ``chunk``, questions are scored ``chunk`` at a
+    time and ``on_chunk(partial_result)`` is called after each, so a long CPU run shows (and can save)
+    figures as it goes.
     """
     from .scoring import score_grouped
 
     start = time.perf_counter()
-    prompts = [lm.prompt_ids(it["question"]) for it in items]
-    cots = [[lm.cot_ids(c) for c in it["cots"]] for it in items]
-    scores = [s.tolist() for s in score_grouped(lm, prompts, cots, batch_tokens)[0]]  # question encoded once
+    scores: list[list[float]] = []
+    step = chunk or max(len(items), 1)
+    for i in range(0, len(items), step):
+        part = items[i:i + step]
+        prompts = [lm.prompt_ids(it["question"]) for it in part]  # once per question: shared by its COTs
+        cots = [[lm.cot_ids(c) for c in it["cots"]] for it in part]
+        scores += [s.tolist() for s in score_grouped(lm, prompts, cots, batch_tokens)[0]]
+        if on_chunk is not None and len(scores) < len(items):
+            on_chunk(summarise(items[:len(scores)], scores, time.perf_counter() - start))
+    return summarise(items, scores, time.perf_counter() - start)
+
+
+def summarise(items: list[dict], scores: list[list[float]], seconds: float = float("nan")) -> dict:
+    """Assessment metrics of per-question ``scores`` for ``items`` (see :func:`assess`)."""
     flat = [s for ss in scores for s in ss]
     correct = [it["correct"] for it in items]
     acc = assessment_accuracy(scores, correct)
@@ -105,7 +118,7 @@ def assess(lm, items: list[dict], batch_tokens: int = 2048) -> dict:
                "share_correct": len(pos) / max(len(flat), 1),
                "pos_score": sum(pos) / len(pos) if pos else float("nan"),
                "neg_score": sum(neg) / len(neg) if neg else float("nan"),
-               "by_source": by_source, "seconds": time.perf_counter() - start}
+               "by_source": by_source, "seconds": seconds}
     return {"metrics": metrics, "scores": scores}
 
 

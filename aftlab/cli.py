@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="HF id or local model folder instead of the preset's model")
     p = sub.add_parser("vft", help="vanilla fine-tuning only")
     _common(p)
+    p.add_argument("--accelerate", action="store_true",
+                   help="train through accelerate (automatic under `accelerate launch` with WORLD_SIZE > 1)")
     p.add_argument("--out", required=True)
     p.add_argument("--model", help="HF id or local model folder instead of the preset's model")
     p = sub.add_parser("sample", help="sample k COTs per question with a model, label, cache as JSONL")
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="samples JSONL (appended to; finished questions are skipped)")
     p = sub.add_parser("align", help="AFT (or RFT, DPO, ...) from a model and a samples file")
     _common(p)
+    p.add_argument("--accelerate", action="store_true",
+                   help="train through accelerate (automatic under `accelerate launch` with WORLD_SIZE > 1)")
     p.add_argument("--model", required=True)
     p.add_argument("--samples", required=True)
     p.add_argument("--method", default="aft_bc")
@@ -120,8 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> None:
+    from .distributed import wanted
     from .metrics import aggregate
     from .pipeline import run
+    if wanted():  # every process would sample, evaluate and write the same files
+        raise ConfigError("aftlab run is single-process; under `accelerate launch` run the training stages "
+                          "(aftlab vft / aftlab align) and sample/eval in one process")
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     results = []
     for seed in seeds:
@@ -144,7 +152,8 @@ def cmd_vft(args) -> None:
     cfg = _config(args)
     train, test = synthetic_from_config(cfg.data)
     lm = build_lm(cfg, train, test)
-    train_vft(lm, train, cfg.vft, out=Path(args.out) / "vft", seed=cfg.seed, progress=not args.no_progress)
+    train_vft(lm, train, cfg.vft, out=Path(args.out) / "vft", seed=cfg.seed, progress=not args.no_progress,
+              accelerate=args.accelerate or None)
     print(f"wrote {Path(args.out) / 'vft'}")
 
 
@@ -175,7 +184,8 @@ def cmd_align(args) -> None:
     found = checkpoint.find(args.model)
     state = checkpoint.load_state(found) if found else None
     g = groups(read_samples(args.samples), acfg.strict_positives, acfg.include_reference)
-    log = train_align(lm, g, acfg, init_state=state, seed=cfg.seed, progress=not args.no_progress)
+    log = train_align(lm, g, acfg, init_state=state, seed=cfg.seed, progress=not args.no_progress,
+                      accelerate=args.accelerate or None)
     checkpoint.save(args.out, lm, step=len(log), history=log, extra={"kind": "align", "method": args.method})
     print(f"wrote {args.out}; last step: {json.dumps(log[-1])}")
 
@@ -229,13 +239,19 @@ def cmd_assess(args) -> None:
         raise ConfigError(f"--limit {args.limit}: must be > 0")
     items = load_solutions(path, args.limit, raw=args.raw)  # a bad file fails before the model loads
     lm = load_lm(args.model, args.device, max_prompt_tokens=args.max_prompt_tokens)
-    m = assess(lm, items)["metrics"]
-    text = json.dumps(dict(m, model=str(args.model), solutions=str(path), raw=args.raw), indent=1)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_atomic(args.out, text)
-        checkpoint.write_atomic(Path(args.out).with_suffix(".md"), markdown(m, f"{args.model} on {Path(path).name}"))
-    print(markdown(m, f"{args.model} on {Path(path).name}"))
+    title = f"{args.model} on {Path(path).name}"
+
+    def save(result):  # after every chunk too: a long CPU run keeps its figures so far if stopped
+        m = result["metrics"]
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            checkpoint.write_atomic(args.out, json.dumps(dict(m, model=str(args.model), solutions=str(path),
+                                                              raw=args.raw, complete=len(result["scores"]) == len(items)), indent=1))
+            checkpoint.write_atomic(Path(args.out).with_suffix(".md"), markdown(m, title))
+        return m
+
+    m = save(assess(lm, items, chunk=10, on_chunk=save))
+    print(markdown(m, title))
 
 
 def cmd_export(args) -> None:

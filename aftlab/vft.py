@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .losses import nll_loss
 from .scoring import token_logprobs
 
@@ -39,7 +39,8 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return perm[pos * batch_size:(pos + 1) * batch_size].tolist()
 
 
-def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, buckets: int = 2) -> torch.Tensor:
+def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, buckets: int = 2,
+                 backward=torch.Tensor.backward) -> torch.Tensor:
     """Backpropagate the token-mean NLL of (prompt, COT) id pairs; returns the loss, detached.
 
     The pairs are sorted by length and run as ``buckets`` micro-batches, each loss weighted by its
@@ -55,13 +56,14 @@ def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, 
         part = pairs[b * len(pairs) // buckets:(b + 1) * len(pairs) // buckets]
         lp, mask = token_logprobs(model, [p for p, _ in part], [c for _, c in part], pad)  # (n, C)
         loss = nll_loss(lp, mask) * (mask.sum() / n_tokens)
-        loss.backward()
+        backward(loss)
         total = total + loss.detach().cpu()
     return total
 
 
 def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, resume: bool = True,
-              progress: bool = True, stop_after: int | None = None, length_buckets: int = 2) -> list[dict]:
+              progress: bool = True, stop_after: int | None = None, length_buckets: int = 2,
+              accelerate: bool | None = None) -> list[dict]:
     """Train ``lm`` in place on ``examples``; returns the loss history.
 
     ``out``: checkpoint folder (written every ``cfg.checkpoint_every`` steps and at the end);
@@ -86,27 +88,30 @@ def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, r
         sched.load_state_dict(state["scheduler"])
         step, history = state["step"], state["history"]
     pad = lm.tokenizer.pad_token_id or 0
+    dist = distributed.runner(accelerate)  # plain single process unless WORLD_SIZE > 1 or asked
+    model, opt = dist.prepare(model, opt)  # after any resume: checkpoints hold the unwrapped state
+    progress = progress and dist.is_main
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="VFT", disable=not progress)
     running = []
     while step < cfg.steps:
-        idx = batch_indices(len(pairs), cfg.batch_size, step, seed)
+        idx = dist.shard(batch_indices(len(pairs), cfg.batch_size, step, seed))
         opt.zero_grad(set_to_none=True)
-        loss = nll_backward(model, [pairs[i] for i in idx], pad, length_buckets)
+        loss = nll_backward(model, [pairs[i] for i in idx], pad, length_buckets, dist.backward)
         if not torch.isfinite(loss):
             raise NonFiniteError(f"VFT step {step}: loss is {loss.item()}; last good checkpoint kept at {out}")
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        gnorm = dist.clip(model, cfg.clip)
         opt.step()
         sched.step()
         step += 1
-        running.append(loss.item())
+        running.append(dist.mean(loss.item()))
         if step % cfg.log_every == 0 or step == cfg.steps:
             history.append({"step": step, "loss": sum(running) / len(running), "grad_norm": float(gnorm),
                             "lr": sched.get_last_lr()[0]})
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
             running = []
         bar.update(1)
-        if out and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
+        if out and dist.is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
             checkpoint.save(out, lm, opt, sched, step, history, {"kind": "vft", "seed": seed})
         if stop_after is not None and step >= stop_after:
             break
