@@ -38,6 +38,9 @@ test: install browser  ## unit, pipeline, app and notebook tests
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser" tests aftlab --doctest-modules
 
+bench: install  ## speed benchmarks (tiny and smol presets; DEVICE=cuda on a GPU), table + benchmarks/results.json
+	$(BIN)/python benchmarks/run_all.py --device $(or $(DEVICE),cpu)
+
 lab: install
 	AFTLAB_SMOKE=0 $(BIN)/jupyter lab notebooks
 

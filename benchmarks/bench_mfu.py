@@ -1,0 +1,73 @@
+"""Machine limit and MFU: large fp32 matmul FLOP/s, then the VFT and AFT steps as a share of it.
+
+Model FLOPs of a training step = 6 x parameters x tokens (forward 2, backward 4; attention and the
+LM head's skipped positions are ignored, so this slightly overstates small-model MFU). Also times
+the VFT step with and without length-bucketed micro-batches (``vft.nll_backward``), same process.
+
+    python benchmarks/bench_mfu.py --preset tiny
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from common import Skip, interleaved, load, matmul_flops
+
+
+def run(preset: str = "tiny", device: str = "cpu", reps: int = 3) -> dict:
+    from aftlab.config import preset as get_preset
+    from aftlab.vft import batch_indices, nll_backward
+    peak = matmul_flops(2048 if device == "cpu" else 8192, device)
+    lm, train, _ = load(preset, device)
+    cfg = get_preset(preset)
+    if preset == "smol":
+        from aftlab.model import add_lora
+        lm = add_lora(lm, cfg.model.lora_r, cfg.model.lora_alpha)
+    model = lm.model
+    model.train()
+    params = sum(p.numel() for p in model.parameters())
+    pairs = [(lm.prompt_ids(e.question), lm.cot_ids(e.solution)) for e in train]
+    bs = cfg.vft.batch_size
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    pad = lm.tokenizer.pad_token_id or 0
+    batches = [[pairs[i] for i in batch_indices(len(pairs), bs, s, 0)] for s in range(reps + 1)]
+    state = {"i": 0}
+
+    def vft(buckets):
+        def f():
+            batch = batches[state["i"] % len(batches)]
+            state["i"] += 1
+            opt.zero_grad(set_to_none=True)
+            nll_backward(model, batch, pad, buckets)
+            opt.step()
+        return f
+
+    t = interleaved({"vft_1bucket": vft(1), "vft_2buckets": vft(2)}, reps=reps)
+    tokens = sum(len(p) + len(c) for b in batches for p, c in b) / len(batches)
+    from bench_train import _aft, _groups
+    aft_step, _, aft_tokens = _aft(lm, _groups(train, cfg.align.questions_per_step, 4, 4))
+    t.update(interleaved({"aft_step": aft_step}, reps=reps))
+    mfu = {"vft_1bucket": 6 * params * tokens / t["vft_1bucket"] / peak,
+           "vft_2buckets": 6 * params * tokens / t["vft_2buckets"] / peak,
+           "aft_step": 6 * params * aft_tokens / t["aft_step"] / peak}
+    return {"preset": preset, "threads": torch.get_num_threads(), "matmul_gflops": peak / 1e9, "params": params,
+            "vft_batch": bs, "vft_tokens_per_step": tokens, "aft_tokens_per_step": aft_tokens,
+            "s_per_step": t, "mfu": mfu, "vft_bucket_speedup": t["vft_1bucket"] / t["vft_2buckets"]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "smol"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args(argv)
+    try:
+        print(json.dumps(run(a.preset, a.device, a.reps), indent=1))
+    except Skip as e:
+        print(f"skipped: {e}")
+
+
+if __name__ == "__main__":
+    main()
