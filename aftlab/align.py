@@ -5,7 +5,9 @@ Place in the data path: data → model → VFT → sampling → scoring → loss
 Each step scores all COTs of ``questions_per_step`` questions in one forward pass, builds the
 (B, K) score matrix with group masks, and calls a pure loss from ``aftlab.losses`` chosen by
 ``AlignConfig.method``. It logs mean positive/negative score, gap, boundary, share of negatives
-below the boundary, and grad norm per step.
+below the boundary, and grad norm per step. Like VFT, the batch of step t is a pure function of
+(seed, t), so with ``out`` a killed run resumes from its last checkpoint (weights, optimizer,
+scheduler, step, log) and ends where an uninterrupted run would.
 
 >>> from aftlab.config import AlignConfig
 >>> alignment_term(AlignConfig(method="rft")) is None
@@ -15,13 +17,18 @@ True
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
+import warnings
+from pathlib import Path
 
 import torch
 
 from . import checkpoint, distributed, losses
 from .scoring import normalised, score, summed, token_logprobs
-from .vft import NonFiniteError, batch_indices
+from .vft import batch_indices, check_finite
 
 
 def alignment_term(cfg):
@@ -85,16 +92,31 @@ def align_loss(cfg, s, summed_lp, ref, pos, neg, lev):
     return fn(gs, lev, valid, constraint=cfg.constraint, beta=cfg.beta)
 
 
+def fingerprint(cfg, groups: list[dict], seed: int, max_cots: int, weight_decay: float) -> str:
+    """What a resumable AFT checkpoint must agree with: settings (bar checkpoint frequency) and data."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "checkpoint_every"}
+    blob = json.dumps([settings, groups, seed, max_cots, weight_decay], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, seed: int = 0,
                 progress: bool = True, max_cots: int = 16, weight_decay: float = 0.0,
+                out: str | Path | None = None, resume: bool = True, stop_after: int | None = None,
                 accelerate: bool | None = None) -> list[dict]:
     """Continue training ``lm`` in place with ``cfg.method``; returns the per-step log.
 
     ``init_state``: a VFT checkpoint's trainer state, whose AdamW moments are continued (the new
-    peak lr and zero weight decay replace the old ones).
+    peak lr and zero weight decay replace the old ones). ``out``: checkpoint folder, written
+    atomically every ``cfg.checkpoint_every`` steps and at the end; with ``resume`` a checkpoint
+    there from the same settings and groups is continued (one from other settings is ignored with
+    a warning, and overwritten). ``stop_after`` ends after that many steps (simulated interruption).
+    NaN/inf in the loss or gradients raises ``NonFiniteError`` naming the step, before the bad
+    update, so the last checkpoint stays good.
     """
     from tqdm.auto import tqdm
 
+    if not groups:
+        raise ValueError("train_align: no questions to train on (empty samples)")
     packed = _pack(lm, groups, max_cots)
     model = lm.model
     pad = lm.tokenizer.pad_token_id or 0
@@ -111,12 +133,25 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
     checkpoint.continue_optimizer(opt, init_state, cfg.lr, weight_decay)
     total = max(1, math.ceil(cfg.epochs * len(packed) / cfg.questions_per_step))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, checkpoint.warmup_cosine(cfg.warmup, total, cfg.min_lr_ratio))
+    fp = fingerprint(cfg, groups, seed, max_cots, weight_decay)
+    step, log = 0, []
+    found = checkpoint.find(out) if (out and resume) else None
+    if found is not None:
+        state = checkpoint.load_state(found)
+        if state.get("extra", {}).get("fingerprint") != fp:
+            warnings.warn(f"{found}: checkpoint was written with other settings or samples; training afresh")
+        else:  # the DPO reference above was scored with the starting weights, as in an uninterrupted run
+            from .model import load_lm
+            model.load_state_dict(load_lm(found, device=str(lm.device)).model.state_dict())
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            step, log = state["step"], state["history"]
     dist = distributed.runner(accelerate)  # plain single process unless WORLD_SIZE > 1 or asked
     model, opt = dist.prepare(model, opt)  # after any resume: checkpoints hold the unwrapped state
     progress = progress and dist.is_main
     model.train()
-    log = []
-    for step in tqdm(range(total), desc=f"AFT {cfg.method}", disable=not progress):
+    bar = tqdm(total=total, initial=step, desc=f"AFT {cfg.method}", disable=not progress)
+    while step < total:
         idx = dist.shard(batch_indices(len(packed), cfg.questions_per_step, step, seed))
         batch = [packed[i] for i in idx]
         prompts = [p["prompt"] for p in batch for _ in p["cots"]]
@@ -132,14 +167,21 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
         l_nll = losses.nll_loss(lp[pos_rows], mask[pos_rows]) if pos_rows.any() else s.new_zeros(())
         l_align = align_loss(cfg, s, sum_lp, ref, pos, neg, lev)
         loss = cfg.nll_weight * l_nll + cfg.lam * l_align
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"AFT ({cfg.method}) step {step}: loss is {loss.item()}")
+        check_finite(loss, f"AFT ({cfg.method}) step {step}: loss", out)
         opt.zero_grad(set_to_none=True)
         dist.backward(loss)
         gnorm = dist.clip(model, cfg.clip)
+        check_finite(gnorm, f"AFT ({cfg.method}) step {step}: gradient norm", out)
         opt.step()
         sched.step()
         log.append(_step_log(step, s.detach(), pos, neg, cfg, loss.item(), l_align.item(), float(gnorm)))
+        step += 1
+        bar.update(1)
+        if out and dist.is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total):
+            checkpoint.save(out, lm, opt, sched, step, log, {"kind": "align", "method": cfg.method, "fingerprint": fp})
+        if stop_after is not None and step >= stop_after:
+            break
+    bar.close()
     model.eval()
     return log
 

@@ -43,10 +43,11 @@ def save(path: str | Path, lm, optimizer=None, scheduler=None, step: int = 0, hi
          extra: dict | None = None) -> Path:
     """Atomically write a checkpoint folder at ``path``."""
     path = Path(path)
+    for stale in path.parent.glob(path.name + ".tmp-*"):  # left by a writer killed mid-save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     lm.save(tmp)
+    _test_pause()
     state = {"step": step, "history": history or [], "extra": extra or {}}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
@@ -59,10 +60,29 @@ def save(path: str | Path, lm, optimizer=None, scheduler=None, step: int = 0, hi
         if old.exists():
             shutil.rmtree(old)
         os.replace(path, old)
+        _test_pause()
     os.replace(tmp, path)
     if old.exists():
         shutil.rmtree(old)
     return path
+
+
+def _test_pause() -> None:
+    """Test hook: sleep ``$AFTLAB_TEST_CKPT_PAUSE`` seconds at the two points where a kill is most
+    harmful (new weights written but no trainer state yet; old checkpoint moved aside, new one not
+    yet in place), so interruption tests can SIGKILL there deterministically."""
+    pause = os.environ.get("AFTLAB_TEST_CKPT_PAUSE")
+    if pause:
+        import time
+        time.sleep(float(pause))
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a text file so readers (and a re-run after a kill) see the old file or the whole new one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def find(path: str | Path) -> Path | None:
@@ -76,7 +96,12 @@ def find(path: str | Path) -> Path | None:
 
 def load_state(path: str | Path) -> dict:
     """The trainer state of a checkpoint folder (tensors and plain values only)."""
-    return torch.load(Path(path) / STATE, map_location="cpu", weights_only=True)
+    from .model import ModelLoadError
+    try:
+        return torch.load(Path(path) / STATE, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses arbitrary pickles: report, never fall back to a full unpickle
+        raise ModelLoadError(f"{Path(path) / STATE}: not a loadable trainer state "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
 def continue_optimizer(optimizer: torch.optim.Optimizer, state: dict | None, lr: float, weight_decay: float):

@@ -21,14 +21,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from .config import ConfigError, RunConfig, preset, replace_path
 from .data import DataError
 from .model import ModelLoadError
+from .vft import NonFiniteError
 
-USER_ERRORS = (ConfigError, DataError, ModelLoadError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, ModelLoadError, NonFiniteError, FileNotFoundError)
+
+
+def _numbers(text: str, kind, option: str) -> list:
+    """A comma-separated option (``--seeds 0,1``) parsed, or a ConfigError naming the option."""
+    try:
+        values = [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r}: expected comma-separated {kind.__name__} values") from None
+    if kind is float and not all(map(math.isfinite, values)):
+        raise ConfigError(f"{option} {text!r}: values must be finite")
+    return values
 
 
 def _config(args) -> RunConfig:
@@ -130,7 +143,7 @@ def cmd_run(args) -> None:
     if wanted():  # every process would sample, evaluate and write the same files
         raise ConfigError("aftlab run is single-process; under `accelerate launch` run the training stages "
                           "(aftlab vft / aftlab align) and sample/eval in one process")
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    seeds = _numbers(args.seeds, int, "--seeds") if args.seeds else [args.seed]
     results = []
     for seed in seeds:
         args.seed = seed
@@ -180,34 +193,44 @@ def cmd_align(args) -> None:
     from .sampling import groups, read_samples
     cfg = _config(args)
     acfg = cfg.align_for(args.method)
+    records = read_samples(args.samples)  # cheap checks first: a bad file fails before the model loads
+    if not records:
+        raise DataError(f"{args.samples}: no sample records to align on (empty file)")
     lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
     found = checkpoint.find(args.model)
     state = checkpoint.load_state(found) if found else None
-    g = groups(read_samples(args.samples), acfg.strict_positives, acfg.include_reference)
-    log = train_align(lm, g, acfg, init_state=state, seed=cfg.seed, progress=not args.no_progress,
+    g = groups(records, acfg.strict_positives, acfg.include_reference)
+    # checkpoints go to --out as training runs: re-running the same command resumes a killed run
+    log = train_align(lm, g, acfg, init_state=state, seed=cfg.seed, progress=not args.no_progress, out=args.out,
                       accelerate=args.accelerate or None)
-    checkpoint.save(args.out, lm, step=len(log), history=log, extra={"kind": "align", "method": args.method})
     print(f"wrote {args.out}; last step: {json.dumps(log[-1])}")
 
 
 def cmd_eval(args) -> None:
+    from . import checkpoint
     from .data import synthetic_from_config
     from .evaluate import evaluate
     from .model import load_lm
     from .sampling import read_samples
     cfg = _config(args)
     _, test = synthetic_from_config(cfg.data)
+    records = read_samples(args.eval_samples)
+    if not records:
+        raise DataError(f"{args.eval_samples}: no sample records to evaluate on (empty file)")
     lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
-    m = evaluate(lm, test, read_samples(args.eval_samples), cfg.sample.max_new_tokens)["metrics"]
+    m = evaluate(lm, test, records, cfg.sample.max_new_tokens)["metrics"]
     text = json.dumps(m, indent=1)
     if args.out:
-        Path(args.out).write_text(text)
+        checkpoint.write_atomic(args.out, text)
     print(text)
 
 
 def cmd_sweep_beta(args) -> None:
     from .sweep import beta_sweep
-    rows = beta_sweep(Path(args.run), [float(b) for b in args.betas.split(",")], progress=not args.no_progress)
+    betas = _numbers(args.betas, float, "--betas")
+    if any(b < 0 for b in betas):
+        raise ConfigError(f"--betas {args.betas!r}: beta must be >= 0")
+    rows = beta_sweep(Path(args.run), betas, progress=not args.no_progress)
     for r in rows:
         print(f"beta={r['beta']:<6g} gap={r['gap']:.3f} task={r['task_accuracy']:.3f} "
               f"assess={r['assessment_accuracy']:.3f} rerank={r['rerank_accuracy']:.3f}")
@@ -275,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"aftlab: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("aftlab: interrupted; run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
     return 0
 
 

@@ -12,7 +12,10 @@ metrics → report) reads one of these dataclasses; ``RunConfig`` bundles them f
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+import math
+import types
+import typing
+from dataclasses import dataclass, field
 from typing import Any
 
 METHODS = ("rft", "aft_bc", "aft_dc", "align_only", "aft_rbc", "dpo", "rrhf", "pro")
@@ -127,6 +130,7 @@ class AlignConfig:
     clip: float = 1.0  # gradient-norm clip
     strict_positives: bool = True  # positives must also pass every arithmetic step check
     include_reference: bool = True  # add the reference COT to each question's positives
+    checkpoint_every: int = 50  # steps between resumable checkpoints when training into a folder (0: end only)
 
     def __post_init__(self):
         _check(self.method in METHODS, "align.method", f"unknown method {self.method!r}; choose from {METHODS}")
@@ -137,6 +141,7 @@ class AlignConfig:
         _check(self.lr > 0, "align.lr", "must be > 0")
         _check(self.epochs > 0, "align.epochs", "must be > 0")
         _check(self.questions_per_step > 0, "align.questions_per_step", "must be > 0")
+        _check(self.checkpoint_every >= 0, "align.checkpoint_every", "must be >= 0")
 
 
 @dataclass
@@ -236,11 +241,14 @@ def _coerce(value: str, current: Any, name: str) -> Any:
         if isinstance(current, int):
             return int(value)
         if isinstance(current, float):
-            return float(value)
+            out = float(value)
+            if not math.isfinite(out):  # nan slips through every "> 0" check; inf lr poisons training
+                raise ValueError
+            return out
         if isinstance(current, tuple):
             return tuple(float(v) for v in value.split(","))
     except ValueError:
-        raise ConfigError(f"{name}: expected {type(current).__name__}, got {value!r}") from None
+        raise ConfigError(f"{name}: expected a finite {type(current).__name__}, got {value!r}") from None
     return value
 
 
@@ -262,21 +270,60 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits a field's type hint (JSON-shaped: lists stand for tuples)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in args)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # ints are fine for floats; nan/inf never are
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_type_ok(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _typed(cls, values: dict, prefix: str) -> dict:
+    """``values`` checked against ``cls``'s fields: unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        full = f"{prefix}{name}"
+        if name not in hints:
+            raise ConfigError(f"{full}: unknown config key")
+        if not _type_ok(value, hints[name]):
+            want = hints[name].__name__ if isinstance(hints[name], type) else str(hints[name])
+            raise ConfigError(f"{full}: expected {want}, got {type(value).__name__} {value!r}"[:300])
+    return values
+
+
 def from_dict(d: dict) -> RunConfig:
-    """Rebuild a RunConfig from ``to_dict`` output; unknown keys raise ConfigError naming them."""
+    """Rebuild a RunConfig from ``to_dict`` output; unknown keys and wrong types raise ConfigError
+    naming the field."""
     sections = {"data": DataConfig, "model": ModelConfig, "vft": VFTConfig, "sample": SampleConfig,
                 "align": AlignConfig}
-    known = {f.name for f in fields(RunConfig)}
+    if not isinstance(d, dict):
+        raise ConfigError(f"config: expected a mapping, got {type(d).__name__}")
     kw = {}
     for key, value in d.items():
-        if key not in known:
-            raise ConfigError(f"{key}: unknown config key")
         if key in sections:
-            allowed = {f.name for f in fields(sections[key])}
-            bad = set(value) - allowed
-            if bad:
-                raise ConfigError(f"{key}.{sorted(bad)[0]}: unknown config key")
-            kw[key] = sections[key](**value)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of fields, got {type(value).__name__}")
+            kw[key] = sections[key](**_typed(sections[key], value, f"{key}."))
         else:
-            kw[key] = value
+            kw[key] = _typed(RunConfig, {key: value}, "")[key]
     return RunConfig(**kw)

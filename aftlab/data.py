@@ -190,6 +190,9 @@ def synthetic_from_config(cfg) -> tuple[list[Example], list[Example]]:
         return synthetic_splits(cfg.n_train, cfg.n_test, cfg.seed, cfg.min_steps, cfg.max_steps, cfg.max_number,
                                 cfg.alt_reference)
     train = load_jsonl(cfg.source)
+    if not cfg.test_source and len(train) <= cfg.n_test:
+        raise DataError(f"{cfg.source}: {len(train)} records, too few to hold out data.n_test={cfg.n_test} "
+                        "test questions and train on the rest; pass --test-data or --set data.n_test=N")
     test = load_jsonl(cfg.test_source) if cfg.test_source else train[-cfg.n_test:]
     if not cfg.test_source:
         train = train[:-cfg.n_test]
@@ -238,14 +241,22 @@ def parse_record(rec: dict, path: Path, lineno: int) -> Example:
     return Example(rid, q, sol, ans)
 
 
+MAX_LINE_BYTES = 1 << 20  # a GSM8K record is ~1 KB; a longer line is a broken file, not a question
+
+
 def load_jsonl(path: str | Path, limit: int | None = None) -> list[Example]:
-    """Read a JSONL file of questions; any malformed line raises DataError naming file, line and field."""
+    """Read a JSONL file of questions; any malformed line raises DataError naming file, line and field.
+
+    Blank lines separate nothing and are not records, so they are skipped; every other line must
+    parse (there is no silent skipping of bad records)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     out: list[Example] = []
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if len(raw) > MAX_LINE_BYTES:  # read in bounded chunks so a huge line cannot exhaust memory
+                raise DataError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES} bytes (not a question record)")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:

@@ -1,7 +1,11 @@
 """The whole experiment: VFT → sample k COTs → label → align with each method → evaluate → report.
 
 Place in the data path: the top; it calls every stage in order and writes ``metrics.json`` and
-``report.html``. Every stage caches its output in the run folder, so a re-run skips finished work.
+``report.html``. Every stage caches its output in the run folder, so a re-run skips finished work
+and resumes an interrupted stage (VFT and each method's alignment from their last checkpoints,
+sampling from the questions already in its JSONL cache). Data and model are checked before the run
+folder is touched, and result files are written atomically, so a bad input or a kill never leaves
+a half-written ``metrics.json``.
 
 >>> stage_dirs("runs/x")["vft"].as_posix()
 'runs/x/vft'
@@ -26,7 +30,8 @@ from .vft import train_vft
 
 def stage_dirs(out: str | Path) -> dict[str, Path]:
     out = Path(out)
-    return {"vft": out / "vft", "eval_samples": out / "eval_samples.jsonl", "metrics": out / "metrics.json",
+    return {"vft": out / "vft", "align": out / "align", "eval_samples": out / "eval_samples.jsonl",
+            "metrics": out / "metrics.json",
             "report": out / "report.html"}
 
 
@@ -69,13 +74,13 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     paths = stage_dirs(out)
     seconds: dict[str, float] = {}
     tick = time.time()
     train, test = synthetic_from_config(cfg.data)
     lm = build_lm(cfg, train, test)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_atomic(out / "config.json", json.dumps(to_dict(cfg), indent=1))
     vft_hist = train_vft(lm, train, cfg.vft, out=paths["vft"], seed=cfg.seed, progress=progress)
     seconds["vft"] = time.time() - tick
     log(f"VFT done: loss {vft_hist[-1]['loss']:.3f}")
@@ -108,9 +113,10 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
                                       cache=out / f"samples_{method}_r{rnd}.jsonl", progress=progress)
             g = groups(records, acfg.strict_positives, acfg.include_reference)
             step_log = train_align(mlm, g, acfg, init_state=vft_state if rnd == 1 else None,
-                                   seed=cfg.seed + rnd, progress=progress)
+                                   seed=cfg.seed + rnd, progress=progress, out=paths["align"] / f"{method}_r{rnd}")
             method_log += [dict(x, round=rnd) for x in step_log]
-        mlm.save(out / method)
+        checkpoint.save(out / method, mlm, step=len(method_log), history=method_log,
+                        extra={"kind": "align", "method": method})
         seconds[f"align_{method}"] = time.time() - tick
         tick = time.time()
         results[method] = evaluate(mlm, test, eval_records, s.max_new_tokens)
@@ -124,11 +130,11 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         "n_train_questions_sampled": len(train_records), "n_eval_questions": len(eval_records),
         "seconds": time.time() - t0, "stage_seconds": seconds,
     }
-    paths["metrics"].write_text(json.dumps(metrics, indent=1))
-    (out / "align_logs.json").write_text(json.dumps(logs))
-    (out / "vft_history.json").write_text(json.dumps(vft_hist))
-    (out / "eval_scores.json").write_text(json.dumps({m: r["scores"] for m, r in results.items()}))
-    (out / "greedy.json").write_text(json.dumps({m: r["greedy"][:50] for m, r in results.items()}))
+    for name, obj in [("align_logs.json", logs), ("vft_history.json", vft_hist),
+                      ("eval_scores.json", {m: r["scores"] for m, r in results.items()}),
+                      ("greedy.json", {m: r["greedy"][:50] for m, r in results.items()}),
+                      ("metrics.json", metrics)]:  # metrics last: its presence means the others are complete
+        checkpoint.write_atomic(out / name, json.dumps(obj, indent=1 if name == "metrics.json" else None))
     from .report import write_report
     write_report(out)
     return metrics

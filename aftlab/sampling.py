@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .answers import extract_answer, is_correct, is_strict_correct, step_quality
+from .data import DataError
 from .model import canonical
 
 
@@ -88,6 +89,7 @@ def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float
     if cache is not None and Path(cache).is_file():
         for rec in read_samples(cache):
             done[rec["id"]] = rec
+        _end_with_newline(Path(cache))
     todo = [(i, e) for i, e in enumerate(examples) if e.id not in done]
     f = open(cache, "a", encoding="utf-8") if cache is not None else None
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc="sampling", disable=not progress)
@@ -112,6 +114,23 @@ def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float
     return [done[e.id] for e in examples]
 
 
+def _end_with_newline(path: Path) -> None:
+    """Make the cache end at a record boundary before appending: a torn last line (a killed writer)
+    is cut off, a complete one missing its newline gets it; otherwise the next record would be glued
+    onto it and the cache would break in the middle."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[cut:])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        os.truncate(path, cut)
+        return
+    with open(path, "ab") as f:
+        f.write(b"\n")
+
+
 def _record(e, row: list[tuple[str, bool]]) -> dict:
     seen: dict[str, dict] = {}
     for text, finished in row:
@@ -125,23 +144,47 @@ def _record(e, row: list[tuple[str, bool]]) -> dict:
             "samples": samples, "n_sampled": len(row), "n_duplicates": len(row) - len(samples)}
 
 
+RECORD_FIELDS = {"id": str, "question": str, "answer": str, "reference": str, "samples": list}
+SAMPLE_FIELDS = {"cot": str, "correct": bool, "strict": bool, "quality": (int, float)}
+
+
+def _check_record(rec, path: Path, lineno: int) -> dict:
+    if not isinstance(rec, dict):
+        raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+    for name, kind in RECORD_FIELDS.items():
+        if not isinstance(rec.get(name), kind):
+            got = "missing" if name not in rec else f"a {type(rec[name]).__name__}"
+            raise DataError(f"{path}:{lineno}: field {name!r} must be a {kind.__name__}, got {got}")
+    for i, smp in enumerate(rec["samples"]):
+        for name, kind in SAMPLE_FIELDS.items():
+            if not isinstance(smp, dict) or not isinstance(smp.get(name), kind):
+                raise DataError(f"{path}:{lineno}: field 'samples[{i}].{name}' is missing or has the wrong type")
+    return rec
+
+
 def read_samples(path: str | Path) -> list[dict]:
-    """Records of a samples JSONL file; a torn last line (a killed writer) is reported and skipped."""
+    """Records of a samples JSONL file; a torn last line (a killed writer) is reported and skipped.
+
+    Any other bad line (invalid JSON, a missing or mistyped field) raises DataError naming file,
+    line and field: a corrupt cache is never silently shortened."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such samples file")
     out = []
     lines = path.read_bytes().split(b"\n")
     for lineno, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
         try:
-            out.append(json.loads(raw))
-        except json.JSONDecodeError:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
             if lineno == len(lines) or (lineno == len(lines) - 1 and not lines[-1]):
                 import warnings
                 warnings.warn(f"{path}:{lineno}: incomplete last record (interrupted write) ignored; "
                               "that question will be sampled again")
                 continue
-            raise ValueError(f"{path}:{lineno}: invalid JSON in samples cache") from None
+            raise DataError(f"{path}:{lineno}: invalid JSON in samples cache") from None
+        out.append(_check_record(rec, path, lineno))
     return out
 
 

@@ -30,6 +30,18 @@ class NonFiniteError(RuntimeError):
     """Training produced NaN/inf; the message names the step."""
 
 
+def check_finite(value: torch.Tensor, what: str, out: str | Path | None) -> None:
+    """Raise NonFiniteError (naming ``what``, e.g. "VFT step 7: loss") if ``value`` is NaN/inf; called
+    before the optimizer step, so the weights and the last checkpoint stay good."""
+    if torch.isfinite(value).all():
+        return
+    found = checkpoint.find(out) if out else None
+    kept = (f"last good checkpoint (step {checkpoint.load_state(found)['step']}) kept at {found}" if found
+            else "no checkpoint written yet")
+    shown = value.item() if value.numel() == 1 else "not finite"
+    raise NonFiniteError(f"{what} is {shown}; training stopped; {kept}")
+
+
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     """Indices of the examples in batch ``step``: epochs are seeded permutations of range(n)."""
     per_epoch = max(1, n // batch_size)
@@ -77,7 +89,7 @@ def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, r
     model = lm.model
     opt = checkpoint.make_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, checkpoint.warmup_cosine(cfg.warmup, cfg.steps, cfg.min_lr_ratio))
-    step, history = 0, []
+    step, history, running = 0, [], []
     found = checkpoint.find(out) if (out and resume) else None
     if found is not None:
         from .model import load_lm
@@ -87,20 +99,20 @@ def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, r
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, history = state["step"], state["history"]
+        running = state["extra"].get("running", [])  # losses since the last log entry, so its average is exact
     pad = lm.tokenizer.pad_token_id or 0
     dist = distributed.runner(accelerate)  # plain single process unless WORLD_SIZE > 1 or asked
     model, opt = dist.prepare(model, opt)  # after any resume: checkpoints hold the unwrapped state
     progress = progress and dist.is_main
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc="VFT", disable=not progress)
-    running = []
     while step < cfg.steps:
         idx = dist.shard(batch_indices(len(pairs), cfg.batch_size, step, seed))
         opt.zero_grad(set_to_none=True)
         loss = nll_backward(model, [pairs[i] for i in idx], pad, length_buckets, dist.backward)
-        if not torch.isfinite(loss):
-            raise NonFiniteError(f"VFT step {step}: loss is {loss.item()}; last good checkpoint kept at {out}")
+        check_finite(loss, f"VFT step {step}: loss", out)
         gnorm = dist.clip(model, cfg.clip)
+        check_finite(gnorm, f"VFT step {step}: gradient norm", out)
         opt.step()
         sched.step()
         step += 1
@@ -112,7 +124,7 @@ def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, r
             running = []
         bar.update(1)
         if out and dist.is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
-            checkpoint.save(out, lm, opt, sched, step, history, {"kind": "vft", "seed": seed})
+            checkpoint.save(out, lm, opt, sched, step, history, {"kind": "vft", "seed": seed, "running": running})
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
