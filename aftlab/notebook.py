@@ -244,6 +244,22 @@ def pos_neg_scores(records: list[dict], scores: list[list[float]]) -> tuple[list
     return [x for x, ok in pairs if ok], [x for x, ok in pairs if not ok]
 
 
+def strict_only(records: list[dict], scores: list[list[float]]) -> tuple[list[dict], list[list[float]]]:
+    """Records and scores without the lucky samples (right answer, some wrong step): what is left
+    is clean positives (every step checks out) and wrong answers.
+
+    >>> recs = [{"samples": [{"correct": True, "strict": False}, {"correct": False, "strict": False}]}]
+    >>> r, s = strict_only(recs, [[-0.1, -0.2]]); len(r[0]["samples"]), s
+    (1, [[-0.2]])
+    """
+    out_r, out_s = [], []
+    for r, sc in zip(records, scores):
+        keep = [i for i, s in enumerate(r["samples"]) if s["strict"] or not s["correct"]]
+        out_r.append({**r, "samples": [r["samples"][i] for i in keep]})
+        out_s.append([sc[i] for i in keep])
+    return out_r, out_s
+
+
 def token_view(lm, question: str, cot: str) -> tuple[list[str], list[float]]:
     """(tokens, per-token log-probs) of a COT (EOS included) under ``lm``, for ``plots.token_logprobs_view``."""
     from .scoring import score
