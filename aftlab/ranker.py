@@ -284,8 +284,9 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
     correct = [None if not gold else r["correct"] == "✓" for r in rows]
     rows.sort(key=lambda r: (r["rank A"], r["#"]))
     marks = {True: " ✓", False: " ✗", None: ""}
-    return Ranking(rows, [f"COT {i + 1}{marks[c]}" for i, c in enumerate(correct)], {names[key]: s for key, s in scores.items()},
-                   correct, _summary(names, scores, correct, sources, k), cots)
+    labels = [f"COT {i + 1}{marks[c]}" for i, c in enumerate(correct)]
+    return Ranking(rows, labels, {names[key]: s for key, s in scores.items()}, correct,
+                   _summary(names, scores, correct, sources, k), cots)
 
 
 def _summary(names: dict[str, str], scores: dict[str, list[float]], correct: list[bool | None],

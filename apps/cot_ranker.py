@@ -71,10 +71,11 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
         gr.Markdown(INTRO + "\n\n" + where)
         with gr.Row():
             with gr.Column(scale=3):
-                example = gr.Dropdown([e["label"] for e in examples], value=None, label="Example (optional)")
-                question = gr.Textbox(label="Question", lines=3, placeholder="Mia has 7 shells. …")
-                gold = gr.Textbox(label="Gold answer (optional)", placeholder="e.g. 17")
-                pasted = gr.Textbox(label="COTs (separate with a blank line)", lines=8,
+                first = examples[0]  # pre-filled, so a newcomer's first click on Rank already shows a ranking
+                example = gr.Dropdown([e["label"] for e in examples], value=first["label"], label="Example (optional)")
+                question = gr.Textbox(first["question"], label="Question", lines=3, placeholder="Mia has 7 shells. …")
+                gold = gr.Textbox(first["gold"], label="Gold answer (optional)", placeholder="e.g. 17")
+                pasted = gr.Textbox(first["cots"], label="COTs (separate with a blank line)", lines=8,
                                     placeholder="3 * 4 = 12. 12 + 5 = 17. #### 17\n\n3 + 4 = 7. #### 7")
             with gr.Column(scale=2):
                 names = cache.names

@@ -16,7 +16,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
          "--disable-component-update", "--no-first-run"]
 Q = "Mia has 7 shells. She buys 3 bags with 4 shells in each. How many shells does Mia have now?"
-RIGHT, ALSO_RIGHT, WRONG = "3 * 4 = 12. 7 + 12 = 19. #### 19", "7 + 12 = 19. #### 19", "3 * 4 = 12. 7 + 12 = 20. #### 20"
+RIGHT, ALSO_RIGHT = "3 * 4 = 12. 7 + 12 = 19. #### 19", "7 + 12 = 19. #### 19"
+WRONG = "3 * 4 = 12. 7 + 12 = 20. #### 20"
 
 
 def load_app_module():
