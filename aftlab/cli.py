@@ -14,7 +14,7 @@ overrides and calls the library.
     aftlab assess --model smol --solutions model_solutions.jsonl --limit 100   # E6: judge real GSM8K COTs
     aftlab export --samples runs/a/samples.jsonl --format pairs --out pairs.jsonl  # TRL-style preference pairs
 
->>> build_parser().parse_args(["run", "--preset", "smoke", "--set", "align.beta=0.2"]).set
+>>> build_parser().parse_args(["run", "--out", "x", "--set", "align.beta=0.2"]).set
 ['align.beta=0.2']
 """
 from __future__ import annotations

@@ -49,12 +49,13 @@ def build_lm(cfg: RunConfig, train, test):
 
 
 def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 5) -> list[dict]:
-    """The wrong COTs that outscore a right COT of the same question by the widest margins."""
+    """The wrong COTs that outscore a fully right COT (answer and every step) of the same question,
+    widest margins first, one per question."""
     found = []
     for r, s in zip(records, scores):
         for i, a in enumerate(r["samples"]):
             for j, b in enumerate(r["samples"]):
-                if a["correct"] and not b["correct"] and s[j] > s[i]:
+                if a["strict"] and not b["correct"] and s[j] > s[i]:  # right answer AND every step valid
                     found.append({"question": r["question"], "gold": r["answer"], "right_cot": a["cot"],
                                   "right_score": s[i], "wrong_cot": b["cot"], "wrong_score": s[j],
                                   "margin": s[j] - s[i]})

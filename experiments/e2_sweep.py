@@ -1,0 +1,48 @@
+"""E2 search: alignment variants trained from one finished run's VFT model and samples.
+
+    python experiments/e2_sweep.py runs/tiny-0 [name ...]
+
+Appends one JSON line per variant to experiments/e2_results.jsonl (run, variant, overrides, metrics).
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+from aftlab.sweep import variant_sweep
+
+VARIANTS = {
+    "rft": {"method": "rft"},
+    "bc": {"method": "aft_bc"},
+    "dc": {"method": "aft_dc"},
+    "align_only": {"method": "align_only"},
+    "bc_beta1": {"method": "aft_bc", "beta": 1.0},
+    "bc_beta3": {"method": "aft_bc", "beta": 3.0},
+    "bc_g30": {"method": "aft_bc", "gamma": 30.0},
+    "bc_lam3": {"method": "aft_bc", "lam": 3.0},
+    "dc_lam3": {"method": "aft_dc", "lam": 3.0},
+    "bc_loose": {"method": "aft_bc", "strict_positives": False},
+    "bc_lr3e-4": {"method": "aft_bc", "lr": 3e-4},
+    "rft_lr3e-4": {"method": "rft", "lr": 3e-4},
+    "rbc": {"method": "aft_rbc"},
+    "bc_beta10": {"method": "aft_bc", "beta": 10.0},
+    "bc_beta3_lam3": {"method": "aft_bc", "beta": 3.0, "lam": 3.0},
+    "dc_lam10": {"method": "aft_dc", "lam": 10.0},
+    # E3: SPEC's collapse setting (strong, no NLL term), unconstrained vs boundary-constrained
+    "collapse_align_only": {"method": "align_only", "gamma": 30.0, "nll_weight": 0.0, "lr": 5e-4, "epochs": 4.0},
+    "collapse_bc": {"method": "aft_bc", "gamma": 30.0, "nll_weight": 0.0, "lr": 5e-4, "epochs": 4.0},
+}
+
+if __name__ == "__main__":
+    run = Path(sys.argv[1])
+    names = sys.argv[2:] or list(VARIANTS)
+    out = Path(__file__).parent / "e2_results.jsonl"
+    for name in names:
+        t = time.time()
+        res = variant_sweep(run, {name: VARIANTS[name]}, progress=False)[name]
+        res.pop("train_log")
+        row = {"run": str(run), "variant": name, "overrides": VARIANTS[name], "seconds": round(time.time() - t),
+               **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}}
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
