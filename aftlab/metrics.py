@@ -5,8 +5,8 @@ Place in the data path: … → AFT → **metrics** → plots/report.
 
 >>> assessment_accuracy([[0.0, -1.0]], [[True, False]])
 {'pairs': 1.0, 'per_question': 1.0, 'n_pairs': 1, 'n_questions': 1}
->>> repetition_rate(["a b a b a b a b", "1 + 2 = 3"], n=2)
-0.5
+>>> round(repetition_rate(["a b a b a b a b", "1 + 2 = 3"], n=2), 3)
+0.357
 """
 from __future__ import annotations
 

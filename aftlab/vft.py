@@ -10,7 +10,7 @@ an uninterrupted run would; checkpoints carry optimizer and scheduler state.
 >>> from aftlab.config import VFTConfig
 >>> train, _ = synthetic_splits(64, 1, seed=0)
 >>> lm = tiny_lm([e.question + " " + e.solution for e in train], hidden=32, layers=1, heads=2, ffn=64)
->>> hist = train_vft(lm, train, VFTConfig(steps=20, batch_size=16, lr=3e-3, warmup=2), progress=False)
+>>> hist = train_vft(lm, train, VFTConfig(steps=20, batch_size=16, lr=3e-3, warmup=2, log_every=5), progress=False)
 >>> hist[-1]["loss"] < hist[0]["loss"]
 True
 """
