@@ -60,7 +60,7 @@ def _config(args) -> RunConfig:
     if getattr(args, "methods", None):
         cfg.methods = tuple(m.strip() for m in args.methods.split(","))
         cfg.__post_init__()
-    if getattr(args, "rounds", None):
+    if getattr(args, "rounds", None) is not None:  # --rounds 0 must be refused, not ignored
         cfg = replace_path(cfg, "rounds", str(args.rounds))
     return cfg
 

@@ -1,8 +1,8 @@
 """Numerical faults: NaN/inf stops training with a message naming the step, before the bad update,
 and the last good checkpoint stays loadable; low-precision scoring agrees with float32.
 
-Tolerance for bfloat16/float16 scoring on CPU (measured here: see the asserts): length-normalised
-scores within 0.05 nats/token of float32, and at least 90% of (reference, wrong) pairs ranked the same.
+Tolerance for low-precision scoring on CPU: length-normalised scores within 0.1 (bfloat16) or 0.05
+(float16) nats/token of float32, and at least 90% of (reference, wrong) pairs ranked the same.
 """
 import json
 
@@ -33,8 +33,9 @@ def _records(examples):
 
 
 def _poison(model) -> None:
+    """One NaN output-embedding row: every position's logsumexp, hence every loss, becomes NaN."""
     with torch.no_grad():
-        next(model.parameters()).view(-1)[0] = float("nan")
+        model.get_output_embeddings().weight[0].fill_(float("nan"))
 
 
 def test_vft_with_a_nan_weight_stops_at_step_0(tiny, small_task, tmp_path):
@@ -73,7 +74,6 @@ def test_nan_mid_alignment_names_the_step_and_keeps_the_last_good_checkpoint(tra
 
 
 def test_cli_reports_nan_as_a_user_error_without_traceback(trained, small_task, tmp_path, capsys):
-    lm, _, _ = trained
     train, _ = small_task
     bad = load_lm(trained[1])
     _poison(bad.model)
@@ -100,6 +100,7 @@ def test_low_precision_scoring_matches_float32(trained, small_task, dtype):
     low = score_texts(low_lm, qs, cots)
     assert torch.isfinite(low).all()
     diff = (low - full).abs().max().item()
-    assert diff <= 0.05, f"{dtype}: scores differ from float32 by up to {diff:.4f} nats/token"
+    tol = 0.1 if dtype == torch.bfloat16 else 0.05  # bfloat16 keeps 8 mantissa bits, float16 11
+    assert diff <= tol, f"{dtype}: scores differ from float32 by up to {diff:.4f} nats/token"
     same = ((full[0::2] > full[1::2]) == (low[0::2] > low[1::2])).float().mean().item()
     assert same >= 0.9, f"{dtype}: only {same:.0%} of pairs ranked as in float32"
