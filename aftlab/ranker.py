@@ -255,6 +255,8 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
     cots = split_cots(pasted)
     k, max_new_tokens, seed = int(k or 0), int(max_new_tokens or 0), int(seed or 0)
     check_inputs(question, cots, k, float(temperature or 0), max_new_tokens, limits)
+    if len(gold or "") > 100:
+        raise RankerError(f"the gold answer has {len(gold)} characters; give just the final answer (≤ 100)")
     names = {"A": ckpt_a}
     if ckpt_b and ckpt_b != NONE:
         names["B"] = ckpt_b

@@ -83,6 +83,8 @@ def test_unknown_checkpoint_is_refused_before_anything_loads():
         rank_request(cache, Q, "19", RIGHT, "runs/nope")
     with pytest.raises(RankerError, match="unknown checkpoint B"):
         rank_request(cache, Q, "19", RIGHT, DEMO, "runs/nope")
+    with pytest.raises(RankerError, match="gold answer has 101 characters"):
+        rank_request(cache, Q, "1" * 101, RIGHT, DEMO)
     assert cache.loads == 0
 
 
