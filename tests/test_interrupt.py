@@ -80,8 +80,9 @@ def _spawn(tmp: Path, pause: float = 0.0, **args) -> subprocess.Popen:
     return proc
 
 
-def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> None:
-    """SIGKILL ``proc`` as soon as ``ready()`` holds; fail if it finishes first."""
+def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 300, may_finish: bool = False) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds; fail if it finishes first (unless ``may_finish``:
+    on a fast machine a short worker can complete between the poll and the signal)."""
     t0 = time.time()
     while not ready():
         if proc.poll() is not None:
@@ -91,7 +92,8 @@ def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"{what}: the worker had already exited"
+    assert proc.returncode == -signal.SIGKILL or (may_finish and proc.returncode == 0), \
+        f"{what}: the worker had already exited (rc {proc.returncode})"
 
 
 def _finish(proc: subprocess.Popen) -> None:
@@ -148,7 +150,7 @@ def _kill_sequence(tmp: Path, ckpt: Path, **args) -> None:
     _kill_when(_spawn(tmp, pause=1, **args), _swapping(ckpt), "old checkpoint moved aside, new not yet renamed")
     assert not ckpt.exists()
     s2 = _assert_loads_and_is_before(ckpt, s1)
-    _kill_when(_spawn(tmp, **args), lambda: _polled_step(ckpt) > s2, "mid-run, after resuming")
+    _kill_when(_spawn(tmp, **args), lambda: _polled_step(ckpt) > s2, "mid-run, after resuming", may_finish=True)
     _finish(_spawn(tmp, **args))
     assert not list(ckpt.parent.glob(ckpt.name + ".tmp-*")) and not ckpt.with_name(ckpt.name + ".old").exists()
 
@@ -214,7 +216,8 @@ def test_sampling_survives_kills_and_its_cache_reads_back_whole(trained, tmp_pat
     lines = lambda: cache.read_bytes().count(b"\n") if cache.exists() else 0  # noqa: E731
     _kill_when(_spawn(tmp_path, out=str(cache), **args), lambda: lines() >= 2, "after the first batches")
     first = lines()
-    _kill_when(_spawn(tmp_path, out=str(cache), **args), lambda: lines() >= first + 4, "mid-run, after resuming")
+    _kill_when(_spawn(tmp_path, out=str(cache), **args), lambda: lines() >= first + 4, "mid-run, after resuming",
+               may_finish=True)
     _finish(_spawn(tmp_path, out=str(cache), **args))
     got = read_samples(cache)
     assert [r["id"] for r in got] == [r["id"] for r in ref]  # every question once, none lost or repeated
