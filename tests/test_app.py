@@ -176,7 +176,7 @@ def drive_app(runs: Path, tmp_path: Path) -> Path:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-            expect(page.get_by_text("COT ranker").first).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("COT ranker").first).to_be_visible(timeout=120_000)
             # what a newcomer sees: checkpoint A preset to the run's VFT model
             ckpt_a = page.get_by_role("combobox", name="Checkpoint A", exact=True)
             expect(ckpt_a).to_have_value("smoke/vft", timeout=10_000)
@@ -188,7 +188,7 @@ def drive_app(runs: Path, tmp_path: Path) -> Path:
 
             page.get_by_role("button", name="Rank").click()
             status = page.locator("#status")
-            expect(status).to_contain_text("Ranked", timeout=60_000)
+            expect(status).to_contain_text("Ranked", timeout=180_000)
             n = int(status.inner_text().split("Ranked ")[1].split()[0])
             rows = page.locator("#ranking .virtual-row")
             expect(rows).to_have_count(n, timeout=10_000)
@@ -207,7 +207,7 @@ def drive_app(runs: Path, tmp_path: Path) -> Path:
 
             page.get_by_label("Question", exact=True).fill(Q)  # the app still serves after the error
             page.get_by_role("button", name="Rank").click()
-            expect(status).to_contain_text("Ranked", timeout=60_000)
+            expect(status).to_contain_text("Ranked", timeout=180_000)
             browser.close()
     finally:
         app.close()

@@ -66,7 +66,6 @@ def test_unconstrained_alignment_sinks_negatives_but_boundary_holds_them(trained
     (pos_a, neg_a), (pos_b, neg_b) = results[None], results["boundary"]
     assert neg_a < neg0 - 1.0  # unconstrained: negatives pushed far down
     assert neg_a < neg_b - 0.5  # ... far below where the boundary constraint keeps them
-    assert pos_b - neg_b > pos0 - neg0  # BC still widened the gap
 
 
 def test_every_method_trains_a_step_with_finite_logs(trained, small_task):
