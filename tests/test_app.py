@@ -175,7 +175,7 @@ def drive_app(runs: Path, tmp_path: Path) -> Path:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
+            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle", timeout=120_000)
             expect(page.get_by_text("COT ranker").first).to_be_visible(timeout=120_000)
             # what a newcomer sees: checkpoint A preset to the run's VFT model
             ckpt_a = page.get_by_role("combobox", name="Checkpoint A", exact=True)
