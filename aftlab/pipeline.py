@@ -48,14 +48,15 @@ def build_lm(cfg: RunConfig, train, test):
     return add_lora(lm, m.lora_r, m.lora_alpha, cfg.seed) if m.lora else lm
 
 
-def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 5) -> list[dict]:
-    """The wrong COTs that outscore a fully right COT (answer and every step) of the same question,
-    widest margins first, one per question."""
+def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 5, strict: bool = True
+                       ) -> list[dict]:
+    """The wrong COTs that outscore a right COT of the same question, widest margins first, one per
+    question; with ``strict`` the right COT must also have every arithmetic step valid."""
     found = []
     for r, s in zip(records, scores):
         for i, a in enumerate(r["samples"]):
             for j, b in enumerate(r["samples"]):
-                if a["strict"] and not b["correct"] and s[j] > s[i]:  # right answer AND every step valid
+                if a["strict" if strict else "correct"] and not b["correct"] and s[j] > s[i]:
                     found.append({"question": r["question"], "gold": r["answer"], "right_cot": a["cot"],
                                   "right_score": s[i], "wrong_cot": b["cot"], "wrong_score": s[j],
                                   "margin": s[j] - s[i]})
