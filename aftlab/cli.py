@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import math
 import sys
 from pathlib import Path
@@ -293,6 +294,9 @@ COMMANDS = {"run": cmd_run, "vft": cmd_vft, "sample": cmd_sample, "align": cmd_a
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if "OMP_NUM_THREADS" not in os.environ:  # on a busy CPU, spinning OpenMP workers cost up to 7x
+        from .runtime import set_threads
+        set_threads("auto")
     try:
         COMMANDS[args.cmd](args)
     except USER_ERRORS as e:
