@@ -39,7 +39,8 @@ def clean_solution(text: str) -> str:
 
 
 def parse_solutions(rec: dict, path, lineno: int, raw: bool = False) -> dict:
-    """One ``model_solutions`` record as ``{question, sources, cots, correct}``; DataError names the line."""
+    """One ``model_solutions`` record as ``{question, sources, cots, correct, ground_truth}``; DataError
+    names the line."""
     if not isinstance(rec, dict) or not isinstance(rec.get("question"), str):
         raise DataError(f"{path}:{lineno}: field 'question': missing or not a string")
     sources, cots, correct = [], [], []
@@ -53,7 +54,8 @@ def parse_solutions(rec: dict, path, lineno: int, raw: bool = False) -> dict:
         correct.append(val["is_correct"])
     if not cots:
         raise DataError(f"{path}:{lineno}: no solutions (objects with 'solution' and 'is_correct')")
-    return {"question": rec["question"], "sources": sources, "cots": cots, "correct": correct}
+    return {"question": rec["question"], "sources": sources, "cots": cots, "correct": correct,
+            "ground_truth": rec.get("ground_truth", "")}
 
 
 def load_solutions(path: str | Path, limit: int | None = None, raw: bool = False) -> list[dict]:

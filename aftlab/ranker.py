@@ -333,30 +333,14 @@ def synthetic_examples(runs: dict[str, Path], n: int = 30) -> list[dict]:
              "cots": "\n\n".join(valid_solutions(e)[:2])} for e in test[:n]]
 
 
-MODEL_SOLUTION_KEYS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
-
-
 def gsm8k_examples(path: str | Path, n: int = 60) -> list[dict]:
     """Questions of GSM8K ``model_solutions.jsonl`` with their four model-written COTs and gold answer."""
-    from .data import DataError
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (GSM8K model_solutions.jsonl)")
+    from .assess import load_solutions
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                q, truth = rec["question"], rec["ground_truth"]
-                sols = [rec[key]["solution"].strip() for key in MODEL_SOLUTION_KEYS if key in rec]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(f"{path}:{lineno}: not a model_solutions record ({type(e).__name__}: {e})") from None
-            # single newlines inside a solution stay; a blank line is what separates COTs in the box
-            cots = "\n\n".join(re.sub(r"\n\s*\n", "\n", s) for s in sols)
-            out.append({"label": f"GSM8K {len(out)}: {q[:60]}…", "question": q,
-                        "gold": extract_answer(truth) or "", "cots": cots})
-            if len(out) >= n:
-                break
+    for rec in load_solutions(path, limit=n, raw=True):
+        # single newlines inside a solution stay; a blank line is what separates COTs in the box
+        cots = "\n\n".join(re.sub(r"\n\s*\n", "\n", s) for s in rec["cots"])
+        q = rec["question"]
+        out.append({"label": f"GSM8K {len(out)}: {q[:60]}…", "question": q,
+                    "gold": extract_answer(rec["ground_truth"]) or "", "cots": cots})
     return out
