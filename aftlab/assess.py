@@ -20,12 +20,11 @@ so the judge is not scored on a tool syntax it never saw; ``raw=True`` keeps the
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 
-from .data import DataError
+from .data import DataError, iter_records
 from .metrics import assessment_accuracy, rerank_accuracy
 
 _CALC = re.compile(r"<<[^<>]*>>")
@@ -64,17 +63,10 @@ def load_solutions(path: str | Path, limit: int | None = None, raw: bool = False
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (GSM8K model_solutions.jsonl; set --solutions or AFTLAB_GSM8K)")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            out.append(parse_solutions(rec, path, lineno, raw))
-            if limit is not None and len(out) >= limit:
-                break
+    for lineno, rec in iter_records(path):
+        out.append(parse_solutions(rec, path, lineno, raw))
+        if limit is not None and len(out) >= limit:
+            break
     return out
 
 

@@ -244,15 +244,9 @@ def parse_record(rec: dict, path: Path, lineno: int) -> Example:
 MAX_LINE_BYTES = 1 << 20  # a GSM8K record is ~1 KB; a longer line is a broken file, not a question
 
 
-def load_jsonl(path: str | Path, limit: int | None = None) -> list[Example]:
-    """Read a JSONL file of questions; any malformed line raises DataError naming file, line and field.
-
-    Blank lines separate nothing and are not records, so they are skipped; every other line must
-    parse (there is no silent skipping of bad records)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    out: list[Example] = []
+def iter_records(path: Path):
+    """``(line number, JSON object)`` for each non-blank line of a JSONL file; a line that is too
+    long, not UTF-8 or not JSON raises DataError naming file and line."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
             if len(raw) > MAX_LINE_BYTES:  # read in bounded chunks so a huge line cannot exhaust memory
@@ -264,12 +258,24 @@ def load_jsonl(path: str | Path, limit: int | None = None) -> list[Example]:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
-            out.append(parse_record(rec, path, lineno))
-            if limit is not None and len(out) >= limit:
-                break
+
+
+def load_jsonl(path: str | Path, limit: int | None = None) -> list[Example]:
+    """Read a JSONL file of questions; any malformed line raises DataError naming file, line and field.
+
+    Blank lines separate nothing and are not records, so they are skipped; every other line must
+    parse (there is no silent skipping of bad records)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    out: list[Example] = []
+    for lineno, rec in iter_records(path):
+        out.append(parse_record(rec, path, lineno))
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise DataError(f"{path}: no records (empty file)")
     return out
