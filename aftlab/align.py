@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, distributed, losses
-from .scoring import normalised, score, summed, token_logprobs
+from .scoring import grouped_token_logprobs, normalised, score, summed, token_logprobs
 from .vft import batch_indices, check_finite
 
 
@@ -73,6 +73,14 @@ def _dpo_pairs(mat, ref, pos, neg):
     return mat[b, i], mat[b, j], ref[b, i], ref[b, j]
 
 
+def step_logprobs(model, batch: list[dict], pad: int, share_prefix: bool = True):
+    """Per-token log-probs (N, C) and mask of every COT of ``batch`` (packed groups), in flat order."""
+    if share_prefix:
+        return grouped_token_logprobs(model, [p["prompt"] for p in batch], [p["cots"] for p in batch], pad)
+    return token_logprobs(model, [p["prompt"] for p in batch for _ in p["cots"]],
+                          [c for p in batch for c in p["cots"]], pad)
+
+
 def align_loss(cfg, s, summed_lp, ref, pos, neg, lev):
     """The alignment term for one batch: s, summed_lp, ref (B, K); masks (B, K)."""
     fn = alignment_term(cfg)
@@ -102,7 +110,7 @@ def fingerprint(cfg, groups: list[dict], seed: int, max_cots: int, weight_decay:
 def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, seed: int = 0,
                 progress: bool = True, max_cots: int = 16, weight_decay: float = 0.0,
                 out: str | Path | None = None, resume: bool = True, stop_after: int | None = None,
-                accelerate: bool | None = None) -> list[dict]:
+                accelerate: bool | None = None, share_prefix: bool = True) -> list[dict]:
     """Continue training ``lm`` in place with ``cfg.method``; returns the per-step log.
 
     ``init_state``: a VFT checkpoint's trainer state, whose AdamW moments are continued (the new
@@ -111,7 +119,10 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
     there from the same settings and groups is continued (one from other settings is ignored with
     a warning, and overwritten). ``stop_after`` ends after that many steps (simulated interruption).
     NaN/inf in the loss or gradients raises ``NonFiniteError`` naming the step, before the bad
-    update, so the last checkpoint stays good.
+    update, so the last checkpoint stays good. ``share_prefix``: run each question once and its COTs
+    from its KV cache (:func:`~aftlab.scoring.grouped_token_logprobs`; the same loss and gradient up
+    to float rounding, tested, and ~2x faster on the tiny preset where the question is longer than
+    the COT); ``False`` runs every (question, COT) row in full.
     """
     from tqdm.auto import tqdm
 
@@ -154,9 +165,7 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
     while step < total:
         idx = dist.shard(batch_indices(len(packed), cfg.questions_per_step, step, seed))
         batch = [packed[i] for i in idx]
-        prompts = [p["prompt"] for p in batch for _ in p["cots"]]
-        cots = [c for p in batch for c in p["cots"]]
-        lp, mask = token_logprobs(model, prompts, cots, pad)  # (N, C)
+        lp, mask = step_logprobs(model, batch, pad, share_prefix)  # (N, C)
         s_flat = normalised(lp, mask)
         s, pos, neg, lev = _matrix(batch, s_flat)
         sum_lp, ref = None, None

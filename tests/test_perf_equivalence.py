@@ -55,3 +55,28 @@ def test_thread_helper_restores_and_respects_load():
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
     assert auto_threads(cores=2, load=3.0) == 1 and auto_threads(cores=4, load=0.0) == 4
+
+
+def test_prefix_shared_aft_step_gives_the_same_loss_and_gradient(tiny, small_task):
+    from aftlab.align import _matrix, _pack, align_loss, step_logprobs
+    from aftlab.config import AlignConfig
+    from aftlab.losses import nll_loss
+    from aftlab.scoring import normalised
+    train, _ = small_task
+    groups = [{"question": e.question, "pos": [e.solution], "neg": [train[i + 1].solution, "#### 3"],
+               "levels": [1.0, 0.0, 0.0]} for i, e in enumerate(train[:5])]
+    batch = _pack(tiny, groups, max_cots=16)
+    cfg = AlignConfig(method="aft_bc", constraint="boundary", gamma=10.0)
+    tiny.model.train()
+    out = []
+    for share in (False, True):
+        tiny.model.zero_grad()
+        lp, mask = step_logprobs(tiny.model, batch, tiny.tokenizer.pad_token_id, share)
+        s, pos, neg, lev = _matrix(batch, normalised(lp, mask))
+        loss = nll_loss(lp[pos[pos | neg]], mask[pos[pos | neg]]) + align_loss(cfg, s, None, None, pos, neg, lev)
+        loss.backward()
+        out.append((loss.item(), [p.grad.clone() for p in tiny.model.parameters()]))
+    (l_full, g_full), (l_shared, g_shared) = out
+    assert abs(l_full - l_shared) < 1e-5
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(g_full, g_shared))
+    assert any(g.abs().sum() > 0 for g in g_shared)
