@@ -5,7 +5,9 @@ Place in the data path: data → model → VFT → sampling → scoring → loss
 Each step scores all COTs of ``questions_per_step`` questions in one forward pass, builds the
 (B, K) score matrix with group masks, and calls a pure loss from ``aftlab.losses`` chosen by
 ``AlignConfig.method``. It logs mean positive/negative score, gap, boundary, share of negatives
-below the boundary, and grad norm per step. Like VFT, the batch of step t is a pure function of
+below the boundary, and grad norm per step. With ``neg_scope="divergent"`` a negative's score in
+the loss covers only its tokens after the longest prefix it shares with a positive of its question,
+so the push lands on the wrong step instead of on correct steps both COTs contain. Like VFT, the batch of step t is a pure function of
 (seed, t), so with ``out`` a killed run resumes from its last checkpoint (weights, optimizer,
 scheduler, step, log) and ends where an uninterrupted run would.
 
@@ -38,15 +40,45 @@ def alignment_term(cfg):
             "rrhf": losses.rrhf_loss, "pro": losses.pro_loss}[cfg.method]
 
 
+def shared_prefix(cot: list[int], others: list[list[int]]) -> int:
+    """Length of ``cot``'s longest common token prefix with any of ``others``, capped so one token stays.
+
+    >>> shared_prefix([1, 2, 3, 4], [[1, 2, 9], [1, 5]]), shared_prefix([1, 2], [[1, 2, 3]]), shared_prefix([7], [])
+    (2, 1, 0)
+    """
+    best = 0
+    for o in others:
+        n = 0
+        for a, b in zip(cot, o):
+            if a != b:
+                break
+            n += 1
+        best = max(best, n)
+    return min(best, len(cot) - 1) if cot else 0
+
+
 def _pack(lm, groups: list[dict], max_cots: int):
-    """Token ids for every group's COTs (positives first), capped at ``max_cots`` per question."""
+    """Token ids for every group's COTs (positives first), capped at ``max_cots`` per question, and
+    for each COT the number of leading tokens a negative shares with a positive (``skip``, 0 for positives)."""
     out = []
     for g in groups:
         cots = (g["pos"] + g["neg"])[:max_cots]
         n_pos = min(len(g["pos"]), max_cots)
-        out.append({"prompt": lm.prompt_ids(g["question"]), "cots": [lm.cot_ids(c) for c in cots],
-                    "n_pos": n_pos, "levels": g["levels"][:len(cots)]})
+        ids = [lm.cot_ids(c) for c in cots]
+        skip = [0] * n_pos + [shared_prefix(c, ids[:n_pos]) for c in ids[n_pos:]]
+        out.append({"prompt": lm.prompt_ids(g["question"]), "cots": ids, "n_pos": n_pos,
+                    "levels": g["levels"][:len(cots)], "skip": skip})
     return out
+
+
+def scope_mask(mask: torch.Tensor, skip: list[int]) -> torch.Tensor:
+    """``mask`` (N, C) without each row's first ``skip[i]`` COT tokens, in either column layout.
+
+    >>> scope_mask(torch.tensor([[1, 1, 1], [0, 1, 1]]).bool(), [1, 1]).long().tolist()
+    [[0, 1, 1], [0, 0, 1]]
+    """
+    index = mask.long().cumsum(-1) - 1  # (N, C): position of each COT token within its COT
+    return mask & (index >= torch.tensor(skip, device=mask.device).unsqueeze(1))
 
 
 def _matrix(packed: list[dict], flat: torch.Tensor):
@@ -166,8 +198,8 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
         idx = dist.shard(batch_indices(len(packed), cfg.questions_per_step, step, seed))
         batch = [packed[i] for i in idx]
         lp, mask = step_logprobs(model, batch, pad, share_prefix)  # (N, C)
-        s_flat = normalised(lp, mask)
-        s, pos, neg, lev = _matrix(batch, s_flat)
+        s_mask = mask if cfg.neg_scope == "all" else scope_mask(mask, [k for p in batch for k in p["skip"]])
+        s, pos, neg, lev = _matrix(batch, normalised(lp, s_mask))
         sum_lp, ref = None, None
         if ref_all is not None:
             sum_lp = _matrix(batch, summed(lp, mask))[0]

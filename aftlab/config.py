@@ -20,6 +20,7 @@ from typing import Any
 
 METHODS = ("rft", "aft_bc", "aft_dc", "align_only", "aft_rbc", "dpo", "rrhf", "pro")
 CONSTRAINTS = (None, "detach", "boundary")
+NEG_SCOPES = ("all", "divergent")
 
 
 class ConfigError(ValueError):
@@ -131,8 +132,10 @@ class AlignConfig:
     strict_positives: bool = True  # positives must also pass every arithmetic step check
     include_reference: bool = True  # add the reference COT to each question's positives
     checkpoint_every: int = 50  # steps between resumable checkpoints when training into a folder (0: end only)
+    neg_scope: str = "all"  # a negative's score in the loss: "all" its tokens, "divergent" those after its longest shared prefix with a positive
 
     def __post_init__(self):
+        _check(self.neg_scope in NEG_SCOPES, "align.neg_scope", f"must be one of {NEG_SCOPES}, got {self.neg_scope!r}")
         _check(self.method in METHODS, "align.method", f"unknown method {self.method!r}; choose from {METHODS}")
         _check(self.constraint in CONSTRAINTS, "align.constraint", f"must be one of {CONSTRAINTS}")
         _check(self.beta >= 0, "align.beta", f"must be >= 0, got {self.beta}")

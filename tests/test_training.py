@@ -89,3 +89,31 @@ def test_dc_positive_scores_rise(trained, small_task):
                 progress=False)
     pos1, _ = _scores(lm, gs)
     assert pos1 > pos0
+
+
+def test_divergent_scope_pushes_only_the_tokens_after_the_shared_prefix(small_task):
+    from aftlab.align import _matrix, _pack, align_loss, scope_mask, step_logprobs
+    from aftlab.scoring import normalised
+    train, _ = small_task
+    e = train[0]
+    head, _, _ = e.solution.rpartition(" #### ")
+    wrong = f"{head} #### {int(e.answer) + 1}"  # shares every token but the answer (and EOS) with the positive
+    lm = _fresh(small_task)
+    batch = _pack(lm, [{"question": e.question, "pos": [e.solution], "neg": [wrong], "levels": [1.0, 0.0]}], 16)
+    n = len(batch[0]["cots"][1])
+    assert batch[0]["skip"] == [0, n - 2]  # the answer and end-of-sequence tokens follow the divergence
+    lp, mask = step_logprobs(lm.model, batch, lm.tokenizer.pad_token_id)
+    lp = lp.detach().requires_grad_()
+    s, pos, neg, lev = _matrix(batch, normalised(lp, scope_mask(mask, batch[0]["skip"])))
+    assert torch.isclose(s[0, 1], lp[1, n - 2:n].mean())  # the negative is scored by its divergent tokens
+    align_loss(AlignConfig(method="align_only"), s, None, None, pos, neg, lev).backward()
+    assert torch.all(lp.grad[1, :n - 2] == 0) and torch.all(lp.grad[1, n - 2:n] > 0)  # only those pushed down
+    assert torch.all(lp.grad[0][mask[0]] < 0)  # every positive token is pushed up
+
+
+def test_divergent_scope_trains(trained, small_task):
+    out, gs, _ = _groups(trained, small_task, n=8)
+    lm = load_lm(out)
+    log = train_align(lm, gs, AlignConfig(method="aft_bc", constraint="boundary", neg_scope="divergent", epochs=1,
+                                          questions_per_step=8), progress=False)
+    assert log and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
