@@ -28,16 +28,41 @@ def score_distributions(by_method: dict[str, tuple[list[float], list[float]]]) -
     return fig
 
 
-def training_curves(logs: dict[str, list[dict]], keys=("neg_score", "gap")) -> go.Figure:
-    """Per-step AFT logs (e.g. negative score and score gap), one line per method."""
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last ``window`` values (fewer at the start); NaNs are skipped.
+
+    >>> moving_average([1.0, 3.0, 5.0, float("nan"), 7.0], 2)
+    [1.0, 2.0, 4.0, 5.0, 7.0]
+    """
+    out = []
+    for i in range(len(values)):
+        part = [v for v in values[max(0, i - window + 1):i + 1] if v == v]
+        out.append(sum(part) / len(part) if part else float("nan"))
+    return out
+
+
+def training_curves(logs: dict[str, list[dict]], keys=("neg_score", "gap"), smooth: int = 25) -> go.Figure:
+    """Per-step AFT logs (e.g. negative score and score gap), one line per method.
+
+    Each step's batch is 16 questions, so raw curves are noisy: with ``smooth`` > 1 the raw values
+    are drawn faint and a trailing ``smooth``-step moving average on top.
+    """
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=list(keys))
     palette = ["#264653", "#e76f51", "#2a9d8f", "#f4a261", "#8338ec", "#3a86ff", "#ff006e", "#6c757d"]
     for i, (method, log) in enumerate(logs.items()):
+        color = palette[i % len(palette)]
+        steps = [r["step"] for r in log]
         for c, key in enumerate(keys, 1):
-            fig.add_trace(go.Scatter(x=[r["step"] for r in log], y=[r[key] for r in log], mode="lines", name=method,
-                                     legendgroup=method, showlegend=c == 1,
-                                     line_color=palette[i % len(palette)]), row=1, col=c)
-    fig.update_layout(title="AFT training: " + ", ".join(keys) + " per step")
+            raw = [r[key] for r in log]
+            if smooth > 1:
+                fig.add_trace(go.Scatter(x=steps, y=raw, mode="lines", name=f"{method} (raw)", legendgroup=method,
+                                         showlegend=False, opacity=0.25, line=dict(color=color, width=1),
+                                         hoverinfo="skip"), row=1, col=c)
+                raw = moving_average(raw, smooth)
+            fig.add_trace(go.Scatter(x=steps, y=raw, mode="lines", name=method, legendgroup=method,
+                                     showlegend=c == 1, line_color=color), row=1, col=c)
+    note = f" ({smooth}-step moving average over the faint raw values)" if smooth > 1 else ""
+    fig.update_layout(title="AFT training: " + ", ".join(keys) + " per step" + note)
     fig.update_xaxes(title_text="step")
     return fig
 

@@ -1,6 +1,9 @@
 """E2 search: alignment variants trained from one finished run's VFT model and samples.
 
-    python experiments/e2_sweep.py runs/tiny-0 [name ...]
+    python experiments/e2_sweep.py runs/tiny-0 [name ...] [--with field=value ...]
+
+``--with`` adds AlignConfig overrides to every named variant (e.g. ``--with epochs=1``); they are
+recorded in each row's ``overrides``.
 
 Appends one JSON line per variant to experiments/e2_results.jsonl (run, variant, overrides, metrics).
 """
@@ -28,20 +31,40 @@ VARIANTS = {
     "bc_beta10": {"method": "aft_bc", "beta": 10.0},
     "bc_beta3_lam3": {"method": "aft_bc", "beta": 3.0, "lam": 3.0},
     "dc_lam10": {"method": "aft_dc", "lam": 10.0},
+    # first-wrong-step contrast: a negative scored on its tokens after the prefix it shares with a positive
+    "bc_div": {"method": "aft_bc", "neg_scope": "divergent"},
+    "bc_div_beta1": {"method": "aft_bc", "neg_scope": "divergent", "beta": 1.0},
+    "bc_div_beta3": {"method": "aft_bc", "neg_scope": "divergent", "beta": 3.0},
+    "bc_div_beta10": {"method": "aft_bc", "neg_scope": "divergent", "beta": 10.0},
+    "dc_div": {"method": "aft_dc", "neg_scope": "divergent"},
+    "align_only_div": {"method": "align_only", "neg_scope": "divergent"},
+    "align_only_div_lam3": {"method": "align_only", "neg_scope": "divergent", "lam": 3.0},
+    "bc_div_lam3": {"method": "aft_bc", "neg_scope": "divergent", "lam": 3.0},
+    # longer alignment (training gaps were still rising after 2 epochs)
+    "rft_ep4": {"method": "rft", "epochs": 4.0},
+    "bc_ep4": {"method": "aft_bc", "epochs": 4.0},
+    "bc_div_ep4": {"method": "aft_bc", "neg_scope": "divergent", "epochs": 4.0},
     # E3: SPEC's collapse setting (strong, no NLL term), unconstrained vs boundary-constrained
     "collapse_align_only": {"method": "align_only", "gamma": 30.0, "nll_weight": 0.0, "lr": 5e-4, "epochs": 4.0},
     "collapse_bc": {"method": "aft_bc", "gamma": 30.0, "nll_weight": 0.0, "lr": 5e-4, "epochs": 4.0},
 }
 
 if __name__ == "__main__":
-    run = Path(sys.argv[1])
-    names = sys.argv[2:] or list(VARIANTS)
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("names", nargs="*")
+    ap.add_argument("--with", dest="extra", action="append", default=[], metavar="FIELD=VALUE")
+    a = ap.parse_args()
+    run, names = Path(a.run), a.names or list(VARIANTS)
+    extra = {k: json.loads(v) if v[:1] in "0123456789-[{tfn" else v for k, v in (x.split("=", 1) for x in a.extra)}
     out = Path(__file__).parent / "e2_results.jsonl"
     for name in names:
         t = time.time()
-        res = variant_sweep(run, {name: VARIANTS[name]}, progress=False)[name]
+        over = {**VARIANTS[name], **extra}
+        res = variant_sweep(run, {name: over}, progress=False)[name]
         res.pop("train_log")
-        row = {"run": str(run), "variant": name, "overrides": VARIANTS[name], "seconds": round(time.time() - t),
+        row = {"run": str(run), "variant": name, "overrides": over, "seconds": round(time.time() - t),
                **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}}
         with open(out, "a") as f:
             f.write(json.dumps(row) + "\n")
