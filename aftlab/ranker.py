@@ -55,7 +55,8 @@ def _is_model_dir(path: Path) -> bool:
 def discover_checkpoints(runs_dir: str | Path, max_depth: int = 3) -> dict[str, Path]:
     """Model folders under ``runs_dir`` (``RUN/vft``, ``RUN/aft_bc``, ``RUN/seed-0/vft`` …), by relative name.
 
-    Half-written checkpoints (``*.tmp-PID``, ``*.old``) are skipped.
+    Half-written checkpoints (``*.tmp-PID``, ``*.old``) are skipped, and so is a run folder's
+    ``align/`` stage folder (per-round intermediates; the run's final ``RUN/<method>`` is listed).
     """
     root = Path(runs_dir)
     found: dict[str, Path] = {}
@@ -69,7 +70,10 @@ def discover_checkpoints(runs_dir: str | Path, max_depth: int = 3) -> dict[str, 
         if depth and _is_model_dir(here):
             found[here.relative_to(root).as_posix()] = here
             dirnames[:] = []  # a model folder holds no further models
-        elif depth >= max_depth:
+            continue
+        if (here / "metrics.json").is_file() or (here / "config.json").is_file():  # a pipeline run folder
+            dirnames[:] = [d for d in dirnames if d != "align"]
+        if depth >= max_depth:
             dirnames[:] = []
     return found
 

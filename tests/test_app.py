@@ -121,7 +121,10 @@ def test_model_cache_loads_each_checkpoint_once_under_concurrency():
 
 
 def test_checkpoints_are_discovered_and_half_written_ones_skipped(tmp_path):
-    for folder in ("r1/vft", "r1/aft_bc", "r1/vft.tmp-123", "r1/aft_dc.old", "r2/seed-0/vft", "r3/notes"):
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r1" / "config.json").write_text("{}")  # a run folder: its align/ intermediates are not listed
+    for folder in ("r1/vft", "r1/aft_bc", "r1/vft.tmp-123", "r1/aft_dc.old", "r1/align/aft_bc_r1", "r2/seed-0/vft",
+                   "r3/notes"):
         (tmp_path / folder).mkdir(parents=True)
         if folder != "r3/notes":
             (tmp_path / folder / "config.json").write_text("{}")
