@@ -8,12 +8,10 @@ the VFT step with and without length-bucketed micro-batches (``vft.nll_backward`
 """
 from __future__ import annotations
 
-import argparse
-import json
 
 import torch
 
-from common import Skip, interleaved, load, matmul_flops
+from common import cli_main, interleaved, load, matmul_flops
 
 
 def run(preset: str = "tiny", device: str = "cpu", reps: int = 3) -> dict:
@@ -58,15 +56,7 @@ def run(preset: str = "tiny", device: str = "cpu", reps: int = 3) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="tiny", choices=["tiny", "smol"])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--reps", type=int, default=3)
-    a = ap.parse_args(argv)
-    try:
-        print(json.dumps(run(a.preset, a.device, a.reps), indent=1))
-    except Skip as e:
-        print(f"skipped: {e}")
+    cli_main(run, __doc__, argv, with_k=False)
 
 
 if __name__ == "__main__":

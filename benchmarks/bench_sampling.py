@@ -9,10 +9,8 @@ workload); the naive arm runs on the first questions only, its rate is what is c
 """
 from __future__ import annotations
 
-import argparse
-import json
 
-from common import Skip, interleaved, load
+from common import cli_main, interleaved, load
 
 
 def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int | None = None,
@@ -37,16 +35,7 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="tiny", choices=["tiny", "smol"])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=3)
-    a = ap.parse_args(argv)
-    try:
-        print(json.dumps(run(a.preset, a.device, a.k, reps=a.reps), indent=1))
-    except Skip as e:
-        print(f"skipped: {e}")
+    cli_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

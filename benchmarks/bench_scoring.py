@@ -7,12 +7,10 @@ three must agree to 1e-4; the table reports COT tokens scored per second and the
 """
 from __future__ import annotations
 
-import argparse
-import json
 
 import torch
 
-from common import Skip, interleaved, load
+from common import cli_main, interleaved, load
 
 
 def naive(model, prompts, cots):
@@ -61,16 +59,7 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="tiny", choices=["tiny", "smol"])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--k", type=int, default=8)
-    ap.add_argument("--reps", type=int, default=3)
-    a = ap.parse_args(argv)
-    try:
-        print(json.dumps(run(a.preset, a.device, a.k, reps=a.reps), indent=1))
-    except Skip as e:
-        print(f"skipped: {e}")
+    cli_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

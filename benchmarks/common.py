@@ -93,3 +93,21 @@ def set_bench_threads() -> int:
     """Threads for a benchmark process: ``AFTLAB_BENCH_THREADS`` if set, else the load-aware default."""
     from aftlab.runtime import set_threads
     return set_threads(os.environ.get("AFTLAB_BENCH_THREADS", "auto"))
+
+
+def cli_main(run, doc: str, argv=None, with_k: bool = True) -> None:
+    """The command line every single benchmark script shares: ``--preset --device [--k] --reps``."""
+    import argparse
+    import json
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--preset", default="tiny", choices=["tiny", "smol"])
+    ap.add_argument("--device", default="cpu")
+    if with_k:
+        ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args(argv)
+    kw = {"k": a.k} if with_k else {}
+    try:
+        print(json.dumps(run(a.preset, a.device, reps=a.reps, **kw), indent=1))
+    except Skip as e:
+        print(f"skipped: {e}")
