@@ -4,7 +4,12 @@ Place in the data path: … → AFT → **evaluate** (metrics of a model) → re
 
 The fixed assessment set is sampled once (by the VFT model) on held-out questions; every model
 rescores the same COTs, so differences in assessment and rerank accuracy come from the scores
-alone.
+alone. Assessment is reported twice: with the task's labels (a COT is right when its final
+answer is, as in the paper) and ``_strict``, where the right side of each pair must also have every
+arithmetic step check out — "lucky" COTs that reach the right answer through wrong steps are left
+out. The tiny model writes many of those (its final answer does not always follow its chain), and
+a model that learns the arithmetic better ranks them lower, which the answer-labelled figure counts
+as an error.
 
 >>> flat_eval_set([{"question": "q", "answer": "1", "samples": [{"cot": "#### 1", "correct": True}]}])[1]
 ['#### 1']
@@ -58,11 +63,18 @@ def evaluate(lm, test, eval_records: list[dict], max_new_tokens: int = 48, own_k
     correct = [[s["correct"] for s in r["samples"]] for r in eval_records]
     levels = [[quality_level(s) for s in r["samples"]] for r in eval_records]
     assess = assessment_accuracy(scores, correct)
+    kept = [[(x, s["strict"]) for x, s in zip(sc, r["samples"]) if s["strict"] or not s["correct"]]
+            for sc, r in zip(scores, eval_records)]  # lucky (right answer, a wrong step) left out
+    strict = assessment_accuracy([[x for x, _ in k] for k in kept], [[ok for _, ok in k] for k in kept])
+    n_right = sum(s["correct"] for r in eval_records for s in r["samples"])
     pos = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if ok]
     neg = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if not ok]
     m = {"task_accuracy": sum(x["correct"] for x in g) / len(g),
          "assessment_accuracy": assess["pairs"], "assessment_per_question": assess["per_question"],
-         "n_pairs": assess["n_pairs"], "rerank_accuracy": rerank_accuracy(scores, correct),
+         "n_pairs": assess["n_pairs"], "assessment_accuracy_strict": strict["pairs"],
+         "assessment_strict_per_question": strict["per_question"], "n_pairs_strict": strict["n_pairs"],
+         "lucky_share": 1 - sum(s["strict"] for r in eval_records for s in r["samples"]) / max(n_right, 1),
+         "rerank_accuracy": rerank_accuracy(scores, correct),
          "mean_pos_score": sum(pos) / max(len(pos), 1), "mean_neg_score": sum(neg) / max(len(neg), 1),
          "ranking_tau": mean_kendall_tau(scores, levels),
          "repetition_rate": repetition_rate([x["cot"] for x in g]),

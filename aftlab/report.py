@@ -14,8 +14,8 @@ from pathlib import Path
 from . import plots
 from .sampling import read_samples
 
-COLUMNS = ("task_accuracy", "assessment_accuracy", "assessment_per_question", "rerank_accuracy", "mean_pos_score",
-           "mean_neg_score", "repetition_rate", "unfinished_rate", "ranking_tau")
+COLUMNS = ("task_accuracy", "assessment_accuracy", "assessment_per_question", "assessment_accuracy_strict",
+           "rerank_accuracy", "mean_pos_score", "mean_neg_score", "repetition_rate", "unfinished_rate", "ranking_tau")
 
 
 def metrics_table(methods: dict[str, dict], std: dict[str, dict] | None = None) -> str:

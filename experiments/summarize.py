@@ -8,8 +8,8 @@ from pathlib import Path
 
 from aftlab.metrics import aggregate
 
-KEYS = ("task_accuracy", "assessment_accuracy", "assessment_per_question", "rerank_accuracy", "mean_pos_score",
-        "mean_neg_score", "repetition_rate")
+KEYS = ("task_accuracy", "assessment_accuracy", "assessment_per_question", "assessment_accuracy_strict",
+        "rerank_accuracy", "mean_pos_score", "mean_neg_score", "repetition_rate")
 
 if __name__ == "__main__":
     runs = [json.loads((Path(p) / "metrics.json").read_text()) for p in sys.argv[1:]]
