@@ -40,6 +40,12 @@ VARIANTS = {
     "align_only_div": {"method": "align_only", "neg_scope": "divergent"},
     "align_only_div_lam3": {"method": "align_only", "neg_scope": "divergent", "lam": 3.0},
     "bc_div_lam3": {"method": "aft_bc", "neg_scope": "divergent", "lam": 3.0},
+    "bc_g3": {"method": "aft_bc", "gamma": 3.0},
+    "dc_g3": {"method": "aft_dc", "gamma": 3.0},
+    "bc_lr5e-5": {"method": "aft_bc", "lr": 5e-5},
+    "bc_noref": {"method": "aft_bc", "include_reference": False},
+    "dc_noref": {"method": "aft_dc", "include_reference": False},
+    "rft_noref": {"method": "rft", "include_reference": False},
     # longer alignment (training gaps were still rising after 2 epochs)
     "rft_ep4": {"method": "rft", "epochs": 4.0},
     "bc_ep4": {"method": "aft_bc", "epochs": 4.0},
