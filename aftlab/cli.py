@@ -56,6 +56,10 @@ def _config(args) -> RunConfig:
         cfg = replace_path(cfg, "data.source", args.data)
     if getattr(args, "test_data", None):
         cfg = replace_path(cfg, "data.test_source", args.test_data)
+    if getattr(args, "hf_dataset", None):
+        cfg = _hf_data(cfg, args)
+    elif getattr(args, "hf_split", None):
+        raise ConfigError("--hf-split: needs --hf-dataset NAME[:CONFIG]")
     if getattr(args, "model", None) and args.cmd in ("run", "vft"):
         cfg = replace_path(cfg, "model.name", args.model)
     if getattr(args, "methods", None):
@@ -66,6 +70,22 @@ def _config(args) -> RunConfig:
     return cfg
 
 
+def _hf_data(cfg: RunConfig, args) -> RunConfig:
+    """``--hf-dataset NAME[:CONFIG] --hf-split TRAIN[,TEST]`` as ``data.source`` / ``data.test_source``."""
+    from .data import hf_source
+    if getattr(args, "data", None):
+        raise ConfigError("--hf-dataset and --data both name the training questions; pass one of them")
+    splits = [x.strip() for x in (args.hf_split or "train").split(",")]
+    if len(splits) > 2 or not all(splits):
+        raise ConfigError(f"--hf-split {args.hf_split!r}: expected TRAIN or TRAIN,TEST, e.g. train,test")
+    cfg = replace_path(cfg, "data.source", hf_source(args.hf_dataset, splits[0]))
+    if len(splits) == 2:
+        if getattr(args, "test_data", None):
+            raise ConfigError("--hf-split TRAIN,TEST and --test-data both name the held-out questions; pass one")
+        cfg = replace_path(cfg, "data.test_source", hf_source(args.hf_dataset, splits[1]))
+    return cfg
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny", help="named config preset: tiny, smoke, smol (default tiny)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, init, batches and sampling")
@@ -73,7 +93,19 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override a config field, e.g. --set align.beta=0.3 (repeatable)")
     p.add_argument("--data", help="GSM8K/AQuA/ECQA-format JSONL of training questions (default: synthetic)")
     p.add_argument("--test-data", help="JSONL of held-out questions")
+    p.add_argument("--hf-dataset", metavar="NAME[:CONFIG]",
+                   help="training questions from a Hugging Face hub dataset in GSM8K/AQuA/ECQA layout, e.g. "
+                        "openai/gsm8k:main (needs `datasets` and network or its cache; instead of --data)")
+    p.add_argument("--hf-split", metavar="TRAIN[,TEST]",
+                   help="split(s) of --hf-dataset: training questions, and optionally the held-out ones "
+                        "(default train; without TEST the last data.n_test rows are held out)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _sampler_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sampler", choices=("hf", "vllm"), default="hf",
+                   help="who draws the k COTs: hf (transformers generate, default) or vllm (needs "
+                        "`pip install vllm` and a CUDA GPU; same records and cache format)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", help=f"comma-separated continuations (default from the preset)")
     p.add_argument("--rounds", type=int, help="sample → align rounds (iterative AFT)")
     p.add_argument("--model", help="HF id or local model folder instead of the preset's model")
+    _sampler_arg(p)
     p = sub.add_parser("vft", help="vanilla fine-tuning only")
     _common(p)
     p.add_argument("--accelerate", action="store_true",
@@ -96,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--model", required=True, help="model folder (e.g. RUN/vft)")
     p.add_argument("--split", choices=("train", "test"), default="train")
+    _sampler_arg(p)
     p.add_argument("--out", required=True, help="samples JSONL (appended to; finished questions are skipped)")
     p = sub.add_parser("align", help="AFT (or RFT, DPO, ...) from a model and a samples file")
     _common(p)
@@ -149,7 +183,7 @@ def cmd_run(args) -> None:
     for seed in seeds:
         args.seed = seed
         out = Path(args.out) / f"seed-{seed}" if args.seeds else Path(args.out)
-        results.append(run(_config(args), out, progress=not args.no_progress))
+        results.append(run(_config(args), out, progress=not args.no_progress, sampler=args.sampler))
         print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
     if args.seeds:
         agg = aggregate(results)
@@ -178,10 +212,18 @@ def cmd_sample(args) -> None:
     cfg = _config(args)
     train, test = synthetic_from_config(cfg.data)
     examples = train[:cfg.sample.n_questions] if args.split == "train" else test
+    sampler = args.sampler
+    if sampler == "vllm":  # checked before the model loads; vLLM reads the weights from the model's own folder
+        from .sampling_vllm import VLLMSampler, model_folder
+        sampler = VLLMSampler(model_folder(args.model))
     lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
     s = cfg.sample
-    recs = sample_cots(lm, examples, s.k, s.temperature, s.top_p, s.max_new_tokens, cfg.seed, s.batch_questions,
-                       cache=args.out, progress=not args.no_progress)
+    try:
+        recs = sample_cots(lm, examples, s.k, s.temperature, s.top_p, s.max_new_tokens, cfg.seed, s.batch_questions,
+                           cache=args.out, progress=not args.no_progress, sampler=sampler)
+    finally:
+        if not isinstance(sampler, str):
+            sampler.close()
     n_pos = sum(x["correct"] for r in recs for x in r["samples"])
     print(f"{len(recs)} questions, {sum(len(r['samples']) for r in recs)} distinct COTs ({n_pos} correct) "
           f"in {args.out}")

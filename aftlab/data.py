@@ -189,11 +189,11 @@ def synthetic_from_config(cfg) -> tuple[list[Example], list[Example]]:
     if cfg.source == "synthetic":
         return synthetic_splits(cfg.n_train, cfg.n_test, cfg.seed, cfg.min_steps, cfg.max_steps, cfg.max_number,
                                 cfg.alt_reference)
-    train = load_jsonl(cfg.source)
+    train = load_questions(cfg.source)
     if not cfg.test_source and len(train) <= cfg.n_test:
         raise DataError(f"{cfg.source}: {len(train)} records, too few to hold out data.n_test={cfg.n_test} "
                         "test questions and train on the rest; pass --test-data or --set data.n_test=N")
-    test = load_jsonl(cfg.test_source) if cfg.test_source else train[-cfg.n_test:]
+    test = load_questions(cfg.test_source) if cfg.test_source else train[-cfg.n_test:]
     if not cfg.test_source:
         train = train[:-cfg.n_test]
     return train[:cfg.n_train], test[:cfg.n_test]
@@ -281,6 +281,61 @@ def load_jsonl(path: str | Path, limit: int | None = None) -> list[Example]:
     return out
 
 
+# ---------------------------------------------------------------- Hugging Face datasets
+HF_PREFIX = "hf:"  # data.source / data.test_source "hf:NAME[:CONFIG]@SPLIT" (what --hf-dataset writes)
+
+
+def hf_source(dataset: str, split: str = "train") -> str:
+    """The ``data.source`` string for a hub dataset: ``hf_source("openai/gsm8k:main")`` → ``"hf:openai/gsm8k:main@train"``."""
+    return f"{HF_PREFIX}{dataset}@{split}"
+
+
+def load_questions(source: str | Path) -> list[Example]:
+    """Questions from a JSONL path or a ``hf:NAME[:CONFIG]@SPLIT`` source."""
+    if str(source).startswith(HF_PREFIX):
+        spec, _, split = str(source)[len(HF_PREFIX):].rpartition("@")
+        return load_hf(spec or split, split if spec else "train")
+    return load_jsonl(source)
+
+
+def load_hf(dataset: str, split: str = "train", limit: int | None = None) -> list[Example]:
+    """Questions of a hub dataset (``NAME`` or ``NAME:CONFIG``) in GSM8K, AQuA-RAT or ECQA layout, via the
+    ``datasets`` library (imported here, only when used).
+
+    Rows convert exactly as the lines of a JSONL file do (``parse_record``); a row without an ``id``
+    gets ``SPLIT-N`` (N from 1), the id it would have as line N of ``SPLIT.jsonl``. A missing
+    package, no network (and nothing cached) or an unknown name/config/split raises DataError naming
+    the dataset and pointing to ``--data path.jsonl``; a bad row names the dataset, row index and field.
+    """
+    name, _, config = dataset.partition(":")
+    label = f"Hugging Face dataset {dataset!r} (split {split!r})"
+    offline = "download the data once and pass --data path.jsonl instead"
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{label}: the `datasets` package is not installed (pip install datasets); "
+                        f"or {offline}") from None
+    try:
+        rows = datasets.load_dataset(name, config or None, split=split)
+    except Exception as e:  # noqa: BLE001 - offline, unknown name/config/split: one clear line either way
+        first = (str(e).splitlines() or [type(e).__name__])[0][:300]
+        raise DataError(f"{label}: could not load ({type(e).__name__}: {first}). Loading needs network access "
+                        f"or a copy in the datasets cache; offline, {offline}") from None
+    fake = Path(f"{split}.jsonl")  # ids and checks as for line i+1 of SPLIT.jsonl
+    out: list[Example] = []
+    for i, rec in enumerate(rows):
+        try:
+            out.append(parse_record(dict(rec) if hasattr(rec, "keys") else rec, fake, i + 1))
+        except DataError as e:
+            msg = str(e).removeprefix(f"{fake}:{i + 1}: ")
+            raise DataError(f"{label} row {i}: {msg}") from None
+        if limit is not None and len(out) >= limit:
+            break
+    if not out:
+        raise DataError(f"{label}: no records")
+    return out
+
+
 def write_jsonl(path: str | Path, examples: list[Example]) -> None:
     """Write examples in GSM8K format (``question``, ``answer`` = solution) plus ``id``."""
     with open(path, "w", encoding="utf-8") as f:
@@ -294,4 +349,4 @@ def all_step_orders_agree(ex: Example) -> bool:
 
 
 __all__ = ["DataError", "Example", "synthetic_splits", "synthetic_from_config", "valid_solutions", "solution_for",
-           "load_jsonl", "parse_record", "write_jsonl", "ORDERS", "all_step_orders_agree"]
+           "load_jsonl", "load_hf", "load_questions", "hf_source", "parse_record", "write_jsonl", "ORDERS", "all_step_orders_agree"]

@@ -71,9 +71,25 @@ def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 
     return out
 
 
-def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> dict:
-    """Run the experiment of ``cfg`` into folder ``out``; returns the metrics dict (also written)."""
+def _vft_sampler(sampler: str):
+    """The sampler for the VFT model's two sampling calls: ``"hf"``, or one VLLMSampler shared by both
+    (its engine starts on first use; a missing vllm fails here, before any training)."""
+    from .config import ConfigError
+    from .sampling import SAMPLERS
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
+    if sampler == "vllm":
+        from .sampling_vllm import VLLMSampler
+        return VLLMSampler()
+    return sampler
+
+
+def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampler: str = "hf") -> dict:
+    """Run the experiment of ``cfg`` into folder ``out``; returns the metrics dict (also written).
+
+    ``sampler``: ``"hf"`` or ``"vllm"`` draws every round's COTs (``aftlab.sampling.sample_cots``)."""
     t0 = time.time()
+    vft_sampler = _vft_sampler(sampler)
     torch.manual_seed(cfg.seed)
     out = Path(out)
     paths = stage_dirs(out)
@@ -89,12 +105,17 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
     vft_state = checkpoint.load_state(checkpoint.find(paths["vft"]))
     s = cfg.sample
     tick = time.time()
-    eval_records = sample_cots(lm, test, k=cfg.eval_k, temperature=s.temperature, top_p=s.top_p,
-                               max_new_tokens=s.max_new_tokens, seed=cfg.seed + 1, batch_questions=s.batch_questions,
-                               cache=paths["eval_samples"], progress=progress)
-    train_records = sample_cots(lm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
-                                max_new_tokens=s.max_new_tokens, seed=cfg.seed, batch_questions=s.batch_questions,
-                                cache=out / "samples_r1.jsonl", progress=progress)
+    try:
+        eval_records = sample_cots(lm, test, k=cfg.eval_k, temperature=s.temperature, top_p=s.top_p,
+                                   max_new_tokens=s.max_new_tokens, seed=cfg.seed + 1,
+                                   batch_questions=s.batch_questions, cache=paths["eval_samples"], progress=progress,
+                                   sampler=vft_sampler)
+        train_records = sample_cots(lm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
+                                    max_new_tokens=s.max_new_tokens, seed=cfg.seed, batch_questions=s.batch_questions,
+                                    cache=out / "samples_r1.jsonl", progress=progress, sampler=vft_sampler)
+    finally:
+        if not isinstance(vft_sampler, str):
+            vft_sampler.close()
     seconds["sampling"] = time.time() - tick
     tick = time.time()
     results = {"vft": evaluate(lm, test, eval_records, s.max_new_tokens)}
@@ -112,7 +133,8 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
                 records = sample_cots(mlm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
                                       max_new_tokens=s.max_new_tokens, seed=cfg.seed + 100 * rnd,
                                       batch_questions=s.batch_questions,
-                                      cache=out / f"samples_{method}_r{rnd}.jsonl", progress=progress)
+                                      cache=out / f"samples_{method}_r{rnd}.jsonl", progress=progress,
+                                      sampler=sampler)
             g = groups(records, acfg.strict_positives, acfg.include_reference)
             step_log = train_align(mlm, g, acfg, init_state=vft_state if rnd == 1 else None,
                                    seed=cfg.seed + rnd, progress=progress, out=paths["align"] / f"{method}_r{rnd}")
@@ -130,7 +152,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         "methods": {m: r["metrics"] for m, r in results.items()},
         "misranked_examples": misranked_examples(eval_records, results["vft"]["scores"]),
         "n_train_questions_sampled": len(train_records), "n_eval_questions": len(eval_records),
-        "seconds": time.time() - t0, "stage_seconds": seconds,
+        "seconds": time.time() - t0, "stage_seconds": seconds, "sampler": sampler,
     }
     for name, obj in [("align_logs.json", logs), ("vft_history.json", vft_hist),
                       ("eval_scores.json", {m: r["scores"] for m, r in results.items()}),

@@ -75,13 +75,17 @@ def generate(lm, questions: list[str], k: int = 1, temperature: float = 0.0, top
 
 def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 48,
                 seed: int = 0, batch_questions: int = 64, cache: str | Path | None = None,
-                progress: bool = True) -> list[dict]:
+                progress: bool = True, sampler="hf") -> list[dict]:
     """One record per question: its k samples de-duplicated and labelled against the gold answer.
 
     A record is ``{"id", "question", "answer", "reference", "samples": [label(...) + {"count"}],
     "n_sampled", "n_duplicates"}``; ``count`` says how many of the k draws gave that COT, so
     nothing is dropped silently. With ``cache`` the records are appended to a JSONL file as batches
     finish, and questions already there are not sampled again.
+
+    ``sampler`` draws the COTs: ``"hf"`` (``generate`` above), ``"vllm"`` (one vLLM engine for this
+    call, ``aftlab.sampling_vllm``) or any callable with ``generate``'s signature; records, labels
+    and cache are the same whichever draws.
     """
     from tqdm.auto import tqdm
 
@@ -91,13 +95,14 @@ def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float
             done[rec["id"]] = rec
         _end_with_newline(Path(cache))
     todo = [(i, e) for i, e in enumerate(examples) if e.id not in done]
+    gen, close = _sampler(sampler)
     f = open(cache, "a", encoding="utf-8") if cache is not None else None
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc="sampling", disable=not progress)
     try:
         for start in range(0, len(todo), batch_questions):
             chunk = todo[start:start + batch_questions]
-            gens = generate(lm, [e.question for _, e in chunk], k, temperature, top_p, max_new_tokens,
-                            seed=seed * 1_000_003 + chunk[0][0])
+            gens = gen(lm, [e.question for _, e in chunk], k, temperature, top_p, max_new_tokens,
+                       seed=seed * 1_000_003 + chunk[0][0])
             for (_, e), row in zip(chunk, gens):
                 rec = _record(e, row)
                 done[e.id] = rec
@@ -109,9 +114,27 @@ def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float
             bar.update(len(chunk))
     finally:
         bar.close()
+        close()
         if f is not None:
             f.close()
     return [done[e.id] for e in examples]
+
+
+SAMPLERS = ("hf", "vllm")
+
+
+def _sampler(sampler):
+    """``(generate-like callable, close)`` for a ``sample_cots`` sampler: a name or a callable."""
+    if callable(sampler):
+        return sampler, lambda: None  # the caller owns its lifetime
+    if sampler == "hf":
+        return generate, lambda: None
+    if sampler == "vllm":
+        from .sampling_vllm import VLLMSampler
+        vs = VLLMSampler()  # fails here, before any sampling, when vllm is missing
+        return vs, vs.close
+    from .config import ConfigError
+    raise ConfigError(f"sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
 
 
 def _end_with_newline(path: Path) -> None:
