@@ -21,7 +21,7 @@ COLUMNS = ("task_accuracy", "assessment_accuracy", "assessment_per_question", "a
 def metrics_table(methods: dict[str, dict], std: dict[str, dict] | None = None) -> str:
     """An HTML table of the metrics per method (mean ± std when ``std`` is given)."""
     cols = [c for c in COLUMNS if any(c in m for m in methods.values())]
-    head = "".join(f"<th>{c}</th>" for c in cols)
+    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)  # spaces let the headers wrap
     rows = []
     for name, m in methods.items():
         cells = []
@@ -30,7 +30,7 @@ def metrics_table(methods: dict[str, dict], std: dict[str, dict] | None = None) 
             txt = "" if v is None else f"{v:.4f}" + (f" ± {std[name][c]:.4f}" if std and c in std.get(name, {}) else "")
             cells.append(f"<td>{txt}</td>")
         rows.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
-    return f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>"
+    return f"<div class='scroll'><table><tr><th>method</th>{head}</tr>{''.join(rows)}</table></div>"
 
 
 def _examples(examples: list[dict]) -> str:
@@ -64,7 +64,8 @@ def write_report(out: str | Path) -> Path:
             f"{metrics['n_eval_questions']} held-out questions; {metrics['seconds']:.0f} s in all.</p>",
             "<h2>Accuracy and scores per method</h2>", metrics_table(metrics["methods"]),
             "<p>task = greedy answer correct; assessment = share of (right, wrong) COT pairs of a held-out question "
-            "where the right one scores higher; rerank = the top-scored of the fixed samples is right.</p>"]
+            "where the right one scores higher (strict: only pairs whose right COT also has every step right); "
+            "rerank = the top-scored of the fixed samples is right.</p>"]
     for i, fig in enumerate(figs):
         body.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False))
     body.append("<h2>Assessment misalignment under VFT: wrong COTs scored above right ones</h2>")
@@ -74,7 +75,7 @@ def write_report(out: str | Path) -> Path:
         rows = "".join(f"<li><code>{html.escape(x['cot'])}</code> {'✓' if x['correct'] else '✗'}</li>" for x in g[:5])
         body.append(f"<h3>{html.escape(m)}</h3><ul>{rows}</ul>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}.neg{color:#b3402a}.pos{color:#1d7268}"
+             ".scroll{overflow-x:auto}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{max-width:9em}.neg{color:#b3402a}.pos{color:#1d7268}"
              ".ex{border-left:3px solid #ccc;padding-left:8px;margin:8px 0}")
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>aftlab report</title><style>{style}</style>"
            f"</head><body>{''.join(body)}</body></html>")
