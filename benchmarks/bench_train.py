@@ -128,6 +128,7 @@ def _dpo(lm, groups):
     batch = {k: v.to(lm.device) if hasattr(v, "to") else v for k, v in batch.items()}
     opt = trainer.create_optimizer()
     trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's own loop, which we bypass to time one step
 
     def step():
         trainer.training_step(trainer.model, batch)  # policy + reference forward, loss, backward
