@@ -1,8 +1,11 @@
 """Machine limit and MFU: large fp32 matmul FLOP/s, then the VFT and AFT steps as a share of it.
 
-Model FLOPs of a training step = 6 x parameters x tokens (forward 2, backward 4; attention and the
-LM head's skipped positions are ignored, so this slightly overstates small-model MFU). Also times
-the VFT step with and without length-bucketed micro-batches (``vft.nll_backward``), same process.
+Model FLOPs of a training step (:func:`train_flops`): k x non-embedding parameters x tokens, plus
+k x (hidden x vocab) x the positions where the LM head runs (``logits_to_keep``: COT positions
+only); k = 6 when the base weights train (forward 2, weight grads 2, input grads 2) and 4 under
+LoRA (frozen base: no weight grads). The embedding lookup costs nothing; attention's T^2 terms are
+left out (T ~ 60: under 3% here). Also times the VFT step with and without length-bucketed
+micro-batches (``vft.nll_backward``), same process.
 
     python benchmarks/bench_mfu.py --preset tiny
 """
@@ -12,6 +15,17 @@ from __future__ import annotations
 import torch
 
 from common import cli_main, interleaved, load, matmul_flops
+
+
+def train_flops(model, tokens: float, logit_positions: float) -> float:
+    """FLOPs of one training step over ``tokens`` input tokens with the LM head at ``logit_positions``."""
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())
+    body = total - emb.numel() - (0 if head is emb else head.numel())
+    lora = any("lora_" in n for n, _ in model.named_parameters())
+    k = 4 if lora else 6
+    return k * body * tokens + k * head.numel() * logit_positions
 
 
 def run(preset: str = "tiny", device: str = "cpu", reps: int = 3) -> dict:
@@ -44,14 +58,18 @@ def run(preset: str = "tiny", device: str = "cpu", reps: int = 3) -> dict:
 
     t = interleaved({"vft_1bucket": vft(1), "vft_2buckets": vft(2)}, reps=reps)
     tokens = sum(len(p) + len(c) for b in batches for p, c in b) / len(batches)
+    heads = sum(len(c) + 1 for b in batches for _, c in b) / len(batches)
     from bench_train import _aft, _groups
-    aft_step, _, aft_tokens = _aft(lm, _groups(train, cfg.align.questions_per_step, 4, 4))
+    groups = _groups(train, cfg.align.questions_per_step, 4, 4)
+    aft_step, _, aft_tokens = _aft(lm, groups)
+    aft_heads = sum(len(lm.cot_ids(c)) + 1 for g in groups for c in g["pos"] + g["neg"])
     t.update(interleaved({"aft_step": aft_step}, reps=reps))
-    mfu = {"vft_1bucket": 6 * params * tokens / t["vft_1bucket"] / peak,
-           "vft_2buckets": 6 * params * tokens / t["vft_2buckets"] / peak,
-           "aft_step": 6 * params * aft_tokens / t["aft_step"] / peak}
+    vft_flops, aft_flops = train_flops(model, tokens, heads), train_flops(model, aft_tokens, aft_heads)
+    mfu = {"vft_1bucket": vft_flops / t["vft_1bucket"] / peak, "vft_2buckets": vft_flops / t["vft_2buckets"] / peak,
+           "aft_step": aft_flops / t["aft_step"] / peak}
     return {"preset": preset, "threads": torch.get_num_threads(), "matmul_gflops": peak / 1e9, "params": params,
             "vft_batch": bs, "vft_tokens_per_step": tokens, "aft_tokens_per_step": aft_tokens,
+            "vft_gflop_per_step": vft_flops / 1e9, "aft_gflop_per_step": aft_flops / 1e9,
             "s_per_step": t, "mfu": mfu, "vft_bucket_speedup": t["vft_1bucket"] / t["vft_2buckets"]}
 
 

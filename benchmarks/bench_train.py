@@ -4,8 +4,10 @@ Each arm runs in its own subprocess (``--arm``) so its peak RSS (``getrusage``; 
 ``max_memory_allocated``) is its own; the parent alternates the arms ``reps`` times and takes
 medians. Scenario ``pairs``: Q questions with one positive and one negative COT each, i.e. the same
 Q (chosen, rejected) pairs and the same sequences for both. AFT runs one forward over the 2Q
-COTs and needs no reference model; TRL runs the policy on [chosen; rejected] and a frozen reference
-copy (its default, ``precompute_ref_log_probs=False``; activation checkpointing off for speed).
+COTs, each question once and its COTs from the KV cache (as ``align.train_align`` does), and needs
+no reference model; TRL runs the policy on [chosen; rejected] and a frozen reference copy (its
+default, ``precompute_ref_log_probs=False``; activation checkpointing off for speed; under LoRA,
+as for ``smol``, TRL's own PEFT path: the base with adapters disabled is the reference, no copy).
 Scenario ``groups`` (AFT only): k = 8 COTs per question (4 positive, 4 negative) give 16 pairs from 8
 sequences, which a pairwise trainer would have to run as 32.
 
@@ -79,22 +81,21 @@ def arm(name: str, preset: str, device: str, n_questions: int, steps: int) -> di
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
-def _aft(lm, groups):
+def _aft(lm, groups, share_prefix: bool = True):
+    """One AFT(BC) step as ``align.train_align`` runs it; returns (step, pairs, input tokens per step)."""
     import torch
     from aftlab import losses
-    from aftlab.align import _matrix, _pack, align_loss
+    from aftlab.align import _matrix, _pack, align_loss, step_logprobs
     from aftlab.config import AlignConfig
-    from aftlab.scoring import normalised, token_logprobs
+    from aftlab.scoring import normalised
     cfg = AlignConfig(method="aft_bc", constraint="boundary")
     batch = _pack(lm, groups, 16)
     model, pad = lm.model, lm.tokenizer.pad_token_id or 0
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    prompts = [p["prompt"] for p in batch for _ in p["cots"]]
-    cots = [c for p in batch for c in p["cots"]]
     model.train()
 
     def step():  # the body of align.train_align's loop
-        lp, mask = token_logprobs(model, prompts, cots, pad)
+        lp, mask = step_logprobs(model, batch, pad, share_prefix)
         s, pos, neg, lev = _matrix(batch, normalised(lp, mask))
         pos_rows = pos[pos | neg]
         loss = cfg.nll_weight * losses.nll_loss(lp[pos_rows], mask[pos_rows]) + cfg.lam * align_loss(
@@ -105,7 +106,9 @@ def _aft(lm, groups):
         opt.step()
 
     n_pairs = sum(p["n_pos"] * (len(p["cots"]) - p["n_pos"]) for p in batch)
-    return step, n_pairs, sum(len(p) + len(c) for p, c in zip(prompts, cots))
+    cot_tokens = sum(len(c) for p in batch for c in p["cots"])
+    prompt_tokens = sum(len(p["prompt"]) * (1 if share_prefix else len(p["cots"])) for p in batch)
+    return step, n_pairs, prompt_tokens + cot_tokens
 
 
 def _dpo(lm, groups):
@@ -121,7 +124,9 @@ def _dpo(lm, groups):
     args = trl.DPOConfig(output_dir=tempfile.mkdtemp(), beta=0.1, per_device_train_batch_size=len(groups),
                          report_to=[], use_cpu=lm.device.type == "cpu", save_strategy="no",
                          activation_checkpointing=False, learning_rate=1e-4, max_grad_norm=1.0)
-    ref = copy.deepcopy(lm.model).eval()
+    # LoRA (smol): TRL's own PEFT path, the frozen base with adapters disabled as the reference (no copy);
+    # a full model gets the usual frozen copy.
+    ref = None if hasattr(lm.model, "disable_adapter") else copy.deepcopy(lm.model).eval()
     trainer = trl.DPOTrainer(model=lm.model, ref_model=ref, args=args, train_dataset=data,
                              processing_class=lm.tokenizer)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(groups))])  # [chosen; rejected]
