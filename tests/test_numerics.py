@@ -54,11 +54,13 @@ def test_nan_mid_alignment_names_the_step_and_keeps_the_last_good_checkpoint(tra
     lm = load_lm(vft_dir)
     calls = {"n": 0}
 
-    def nan_after_three_forwards(module, inputs, output):  # scores go NaN from step 3 on
-        calls["n"] += 1
-        return output * float("nan") if calls["n"] > 3 else None
+    per_step = 2  # forwards per AFT step: the questions, then their COTs from the KV cache (share_prefix)
 
-    lm.model.get_input_embeddings().register_forward_hook(nan_after_three_forwards)
+    def nan_from_step_three(module, inputs, output):  # scores go NaN from step 3 on
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] > 3 * per_step else None
+
+    lm.model.get_input_embeddings().register_forward_hook(nan_from_step_three)
     out = tmp_path / "aft"
     with pytest.raises(NonFiniteError, match=r"AFT \(aft_bc\) step 3: loss is nan; training stopped; "
                                              r"last good checkpoint \(step 2\) kept at"):
