@@ -83,7 +83,8 @@ def assessment_vs_task(points: dict[str, tuple[float, float]]) -> go.Figure:
     """Assessment accuracy against task accuracy, one labelled point per model or checkpoint."""
     names = list(points)
     fig = go.Figure(go.Scatter(x=[points[n][0] for n in names], y=[points[n][1] for n in names], text=names,
-                               mode="markers+text", textposition="top center", marker_size=10))
+                               mode="markers+text", textposition="top center", marker_size=10,
+                               cliponaxis=False))  # labels of the top points stay visible
     fig.update_layout(title="Assessment vs task accuracy", xaxis_title="task accuracy (greedy)",
                       yaxis_title="assessment accuracy (pairs)")
     return fig
