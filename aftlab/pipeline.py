@@ -24,7 +24,7 @@ from .config import RunConfig, to_dict
 from .data import synthetic_from_config
 from .evaluate import evaluate
 from .model import add_lora, load_lm, pick_device, tiny_lm
-from .sampling import groups, sample_cots
+from .sampling import groups, open_sampler, sample_cots
 from .vft import train_vft
 
 
@@ -71,25 +71,13 @@ def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 
     return out
 
 
-def _vft_sampler(sampler: str):
-    """The sampler for the VFT model's two sampling calls: ``"hf"``, or one VLLMSampler shared by both
-    (its engine starts on first use; a missing vllm fails here, before any training)."""
-    from .config import ConfigError
-    from .sampling import SAMPLERS
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
-    if sampler == "vllm":
-        from .sampling_vllm import VLLMSampler
-        return VLLMSampler()
-    return sampler
-
-
 def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampler: str = "hf") -> dict:
     """Run the experiment of ``cfg`` into folder ``out``; returns the metrics dict (also written).
 
     ``sampler``: ``"hf"`` or ``"vllm"`` draws every round's COTs (``aftlab.sampling.sample_cots``)."""
     t0 = time.time()
-    vft_sampler = _vft_sampler(sampler)
+    vft_sampler, close_sampler = open_sampler(sampler)  # one engine for both VFT-model calls; a missing
+    # vllm fails here, before any training
     torch.manual_seed(cfg.seed)
     out = Path(out)
     paths = stage_dirs(out)
@@ -114,8 +102,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
                                     max_new_tokens=s.max_new_tokens, seed=cfg.seed, batch_questions=s.batch_questions,
                                     cache=out / "samples_r1.jsonl", progress=progress, sampler=vft_sampler)
     finally:
-        if not isinstance(vft_sampler, str):
-            vft_sampler.close()
+        close_sampler()
     seconds["sampling"] = time.time() - tick
     tick = time.time()
     results = {"vft": evaluate(lm, test, eval_records, s.max_new_tokens)}

@@ -95,7 +95,7 @@ def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float
             done[rec["id"]] = rec
         _end_with_newline(Path(cache))
     todo = [(i, e) for i, e in enumerate(examples) if e.id not in done]
-    gen, close = _sampler(sampler)
+    gen, close = open_sampler(sampler)
     f = open(cache, "a", encoding="utf-8") if cache is not None else None
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc="sampling", disable=not progress)
     try:
@@ -123,8 +123,11 @@ def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float
 SAMPLERS = ("hf", "vllm")
 
 
-def _sampler(sampler):
-    """``(generate-like callable, close)`` for a ``sample_cots`` sampler: a name or a callable."""
+def open_sampler(sampler):
+    """``(generate-like callable, close)`` for a ``sample_cots`` sampler: a name or a callable.
+
+    A caller that samples several times with one engine opens it here and passes the callable on
+    (``sample_cots`` leaves a callable's lifetime to its owner)."""
     if callable(sampler):
         return sampler, lambda: None  # the caller owns its lifetime
     if sampler == "hf":
