@@ -235,7 +235,9 @@ def test_torn_last_line_is_cut_before_appending(trained, small_task, tmp_path):
     with open(cache, "a") as f:
         f.write(json.dumps(full[2])[:50])  # killed while writing the third record
     with pytest.warns(UserWarning, match="incomplete last record"):
-        sample_cots(lm, test[:6], k=3, temperature=1.0, seed=5, batch_questions=2, cache=cache, progress=False)
+        resumed = sample_cots(lm, test[:6], k=3, temperature=1.0, seed=5, batch_questions=2, cache=cache,
+                              progress=False)
+    assert resumed == full  # the resumed call returns what an uninterrupted one does
     assert read_samples(cache) == full  # the cache itself is whole again, not just the returned records
 
 
