@@ -22,6 +22,14 @@ def _is_true(node) -> bool:
     return isinstance(node, ast.Constant) and node.value is True
 
 
+def _param_defaults(node) -> list:
+    """(parameter, default expression) pairs of a function definition, keyword-only ones included."""
+    a = node.args
+    params = a.posonlyargs + a.args
+    pairs = list(zip(params[len(params) - len(a.defaults):], a.defaults))
+    return pairs + [(p, d) for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
+
+
 def findings(source: str, name: str = "<src>") -> list[str]:
     """Unsafe constructs in Python ``source``: one "name:line: what" string each."""
     out = []
@@ -49,11 +57,7 @@ def findings(source: str, name: str = "<src>") -> list[str]:
                 if m.split(".")[0] in UNSAFE_MODULES:
                     out.append(f"{where}: imports {m}")
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            a = node.args
-            params = a.posonlyargs + a.args
-            pairs = list(zip(params[len(params) - len(a.defaults):], a.defaults))
-            pairs += [(p, d) for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
-            for p, d in pairs:
+            for p, d in _param_defaults(node):
                 if p.arg == "trust_remote_code" and _is_true(d):
                     out.append(f"{where}: {node.name}(trust_remote_code=True) default")
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
@@ -128,11 +132,7 @@ def _loopback_problems(source: str) -> tuple[list[str], int]:
 
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            a = node.args
-            params = a.posonlyargs + a.args
-            pairs = list(zip(params[len(params) - len(a.defaults):], a.defaults))
-            pairs += [(p, d) for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None]
-            for p, d in pairs:
+            for p, d in _param_defaults(node):
                 if p.arg in ("host", "server_name", "bind"):
                     check(d, node.lineno)
         if isinstance(node, ast.Call):
