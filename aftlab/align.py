@@ -7,9 +7,11 @@ Each step scores all COTs of ``questions_per_step`` questions in one forward pas
 ``AlignConfig.method``. It logs mean positive/negative score, gap, boundary, share of negatives
 below the boundary, and grad norm per step. With ``neg_scope="divergent"`` a negative's score in
 the loss covers only its tokens after the longest prefix it shares with a positive of its question,
-so the push lands on the wrong step instead of on correct steps both COTs contain. Like VFT, the batch of step t is a pure function of
-(seed, t), so with ``out`` a killed run resumes from its last checkpoint (weights, optimizer,
-scheduler, step, log) and ends where an uninterrupted run would.
+so the push lands on the wrong step instead of on correct steps both COTs contain.
+
+Like VFT, the batch of step t is a pure function of (seed, t), so with ``out`` a killed run resumes
+from its last checkpoint (weights, optimizer, scheduler, step, log) and ends where an uninterrupted
+run would.
 
 >>> from aftlab.config import AlignConfig
 >>> alignment_term(AlignConfig(method="rft")) is None

@@ -63,7 +63,13 @@ if __name__ == "__main__":
     ap.add_argument("--with", dest="extra", action="append", default=[], metavar="FIELD=VALUE")
     a = ap.parse_args()
     run, names = Path(a.run), a.names or list(VARIANTS)
-    extra = {k: json.loads(v) if v[:1] in "0123456789-[{tfn" else v for k, v in (x.split("=", 1) for x in a.extra)}
+    def value(text: str):  # JSON where it parses (numbers, true/false/null, lists), else the plain string
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    extra = {k: value(v) for k, v in (x.split("=", 1) for x in a.extra)}
     out = Path(__file__).parent / "e2_results.jsonl"
     for name in names:
         t = time.time()
