@@ -42,6 +42,7 @@ class DataConfig:
     max_steps: int = 4  # most arithmetic steps in a synthetic problem
     max_number: int = 12  # largest number that appears in a synthetic question
     alt_reference: float = 0.5  # share of synthetic questions whose reference uses a non-story step order
+    distractors: float = 0.0  # share of synthetic questions with one irrelevant sentence (wrong-choice errors)
     seed: int = 0  # seed of the synthetic generator (train and test are disjoint)
 
     def __post_init__(self):
@@ -51,6 +52,7 @@ class DataConfig:
                f"need 1 <= min_steps <= max_steps <= 8, got {self.min_steps}, {self.max_steps}")
         _check(3 <= self.max_number <= 99, "data.max_number", f"must be in [3, 99], got {self.max_number}")
         _check(0.0 <= self.alt_reference <= 1.0, "data.alt_reference", "must be in [0, 1]")
+        _check(0.0 <= self.distractors <= 1.0, "data.distractors", "must be in [0, 1]")
 
 
 @dataclass

@@ -48,6 +48,10 @@ ADD = ["{P} buys {b} more {i}.", "{P} finds {b} {i}.", "{P} gets {b} {i} from a 
 SUB = ["{P} gives {b} {i} to a friend.", "{P} loses {b} {i}.", "{P} sells {b} {i}."]
 ADD_GROUP = ["{P} buys {b} {x} with {c} {i} in each.", "{P} gets {b} {x} of {c} {i}."]
 SUB_GROUP = ["{P} gives {b} friends {c} {i} each.", "{P} sells {b} {x} of {c} {i}."]
+# irrelevant sentences (``distractors``): another person's items or the same person's other items,
+# numbers a model must learn to leave out, so that some wrong COTs are wrong choices with every
+# step's arithmetic right (as in GSM-IC), not only arithmetic slips
+DISTRACT = ["{Q} has {d} {i}.", "{Q} buys {d} {i}.", "{Q} loses {d} {i}.", "{P} also has {d} {j}."]
 
 
 def _fmt(a: int, op: str, b: int, c: int) -> str:
@@ -130,7 +134,7 @@ def _n_steps(terms: tuple, divisor: int) -> int:
     return sum(1 + (1 if c else 0) for _, _, c in terms[1:]) + (1 if divisor else 0)
 
 
-def _make_problem(rng: random.Random, min_steps: int, max_steps: int, max_number: int):
+def _make_problem(rng: random.Random, min_steps: int, max_steps: int, max_number: int, distractors: float = 0.0):
     n = max_number
     while True:
         name, pron = rng.choice(NAMES)
@@ -155,6 +159,11 @@ def _make_problem(rng: random.Random, min_steps: int, max_steps: int, max_number
         for sign, b, c in events:
             pool = (ADD_GROUP if c else ADD) if sign > 0 else (SUB_GROUP if c else SUB)
             sents.append(rng.choice(pool).format(P=pron, b=b, c=c, i=item, x=box))
+        if distractors and rng.random() < distractors:  # no extra draws at 0: default questions unchanged
+            other = rng.choice([n for n, _ in NAMES if n != name])
+            extra = rng.choice(DISTRACT).format(Q=other, P=pron, d=rng.randint(2, n), i=item,
+                                                j=rng.choice([x for x in ITEMS if x != item]))
+            sents.insert(rng.randint(1, len(sents)), extra)
         if divisor:
             sents.append(f"{pron} puts them equally into {divisor} {box}.")
             sents.append(f"How many {item} are in each of the {box}?")
@@ -164,14 +173,15 @@ def _make_problem(rng: random.Random, min_steps: int, max_steps: int, max_number
 
 
 def synthetic_splits(n_train: int = 20000, n_test: int = 600, seed: int = 0, min_steps: int = 3,
-                     max_steps: int = 4, max_number: int = 12, alt_reference: float = 0.5
-                     ) -> tuple[list[Example], list[Example]]:
-    """Deterministic train/test splits of distinct synthetic questions (no question in both)."""
+                     max_steps: int = 4, max_number: int = 12, alt_reference: float = 0.5,
+                     distractors: float = 0.0) -> tuple[list[Example], list[Example]]:
+    """Deterministic train/test splits of distinct synthetic questions (no question in both);
+    ``distractors`` is the share of questions with one irrelevant sentence."""
     rng = random.Random(f"aftlab-synthetic-{seed}")
     seen: set[str] = set()
     out: list[Example] = []
     while len(out) < n_train + n_test:
-        q, terms, divisor, total = _make_problem(rng, min_steps, max_steps, max_number)
+        q, terms, divisor, total = _make_problem(rng, min_steps, max_steps, max_number, distractors)
         if q in seen:
             continue
         seen.add(q)
@@ -188,7 +198,7 @@ def synthetic_from_config(cfg) -> tuple[list[Example], list[Example]]:
     """Train/test splits for a ``DataConfig`` (synthetic or files)."""
     if cfg.source == "synthetic":
         return synthetic_splits(cfg.n_train, cfg.n_test, cfg.seed, cfg.min_steps, cfg.max_steps, cfg.max_number,
-                                cfg.alt_reference)
+                                cfg.alt_reference, cfg.distractors)
     train = load_questions(cfg.source)
     if not cfg.test_source and len(train) <= cfg.n_test:
         raise DataError(f"{cfg.source}: {len(train)} records, too few to hold out data.n_test={cfg.n_test} "

@@ -332,7 +332,7 @@ def synthetic_examples(runs: dict[str, Path], n: int = 30) -> list[dict]:
                 cfg = DataConfig(**d)
                 break
     _, test = synthetic_splits(cfg.n_train, min(n, cfg.n_test), cfg.seed, cfg.min_steps, cfg.max_steps,
-                               cfg.max_number, cfg.alt_reference)
+                               cfg.max_number, cfg.alt_reference, cfg.distractors)
     return [{"label": f"synthetic {e.id}: {e.question[:60]}…", "question": e.question, "gold": e.answer,
              "cots": "\n\n".join(valid_solutions(e)[:2])} for e in test[:n]]
 

@@ -39,6 +39,28 @@ def test_step_counts_respect_config():
     assert {e.solution.count("=") for e in train} <= {3, 4}
 
 
+def _sentences(ex) -> int:
+    return ex.question.count(".") + ex.question.count("?")
+
+
+def _story_sentences(ex) -> int:  # "X has N items." + one per event + the question (and "puts them into")
+    terms, divisor = ex.terms
+    return 1 + (len(terms) - 1) + (2 if divisor else 1)
+
+
+def test_distractors_add_an_irrelevant_sentence_that_leaves_the_answer_and_cots_alone():
+    plain, _ = synthetic_splits(400, 1, seed=3)
+    noisy, _ = synthetic_splits(400, 1, seed=3, distractors=0.5)
+    assert [e.question for e in synthetic_splits(400, 1, seed=3, distractors=0.0)[0]] == [e.question for e in plain]
+    assert all(_sentences(e) == _story_sentences(e) for e in plain)
+    extra = [_sentences(e) - _story_sentences(e) for e in noisy]
+    assert set(extra) == {0, 1}
+    assert 0.4 < sum(extra) / len(noisy) < 0.6  # about half the questions carry one irrelevant sentence
+    for ex in noisy:  # the answer and every known COT come from the story alone
+        for sol in valid_solutions(ex):
+            assert is_correct(sol, ex.answer), sol
+
+
 def test_gsm8k_jsonl_round_trip(tmp_path):
     p = tmp_path / "g.jsonl"
     p.write_text(json.dumps({"question": "2+2?", "answer": "2+2=<<2+2=4>>4\n#### 4"}) + "\n\n"
