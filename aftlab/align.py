@@ -7,7 +7,10 @@ Each step scores all COTs of ``questions_per_step`` questions in one forward pas
 ``AlignConfig.method``. It logs mean positive/negative score, gap, boundary, share of negatives
 below the boundary, and grad norm per step. With ``neg_scope="divergent"`` a negative's score in
 the loss covers only its tokens after the longest prefix it shares with a positive of its question,
-so the push lands on the wrong step instead of on correct steps both COTs contain.
+so the push lands on the wrong step instead of on correct steps both COTs contain. ``neg_credit``
+keeps a negative's score whole (so pair weights and BC's boundary compare like with like) but lets
+the gradient reach only its divergent tokens, or only the first step where it leaves every positive
+(``"first_step"``): the later steps of a wrong COT are often right given its error.
 
 Like VFT, the batch of step t is a pure function of (seed, t), so with ``out`` a killed run resumes
 from its last checkpoint (weights, optimizer, scheduler, step, log) and ends where an uninterrupted
@@ -59,28 +62,70 @@ def shared_prefix(cot: list[int], others: list[list[int]]) -> int:
     return min(best, len(cot) - 1) if cot else 0
 
 
+def step_end(cot: list[int], start: int, ends: set[int]) -> int:
+    """One past the first token at or after ``start`` that ends a step (an id in ``ends``: ".", a newline),
+    or ``len(cot)``: the tokens ``cot[start:stop]`` are the step where a negative leaves its positives.
+
+    >>> step_end([5, 6, 0, 7, 8, 0, 9], 3, {0}), step_end([5, 6, 0, 7], 3, {0})
+    (6, 4)
+    """
+    for i in range(start, len(cot)):
+        if cot[i] in ends:
+            return i + 1
+    return len(cot)
+
+
+def _step_end_ids(tokenizer) -> set[int]:
+    """Ids of tokens that end a step: those whose text holds "." or a newline (word-level or BPE)."""
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return {i for i, t in enumerate(vocab) if t and ("." in t or "\n" in t or "Ċ" in t)}
+
+
 def _pack(lm, groups: list[dict], max_cots: int):
-    """Token ids for every group's COTs (positives first), capped at ``max_cots`` per question, and
-    for each COT the number of leading tokens a negative shares with a positive (``skip``, 0 for positives)."""
-    out = []
+    """Token ids for every group's COTs (positives first), capped at ``max_cots`` per question; for
+    each COT the number of leading tokens a negative shares with a positive (``skip``, 0 for
+    positives) and one past the end of the step where it leaves them (``stop``, the COT's length for
+    positives)."""
+    out, ends = [], _step_end_ids(lm.tokenizer)
     for g in groups:
         cots = (g["pos"] + g["neg"])[:max_cots]
         n_pos = min(len(g["pos"]), max_cots)
         ids = [lm.cot_ids(c) for c in cots]
         skip = [0] * n_pos + [shared_prefix(c, ids[:n_pos]) for c in ids[n_pos:]]
+        stop = [len(c) for c in ids[:n_pos]] + [step_end(c, k, ends) for c, k in zip(ids[n_pos:], skip[n_pos:])]
         out.append({"prompt": lm.prompt_ids(g["question"]), "cots": ids, "n_pos": n_pos,
-                    "levels": g["levels"][:len(cots)], "skip": skip})
+                    "levels": g["levels"][:len(cots)], "skip": skip, "stop": stop})
     return out
 
 
-def scope_mask(mask: torch.Tensor, skip: list[int]) -> torch.Tensor:
-    """``mask`` (N, C) without each row's first ``skip[i]`` COT tokens, in either column layout.
+def scope_mask(mask: torch.Tensor, skip: list[int], stop: list[int] | None = None) -> torch.Tensor:
+    """``mask`` (N, C) keeping each row's COT tokens ``skip[i] <= j < stop[i]``, in either column layout.
 
     >>> scope_mask(torch.tensor([[1, 1, 1], [0, 1, 1]]).bool(), [1, 1]).long().tolist()
     [[0, 1, 1], [0, 0, 1]]
+    >>> scope_mask(torch.tensor([[1, 1, 1]]).bool(), [1], [2]).long().tolist()
+    [[0, 1, 0]]
     """
     index = mask.long().cumsum(-1) - 1  # (N, C): position of each COT token within its COT
-    return mask & (index >= torch.tensor(skip, device=mask.device).unsqueeze(1))
+    keep = index >= torch.tensor(skip, device=mask.device).unsqueeze(1)
+    if stop is not None:
+        keep &= index < torch.tensor(stop, device=mask.device).unsqueeze(1)
+    return mask & keep
+
+
+def credited(lp: torch.Tensor, s_mask: torch.Tensor, c_mask: torch.Tensor) -> torch.Tensor:
+    """Length-normalised scores over ``s_mask`` whose gradient flows only through ``c_mask``'s tokens.
+
+    The value is ``normalised(lp, s_mask)``; d score / d lp is 1/len on credited tokens, 0 elsewhere.
+
+    >>> lp = torch.tensor([[-1.0, -3.0]], requires_grad=True)
+    >>> s = credited(lp, torch.tensor([[True, True]]), torch.tensor([[False, True]]))
+    >>> s.sum().backward(); float(s), lp.grad.tolist()
+    (-2.0, [[0.0, 0.5]])
+    """
+    full = normalised(lp, s_mask)
+    part = (lp * c_mask.to(lp.dtype)).sum(-1) / s_mask.sum(-1).clamp(min=1)
+    return full.detach() + part - part.detach()
 
 
 def _matrix(packed: list[dict], flat: torch.Tensor):
@@ -200,8 +245,14 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
         idx = dist.shard(batch_indices(len(packed), cfg.questions_per_step, step, seed))
         batch = [packed[i] for i in idx]
         lp, mask = step_logprobs(model, batch, pad, share_prefix)  # (N, C)
-        s_mask = mask if cfg.neg_scope == "all" else scope_mask(mask, [k for p in batch for k in p["skip"]])
-        s, pos, neg, lev = _matrix(batch, normalised(lp, s_mask))
+        skips = [k for p in batch for k in p["skip"]]
+        s_mask = mask if cfg.neg_scope == "all" else scope_mask(mask, skips)
+        if cfg.neg_credit == "all":
+            flat = normalised(lp, s_mask)
+        else:  # the score keeps every token; the push lands on the divergent tokens or the first wrong step
+            stops = [k for p in batch for k in p["stop"]] if cfg.neg_credit == "first_step" else None
+            flat = credited(lp, s_mask, scope_mask(s_mask, skips, stops))
+        s, pos, neg, lev = _matrix(batch, flat)
         sum_lp, ref = None, None
         if ref_all is not None:
             sum_lp = _matrix(batch, summed(lp, mask))[0]

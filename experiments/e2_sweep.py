@@ -46,6 +46,14 @@ VARIANTS = {
     "bc_noref": {"method": "aft_bc", "include_reference": False},
     "dc_noref": {"method": "aft_dc", "include_reference": False},
     "rft_noref": {"method": "rft", "include_reference": False},
+    # credit assignment: the score keeps every token, the gradient reaches only the first wrong step
+    # ("first_step") or every token after the shared prefix ("cdiv") of each negative
+    "bc_fs": {"method": "aft_bc", "neg_credit": "first_step"},
+    "bc_fs_beta1": {"method": "aft_bc", "neg_credit": "first_step", "beta": 1.0},
+    "align_only_fs": {"method": "align_only", "neg_credit": "first_step"},
+    "align_only_fs_lam3": {"method": "align_only", "neg_credit": "first_step", "lam": 3.0},
+    "bc_cdiv": {"method": "aft_bc", "neg_credit": "divergent"},
+    "align_only_cdiv": {"method": "align_only", "neg_credit": "divergent"},
     # longer alignment (training gaps were still rising after 2 epochs)
     "rft_ep4": {"method": "rft", "epochs": 4.0},
     "bc_ep4": {"method": "aft_bc", "epochs": 4.0},

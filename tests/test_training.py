@@ -1,5 +1,6 @@
 import dataclasses
 
+import pytest
 import torch
 
 from aftlab import checkpoint
@@ -111,9 +112,35 @@ def test_divergent_scope_pushes_only_the_tokens_after_the_shared_prefix(small_ta
     assert torch.all(lp.grad[0][mask[0]] < 0)  # every positive token is pushed up
 
 
-def test_divergent_scope_trains(trained, small_task):
+def test_first_step_credit_keeps_the_score_and_pushes_only_the_wrong_step(small_task):
+    from aftlab.align import _matrix, _pack, align_loss, credited, scope_mask, step_logprobs
+    from aftlab.scoring import normalised
+    train, _ = small_task
+    e = next(x for x in train if x.solution.count("=") >= 3)
+    steps = e.solution.split(". ")
+    a, op, b, _, c = steps[0].split()  # break the first step's result; every later step is left alone
+    wrong = ". ".join([f"{a} {op} {b} = {int(c) + 1}"] + steps[1:])
+    lm = _fresh(small_task)
+    batch = _pack(lm, [{"question": e.question, "pos": [e.solution], "neg": [wrong], "levels": [1.0, 0.0]}], 16)
+    p = batch[0]
+    assert p["skip"] == [0, 4] and p["stop"][1] == 6  # the wrong result and its "." are the first wrong step
+    lp, mask = step_logprobs(lm.model, batch, lm.tokenizer.pad_token_id)
+    lp = lp.detach().requires_grad_()
+    flat = credited(lp, mask, scope_mask(mask, p["skip"], p["stop"]))
+    assert torch.allclose(flat, normalised(lp, mask))  # the score is the whole COT's
+    s, pos, neg, lev = _matrix(batch, flat)
+    align_loss(AlignConfig(method="align_only"), s, None, None, pos, neg, lev).backward()
+    g = lp.grad[1][mask[1]]
+    assert torch.all(g[4:6] > 0) and torch.all(g[:4] == 0) and torch.all(g[6:] == 0)
+    assert torch.all(lp.grad[0][mask[0]] < 0)  # every positive token is still pushed up
+
+
+@pytest.mark.parametrize("scope,credit", [("divergent", "all"), ("all", "first_step"), ("all", "divergent")])
+def test_divergent_scope_and_credit_train(trained, small_task, scope, credit):
     out, gs, _ = _groups(trained, small_task, n=8)
     lm = load_lm(out)
-    log = train_align(lm, gs, AlignConfig(method="aft_bc", constraint="boundary", neg_scope="divergent", epochs=1,
-                                          questions_per_step=8), progress=False)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    log = train_align(lm, gs, AlignConfig(method="aft_bc", constraint="boundary", neg_scope=scope, neg_credit=credit,
+                                          epochs=1, questions_per_step=8), progress=False)
     assert log and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    assert any(not torch.equal(before[k], v) for k, v in lm.model.state_dict().items())
