@@ -9,8 +9,9 @@ below the boundary, and grad norm per step. With ``neg_scope="divergent"`` a neg
 the loss covers only its tokens after the longest prefix it shares with a positive of its question,
 so the push lands on the wrong step instead of on correct steps both COTs contain. ``neg_credit``
 keeps a negative's score whole (so pair weights and BC's boundary compare like with like) but lets
-the gradient reach only its divergent tokens, or only the first step where it leaves every positive
-(``"first_step"``): the later steps of a wrong COT are often right given its error.
+the gradient reach only its divergent tokens, the first step where it leaves every positive
+(``"first_step"``) or that step's first token (``"first_token"``): the later steps of a wrong COT
+are often right given its error.
 
 Like VFT, the batch of step t is a pure function of (seed, t), so with ``out`` a killed run resumes
 from its last checkpoint (weights, optimizer, scheduler, step, log) and ends where an uninterrupted
@@ -250,7 +251,8 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
         if cfg.neg_credit == "all":
             flat = normalised(lp, s_mask)
         else:  # the score keeps every token; the push lands on the divergent tokens or the first wrong step
-            stops = [k for p in batch for k in p["stop"]] if cfg.neg_credit == "first_step" else None
+            stops = {"first_step": [k for p in batch for k in p["stop"]], "first_token": [k + 1 for k in skips],
+                     "divergent": None}[cfg.neg_credit]
             flat = credited(lp, s_mask, scope_mask(s_mask, skips, stops))
         s, pos, neg, lev = _matrix(batch, flat)
         sum_lp, ref = None, None

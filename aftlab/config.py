@@ -21,7 +21,7 @@ from typing import Any
 METHODS = ("rft", "aft_bc", "aft_dc", "align_only", "aft_rbc", "dpo", "rrhf", "pro")
 CONSTRAINTS = (None, "detach", "boundary")
 NEG_SCOPES = ("all", "divergent")
-NEG_CREDITS = ("all", "divergent", "first_step")
+NEG_CREDITS = ("all", "divergent", "first_step", "first_token")
 
 
 class ConfigError(ValueError):
@@ -136,7 +136,7 @@ class AlignConfig:
     include_reference: bool = True  # add the reference COT to each question's positives
     checkpoint_every: int = 50  # steps between resumable checkpoints when training into a folder (0: end only)
     neg_scope: str = "all"  # a negative's score in the loss: "all" its tokens, "divergent" those after its longest shared prefix with a positive
-    neg_credit: str = "all"  # which of a negative's scored tokens get the gradient (its score keeps them all): "all", "divergent" or "first_step" (the step where it leaves every positive)
+    neg_credit: str = "all"  # which of a negative's scored tokens get the gradient (its score keeps them all): "all", "divergent", "first_step" (the step where it leaves every positive) or "first_token" (the token where it does)
 
     def __post_init__(self):
         _check(self.neg_scope in NEG_SCOPES, "align.neg_scope", f"must be one of {NEG_SCOPES}, got {self.neg_scope!r}")

@@ -51,7 +51,9 @@ SUB_GROUP = ["{P} gives {b} friends {c} {i} each.", "{P} sells {b} {x} of {c} {i
 # irrelevant sentences (``distractors``): another person's items or the same person's other items,
 # numbers a model must learn to leave out, so that some wrong COTs are wrong choices with every
 # step's arithmetic right (as in GSM-IC), not only arithmetic slips
-DISTRACT = ["{Q} has {d} {i}.", "{Q} buys {d} {i}.", "{Q} loses {d} {i}.", "{P} also has {d} {j}."]
+# (the protagonist stays the subject, so the pronouns that follow keep their referent)
+DISTRACT = ["{P} sees that {Q} has {d} {i}.", "{P} sees {d} {i} in a shop.", "{P} wants {d} more {i}.",
+            "{P} also has {d} {j}."]
 
 
 def _fmt(a: int, op: str, b: int, c: int) -> str:

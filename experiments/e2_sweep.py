@@ -50,8 +50,12 @@ VARIANTS = {
     # ("first_step") or every token after the shared prefix ("cdiv") of each negative
     "bc_fs": {"method": "aft_bc", "neg_credit": "first_step"},
     "bc_fs_beta1": {"method": "aft_bc", "neg_credit": "first_step", "beta": 1.0},
+    "bc_fs_beta3": {"method": "aft_bc", "neg_credit": "first_step", "beta": 3.0},
     "align_only_fs": {"method": "align_only", "neg_credit": "first_step"},
     "align_only_fs_lam3": {"method": "align_only", "neg_credit": "first_step", "lam": 3.0},
+    "bc_ft": {"method": "aft_bc", "neg_credit": "first_token"},
+    "bc_ft_beta3": {"method": "aft_bc", "neg_credit": "first_token", "beta": 3.0},
+    "align_only_ft": {"method": "align_only", "neg_credit": "first_token"},
     "bc_cdiv": {"method": "aft_bc", "neg_credit": "divergent"},
     "align_only_cdiv": {"method": "align_only", "neg_credit": "divergent"},
     # longer alignment (training gaps were still rising after 2 epochs)
