@@ -269,6 +269,32 @@ def token_view(lm, question: str, cot: str) -> tuple[list[str], list[float]]:
     return lm.tokenizer.convert_ids_to_tokens(ids), per_token[0].tolist()
 
 
+def credit_spans(lm, record: dict, strict: bool = True) -> list[dict]:
+    """For each wrong COT of a sampled ``record``: the tokens it shares with a positive, the first
+    step where it leaves every positive (what ``neg_credit="first_step"`` pushes down) and the rest."""
+    from .align import _step_end_ids, shared_prefix, step_end
+
+    pos = [s["cot"] for s in record["samples"] if s["strict" if strict else "correct"]] + [record["reference"]]
+    pos_ids, ends, out = [lm.cot_ids(c) for c in pos], _step_end_ids(lm.tokenizer), []
+    for s in record["samples"]:
+        if s["correct"]:
+            continue
+        ids = lm.cot_ids(s["cot"])
+        a = shared_prefix(ids, pos_ids)
+        b = step_end(ids, a, ends)
+        text = [lm.tokenizer.decode(x, skip_special_tokens=True) for x in (ids[:a], ids[a:b], ids[b:])]
+        out.append({"cot": s["cot"], "shared": text[0], "first_step": text[1], "rest": text[2]})
+    return out
+
+
+def credit_table(spans: list[dict]) -> str:
+    """HTML: each wrong COT with its shared prefix plain, its first wrong step in bold red, the rest grey."""
+    rows = "".join(f"<tr><td><code>{html.escape(x['shared'])} <b style='color:#c0392b'>"
+                   f"{html.escape(x['first_step'])}</b> <span style='color:#999'>{html.escape(x['rest'])}"
+                   "</span></code></td></tr>" for x in spans)
+    return f"<table><tr><th>wrong COT: shared with a right one · <b>first wrong step</b> · rest</th></tr>{rows}</table>"
+
+
 def ranked_table(record: dict, scores: dict[str, list[float]] | None = None) -> str:
     """HTML table of one question's samples: answer, label, draws, and the score and rank under each
     checkpoint in ``scores`` (rows sorted by the first checkpoint's score, best first).
