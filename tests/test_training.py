@@ -135,7 +135,8 @@ def test_first_step_credit_keeps_the_score_and_pushes_only_the_wrong_step(small_
     assert torch.all(lp.grad[0][mask[0]] < 0)  # every positive token is still pushed up
 
 
-@pytest.mark.parametrize("scope,credit", [("divergent", "all"), ("all", "first_step"), ("all", "divergent")])
+@pytest.mark.parametrize("scope,credit", [("divergent", "all"), ("all", "first_step"), ("all", "first_token"),
+                                         ("all", "divergent")])
 def test_divergent_scope_and_credit_train(trained, small_task, scope, credit):
     out, gs, _ = _groups(trained, small_task, n=8)
     lm = load_lm(out)
