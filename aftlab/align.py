@@ -169,7 +169,7 @@ def align_loss(cfg, s, summed_lp, ref, pos, neg, lev):
     if fn is None:
         return s.new_zeros(())
     if cfg.method in ("aft_bc", "aft_dc", "align_only"):
-        return fn(gs, pos, neg, constraint=cfg.constraint, beta=cfg.beta)
+        return fn(gs, pos, neg, constraint=cfg.constraint, beta=cfg.beta, truncate=cfg.truncate)
     if cfg.method == "aft_rbc":
         return fn(gs, lev, valid, beta=cfg.beta)
     if cfg.method == "dpo":

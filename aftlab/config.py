@@ -136,6 +136,7 @@ class AlignConfig:
     include_reference: bool = True  # add the reference COT to each question's positives
     checkpoint_every: int = 50  # steps between resumable checkpoints when training into a folder (0: end only)
     neg_scope: str = "all"  # a negative's score in the loss: "all" its tokens, "divergent" those after its longest shared prefix with a positive
+    truncate: bool = False  # aft_bc/aft_dc/align_only (others ignore it): drop pairs whose negative is already below the boundary
     neg_credit: str = "all"  # which of a negative's scored tokens get the gradient (its score keeps them all): "all", "divergent", "first_step" (the step where it leaves every positive) or "first_token" (the token where it does)
 
     def __post_init__(self):

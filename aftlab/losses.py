@@ -119,10 +119,18 @@ def aft_loss(pos_scores: Tensor, neg_scores: Tensor, constraint: Constraint = No
 
 
 def aft_loss_batched(scores: Tensor, pos_mask: Tensor, neg_mask: Tensor,
-                     constraint: Constraint = None, beta: float = 0.1) -> Tensor:
+                     constraint: Constraint = None, beta: float = 0.1, truncate: bool = False) -> Tensor:
     """`aft_loss` for B questions at once: scores (B,K), masks (B,K) bool -> scalar.
 
-    Mean over questions having at least one positive and one negative (0 if none).
+    Mean over questions having at least one positive and one negative (0 if none). ``truncate``
+    drops the pairs whose negative is already below the boundary B = min(pos) - beta: a negative is
+    pushed down until it passes B and then left alone, neither pushed further nor pulled back up
+    (BC's mirror term pulls it up; the plain loss pushes it on forever).
+
+    >>> s = torch.tensor([[0.0, -0.05, -2.0]])
+    >>> p, n = torch.tensor([[True, False, False]]), torch.tensor([[False, True, True]])
+    >>> round(float(aft_loss_batched(s, p, n, truncate=True)), 4) == round(float(aft_loss(s[0, :1], s[0, 1:2])), 4)
+    True
 
     >>> s = torch.tensor([[0.0, 0.0, 9.0], [1.0, 0.0, 0.0]])
     >>> round(float(aft_loss_batched(s, s.new_tensor([[1, 0, 0], [1, 0, 0]]).bool(),
@@ -136,6 +144,8 @@ def aft_loss_batched(scores: Tensor, pos_mask: Tensor, neg_mask: Tensor,
     scores = _zero_pad(scores, pos_mask | neg_mask)
     pair = pos_mask[:, :, None] & neg_mask[:, None, :]                     # (B,K,K) i pos, j neg
     bound = _min_above(scores, pos_mask[:, None, :].expand_as(pair))[:, :1] - beta  # (B,1)
+    if truncate:
+        pair = pair & (scores.detach() >= bound)[:, None, :]                # negatives still above B
     per_q = _log1p_sumexp(_bc_terms(scores, pair, bound, constraint), 1)  # (B,)
     return _masked_mean(per_q, pair.flatten(1).any(-1), scores)
 

@@ -56,6 +56,11 @@ VARIANTS = {
     "bc_ft": {"method": "aft_bc", "neg_credit": "first_token"},
     "bc_ft_beta3": {"method": "aft_bc", "neg_credit": "first_token", "beta": 3.0},
     "align_only_ft": {"method": "align_only", "neg_credit": "first_token"},
+    # truncated: push a negative only while it is above the boundary; never pull it back up
+    "trunc": {"method": "align_only", "truncate": True},
+    "trunc_beta3": {"method": "align_only", "truncate": True, "beta": 3.0},
+    "trunc_fs": {"method": "align_only", "truncate": True, "neg_credit": "first_step"},
+    "trunc_fs_beta3": {"method": "align_only", "truncate": True, "neg_credit": "first_step", "beta": 3.0},
     "bc_cdiv": {"method": "aft_bc", "neg_credit": "divergent"},
     "align_only_cdiv": {"method": "align_only", "neg_credit": "divergent"},
     # longer alignment (training gaps were still rising after 2 epochs)

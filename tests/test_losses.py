@@ -112,6 +112,22 @@ def test_boundary_gradient_vanishes_at_b_pushes_down_above_and_up_below():
     assert (g[1:3] > 0).all() and (g[3:] < 0).all()
 
 
+def test_truncate_pushes_negatives_above_the_boundary_and_leaves_the_rest_alone():
+    from aftlab.losses import aft_loss_batched
+    b = -1.0 - 0.1  # min(POS) - beta
+    s = torch.tensor([[*POS.tolist(), -0.2, b + 0.01, b - 0.01, -30.0]], requires_grad=True)
+    n_pos = len(POS)
+    pos = torch.tensor([[True] * n_pos + [False] * 4])
+    loss = aft_loss_batched(s, pos, ~pos, beta=0.1, truncate=True)
+    loss.backward()
+    g = s.grad[0, n_pos:]
+    assert (g[:2] > 0).all() and (g[2:] == 0).all()  # above B: pushed down; below: no push, no pull-up
+    assert (s.grad[0, :n_pos] < 0).all()
+    s2 = torch.tensor([[*POS.tolist(), -20.0, -30.0]])  # every negative below B: nothing left to train
+    p2 = torch.tensor([[True] * n_pos + [False] * 2])
+    assert float(aft_loss_batched(s2, p2, ~p2, beta=0.1, truncate=True)) == 0.0
+
+
 def _descend(constraint, free_pos, steps=500, lr=1.0):
     """SGD on scores s = -softplus(theta) <= 0 (log-prob-like) under aft_loss; returns final scores."""
     inv = lambda s: torch.log(torch.expm1(-s))
