@@ -61,6 +61,7 @@ VARIANTS = {
     "trunc_beta3": {"method": "align_only", "truncate": True, "beta": 3.0},
     "trunc_fs": {"method": "align_only", "truncate": True, "neg_credit": "first_step"},
     "trunc_fs_beta3": {"method": "align_only", "truncate": True, "neg_credit": "first_step", "beta": 3.0},
+    "trunc_fs_lam03": {"method": "align_only", "truncate": True, "neg_credit": "first_step", "lam": 0.3},
     "bc_cdiv": {"method": "aft_bc", "neg_credit": "divergent"},
     "align_only_cdiv": {"method": "align_only", "neg_credit": "divergent"},
     # longer alignment (training gaps were still rising after 2 epochs)
