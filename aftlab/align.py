@@ -10,8 +10,9 @@ the loss covers only its tokens after the longest prefix it shares with a positi
 so the push lands on the wrong step instead of on correct steps both COTs contain. ``neg_credit``
 keeps a negative's score whole (so pair weights and BC's boundary compare like with like) but lets
 the gradient reach only its divergent tokens, the first step where it leaves every positive
-(``"first_step"``) or that step's first token (``"first_token"``): the later steps of a wrong COT
-are often right given its error.
+(``"first_step"``), that step's first token (``"first_token"``), or the claimed result of its first
+step whose arithmetic is wrong (``"first_error"``; a negative with every step right gets no push):
+the later steps of a wrong COT are often right given its error.
 
 Like VFT, the batch of step t is a pure function of (seed, t), so with ``out`` a killed run resumes
 from its last checkpoint (weights, optimizer, scheduler, step, log) and ends where an uninterrupted
@@ -82,7 +83,29 @@ def _step_end_ids(tokenizer) -> set[int]:
     return {i for i, t in enumerate(vocab) if t and ("." in t or "\n" in t or "Ċ" in t)}
 
 
-def _pack(lm, groups: list[dict], max_cots: int):
+def error_span(lm, cot: list[int], ends: set[int]) -> tuple[int, int] | None:
+    """Token range of the claimed result of ``cot``'s first arithmetic step that does not check out
+    (the tokens after its "=" up to the step's end), or None when every step checks out.
+
+    The COT is cut into steps at ``ends`` tokens and each step is checked on its own
+    (`aftlab.answers.check_steps`), so a step that is right given an earlier slip counts as right.
+    """
+    from .answers import check_steps
+
+    start = 0
+    for i in range(len(cot) + 1):
+        if i < len(cot) and cot[i] not in ends:
+            continue
+        piece = cot[start:i]
+        if piece and any(not c.ok for c in check_steps(lm.tokenizer.decode(piece, skip_special_tokens=True))):
+            eq = [j for j, t in enumerate(lm.tokenizer.convert_ids_to_tokens(piece)) if "=" in t]
+            a = start + (eq[-1] + 1 if eq else 0)
+            return (a, max(i, a + 1)) if a < len(cot) else None
+        start = i + 1
+    return None
+
+
+def _pack(lm, groups: list[dict], max_cots: int, error_spans: bool = False):
     """Token ids for every group's COTs (positives first), capped at ``max_cots`` per question; for
     each COT the number of leading tokens a negative shares with a positive (``skip``, 0 for
     positives) and one past the end of the step where it leaves them (``stop``, the COT's length for
@@ -94,8 +117,13 @@ def _pack(lm, groups: list[dict], max_cots: int):
         ids = [lm.cot_ids(c) for c in cots]
         skip = [0] * n_pos + [shared_prefix(c, ids[:n_pos]) for c in ids[n_pos:]]
         stop = [len(c) for c in ids[:n_pos]] + [step_end(c, k, ends) for c, k in zip(ids[n_pos:], skip[n_pos:])]
-        out.append({"prompt": lm.prompt_ids(g["question"]), "cots": ids, "n_pos": n_pos,
-                    "levels": g["levels"][:len(cots)], "skip": skip, "stop": stop})
+        rec = {"prompt": lm.prompt_ids(g["question"]), "cots": ids, "n_pos": n_pos,
+               "levels": g["levels"][:len(cots)], "skip": skip, "stop": stop}
+        if error_spans:  # positives: every token; negatives: their first slip's result, or none
+            spans = [(0, len(c)) for c in ids[:n_pos]] + [error_span(lm, c, ends) or (len(c), len(c))
+                                                          for c in ids[n_pos:]]
+            rec["err_start"], rec["err_stop"] = [a for a, _ in spans], [b for _, b in spans]
+        out.append(rec)
     return out
 
 
@@ -208,7 +236,7 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
 
     if not groups:
         raise ValueError("train_align: no questions to train on (empty samples)")
-    packed = _pack(lm, groups, max_cots)
+    packed = _pack(lm, groups, max_cots, error_spans=cfg.neg_credit == "first_error")
     model = lm.model
     pad = lm.tokenizer.pad_token_id or 0
     ref_all = None
@@ -251,8 +279,12 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
         if cfg.neg_credit == "all":
             flat = normalised(lp, s_mask)
         else:  # the score keeps every token; the push lands on the divergent tokens or the first wrong step
-            stops = {"first_step": [k for p in batch for k in p["stop"]], "first_token": [k + 1 for k in skips],
-                     "divergent": None}[cfg.neg_credit]
+            if cfg.neg_credit == "first_error":
+                skips = [k for p in batch for k in p["err_start"]]
+                stops = [k for p in batch for k in p["err_stop"]]
+            else:
+                stops = {"first_step": [k for p in batch for k in p["stop"]], "first_token": [k + 1 for k in skips],
+                         "divergent": None}[cfg.neg_credit]
             flat = credited(lp, s_mask, scope_mask(s_mask, skips, stops))
         s, pos, neg, lev = _matrix(batch, flat)
         sum_lp, ref = None, None

@@ -21,7 +21,7 @@ from typing import Any
 METHODS = ("rft", "aft_bc", "aft_dc", "align_only", "aft_rbc", "dpo", "rrhf", "pro")
 CONSTRAINTS = (None, "detach", "boundary")
 NEG_SCOPES = ("all", "divergent")
-NEG_CREDITS = ("all", "divergent", "first_step", "first_token")
+NEG_CREDITS = ("all", "divergent", "first_step", "first_token", "first_error")
 
 
 class ConfigError(ValueError):
@@ -137,7 +137,7 @@ class AlignConfig:
     checkpoint_every: int = 50  # steps between resumable checkpoints when training into a folder (0: end only)
     neg_scope: str = "all"  # a negative's score in the loss: "all" its tokens, "divergent" those after its longest shared prefix with a positive
     truncate: bool = False  # aft_bc/aft_dc/align_only (others ignore it): drop pairs whose negative is already below the boundary
-    neg_credit: str = "all"  # which of a negative's scored tokens get the gradient (its score keeps them all): "all", "divergent", "first_step" (the step where it leaves every positive) or "first_token" (the token where it does)
+    neg_credit: str = "all"  # which of a negative's scored tokens get the gradient (its score keeps them all): "all", "divergent", "first_step" (the step where it leaves every positive) "first_token" (the token where it does) or "first_error" (the result of its first wrong arithmetic step)
 
     def __post_init__(self):
         _check(self.neg_scope in NEG_SCOPES, "align.neg_scope", f"must be one of {NEG_SCOPES}, got {self.neg_scope!r}")

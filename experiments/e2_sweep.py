@@ -62,6 +62,10 @@ VARIANTS = {
     "trunc_fs": {"method": "align_only", "truncate": True, "neg_credit": "first_step"},
     "trunc_fs_beta3": {"method": "align_only", "truncate": True, "neg_credit": "first_step", "beta": 3.0},
     "trunc_fs_lam03": {"method": "align_only", "truncate": True, "neg_credit": "first_step", "lam": 0.3},
+    # credit only the claimed result of a negative's first wrong arithmetic step (none if all steps check)
+    "trunc_fe": {"method": "align_only", "truncate": True, "neg_credit": "first_error"},
+    "align_only_fe": {"method": "align_only", "neg_credit": "first_error"},
+    "bc_fe": {"method": "aft_bc", "neg_credit": "first_error"},
     "bc_cdiv": {"method": "aft_bc", "neg_credit": "divergent"},
     "align_only_cdiv": {"method": "align_only", "neg_credit": "divergent"},
     # longer alignment (training gaps were still rising after 2 epochs)

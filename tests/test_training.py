@@ -135,8 +135,28 @@ def test_first_step_credit_keeps_the_score_and_pushes_only_the_wrong_step(small_
     assert torch.all(lp.grad[0][mask[0]] < 0)  # every positive token is still pushed up
 
 
+def test_first_error_credit_lands_on_the_first_wrong_result_only(small_task):
+    from aftlab.align import _pack, _step_end_ids, error_span
+    train, _ = small_task
+    e = next(x for x in train if x.solution.count("=") >= 3)
+    steps = e.solution.split(". ")
+    a, op, b, _, c = steps[1].split()  # the second step's result is wrong; the steps after it are fine
+    wrong = ". ".join(steps[:1] + [f"{a} {op} {b} = {int(c) + 1}"] + steps[2:])
+    lm = _fresh(small_task)
+    ends = _step_end_ids(lm.tokenizer)
+    ids = lm.cot_ids(wrong)
+    start, stop = error_span(lm, ids, ends)
+    assert lm.tokenizer.decode(ids[start:stop]).strip() == str(int(c) + 1)
+    assert error_span(lm, lm.cot_ids(e.solution), ends) is None  # every step checks out: nothing to push
+    p = _pack(lm, [{"question": e.question, "pos": [e.solution], "neg": [wrong, e.solution.replace("####", "")],
+                    "levels": [1.0, 0.0, 0.0]}], 16, error_spans=True)[0]
+    assert (p["err_start"][1], p["err_stop"][1]) == (start, stop)
+    assert p["err_start"][2] == p["err_stop"][2]  # a negative with no wrong step gets an empty credit range
+    assert (p["err_start"][0], p["err_stop"][0]) == (0, len(p["cots"][0]))
+
+
 @pytest.mark.parametrize("scope,credit", [("divergent", "all"), ("all", "first_step"), ("all", "first_token"),
-                                         ("all", "divergent")])
+                                         ("all", "divergent"), ("all", "first_error")])
 def test_divergent_scope_and_credit_train(trained, small_task, scope, credit):
     out, gs, _ = _groups(trained, small_task, n=8)
     lm = load_lm(out)

@@ -1,0 +1,65 @@
+"""Why does pushing negatives cost greedy accuracy? Compare two models' greedy COTs on a run's held-out set.
+
+    python experiments/greedy_errors.py runs/tiny-2 [variant]
+
+Trains ``variant`` (an e2_sweep.py name, default ``trunc_fs``) from the run's VFT model, takes the
+run's RFT model, and for each model counts greedy COTs that are right, wrong with an arithmetic slip
+(some step's claimed result is wrong) and wrong with every step valid (a wrong choice). Then, for the
+questions RFT gets right and the variant gets wrong, prints where they part and a few examples.
+Writes experiments/greedy_errors_<run>_<variant>.json.
+"""
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from aftlab import checkpoint
+from aftlab.align import train_align
+from aftlab.answers import check_steps
+from aftlab.config import from_dict
+from aftlab.data import synthetic_from_config
+from aftlab.evaluate import greedy
+from aftlab.model import load_lm
+from aftlab.sampling import groups, read_samples
+
+sys.path.insert(0, str(Path(__file__).parent))
+from e2_sweep import VARIANTS  # noqa: E402
+
+
+def kind(g: dict) -> str:
+    if g["correct"]:
+        return "right"
+    checks = check_steps(g["cot"])
+    return "slip" if any(not c.ok for c in checks) else "choice"
+
+
+def main(run: str, variant: str = "trunc_fs") -> None:
+    run_dir = Path(run)
+    cfg = from_dict(json.loads((run_dir / "config.json").read_text()))
+    _, test = synthetic_from_config(cfg.data)
+    over = dict(VARIANTS[variant])
+    acfg = replace(cfg.align_for(over.pop("method")), **over)
+    lm = load_lm(run_dir / "vft", max_prompt_tokens=cfg.model.max_prompt_tokens)
+    g = groups(read_samples(run_dir / "samples_r1.jsonl"), acfg.strict_positives, acfg.include_reference)
+    train_align(lm, g, acfg, init_state=checkpoint.load_state(checkpoint.find(run_dir / "vft")),
+                seed=cfg.seed + 1, progress=False)
+    rft = load_lm(run_dir / "rft", max_prompt_tokens=cfg.model.max_prompt_tokens)
+    out = {}
+    for name, model in (("rft", rft), (variant, lm)):
+        gs = greedy(model, test, cfg.sample.max_new_tokens)
+        out[name] = gs
+        counts = {k: sum(kind(x) == k for x in gs) for k in ("right", "slip", "choice")}
+        print(name, counts)
+    lost = [(a, b) for a, b in zip(out["rft"], out[variant]) if a["correct"] and not b["correct"]]
+    won = [(a, b) for a, b in zip(out["rft"], out[variant]) if b["correct"] and not a["correct"]]
+    print(f"{variant} loses {len(lost)} questions RFT gets right and wins {len(won)}; kinds of the lost:",
+          {k: sum(kind(b) == k for _, b in lost) for k in ("slip", "choice")})
+    for a, b in lost[:6]:
+        print("  RFT:", a["cot"], "\n  ", variant + ":", b["cot"])
+    path = Path(__file__).parent / f"greedy_errors_{run_dir.name}_{variant}.json"
+    path.write_text(json.dumps({"lost": [[a["cot"], b["cot"]] for a, b in lost],
+                                "won": [[a["cot"], b["cot"]] for a, b in won]}, indent=1))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
