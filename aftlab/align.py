@@ -142,6 +142,25 @@ def scope_mask(mask: torch.Tensor, skip: list[int], stop: list[int] | None = Non
     return mask & keep
 
 
+def _flat(batch: list[dict], key: str) -> list[int]:
+    return [k for p in batch for k in p[key]]
+
+
+def credit_bounds(batch: list[dict], credit: str) -> tuple[list[int], list[int] | None]:
+    """Per flat COT, the first and one-past-last credited token for ``neg_credit`` (positives: all).
+
+    >>> b = [{"skip": [0, 2], "stop": [5, 4], "err_start": [0, 3], "err_stop": [5, 4]}]
+    >>> credit_bounds(b, "first_step"), credit_bounds(b, "first_token"), credit_bounds(b, "first_error")
+    (([0, 2], [5, 4]), ([0, 2], [1, 3]), ([0, 3], [5, 4]))
+    """
+    if credit == "first_error":
+        return _flat(batch, "err_start"), _flat(batch, "err_stop")
+    skips = _flat(batch, "skip")
+    if credit == "first_token":
+        return skips, [k + 1 for k in skips]
+    return skips, {"first_step": _flat(batch, "stop"), "divergent": None}[credit]
+
+
 def credited(lp: torch.Tensor, s_mask: torch.Tensor, c_mask: torch.Tensor) -> torch.Tensor:
     """Length-normalised scores over ``s_mask`` whose gradient flows only through ``c_mask``'s tokens.
 
@@ -274,18 +293,11 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
         idx = dist.shard(batch_indices(len(packed), cfg.questions_per_step, step, seed))
         batch = [packed[i] for i in idx]
         lp, mask = step_logprobs(model, batch, pad, share_prefix)  # (N, C)
-        skips = [k for p in batch for k in p["skip"]]
-        s_mask = mask if cfg.neg_scope == "all" else scope_mask(mask, skips)
+        s_mask = mask if cfg.neg_scope == "all" else scope_mask(mask, _flat(batch, "skip"))
         if cfg.neg_credit == "all":
             flat = normalised(lp, s_mask)
         else:  # the score keeps every token; the push lands on the divergent tokens or the first wrong step
-            if cfg.neg_credit == "first_error":
-                skips = [k for p in batch for k in p["err_start"]]
-                stops = [k for p in batch for k in p["err_stop"]]
-            else:
-                stops = {"first_step": [k for p in batch for k in p["stop"]], "first_token": [k + 1 for k in skips],
-                         "divergent": None}[cfg.neg_credit]
-            flat = credited(lp, s_mask, scope_mask(s_mask, skips, stops))
+            flat = credited(lp, s_mask, scope_mask(s_mask, *credit_bounds(batch, cfg.neg_credit)))
         s, pos, neg, lev = _matrix(batch, flat)
         sum_lp, ref = None, None
         if ref_all is not None:

@@ -271,19 +271,17 @@ def token_view(lm, question: str, cot: str) -> tuple[list[str], list[float]]:
 
 def credit_spans(lm, record: dict, strict: bool = True) -> list[dict]:
     """For each wrong COT of a sampled ``record``: the tokens it shares with a positive, the first
-    step where it leaves every positive (what ``neg_credit="first_step"`` pushes down) and the rest."""
-    from .align import _step_end_ids, shared_prefix, step_end
+    step where it leaves every positive (what ``neg_credit="first_step"`` pushes down) and the rest,
+    cut exactly as the AFT trainer cuts them (``sampling.groups`` then ``align._pack``)."""
+    from .align import _pack
+    from .sampling import groups
 
-    pos = [s["cot"] for s in record["samples"] if s["strict" if strict else "correct"]] + [record["reference"]]
-    pos_ids, ends, out = [lm.cot_ids(c) for c in pos], _step_end_ids(lm.tokenizer), []
-    for s in record["samples"]:
-        if s["correct"]:
-            continue
-        ids = lm.cot_ids(s["cot"])
-        a = shared_prefix(ids, pos_ids)
-        b = step_end(ids, a, ends)
+    g = groups([record], strict)
+    p = _pack(lm, g, max_cots=len(g[0]["pos"]) + len(g[0]["neg"]))[0]
+    out = []
+    for cot, ids, a, b in zip(g[0]["neg"], p["cots"][p["n_pos"]:], p["skip"][p["n_pos"]:], p["stop"][p["n_pos"]:]):
         text = [lm.tokenizer.decode(x, skip_special_tokens=True) for x in (ids[:a], ids[a:b], ids[b:])]
-        out.append({"cot": s["cot"], "shared": text[0], "first_step": text[1], "rest": text[2]})
+        out.append({"cot": cot, "shared": text[0], "first_step": text[1], "rest": text[2]})
     return out
 
 
