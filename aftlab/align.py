@@ -149,15 +149,16 @@ def _flat(batch: list[dict], key: str) -> list[int]:
 def credit_bounds(batch: list[dict], credit: str) -> tuple[list[int], list[int] | None]:
     """Per flat COT, the first and one-past-last credited token for ``neg_credit`` (positives: all).
 
-    >>> b = [{"skip": [0, 2], "stop": [5, 4], "err_start": [0, 3], "err_stop": [5, 4]}]
+    >>> b = [{"n_pos": 1, "skip": [0, 2], "stop": [5, 4], "err_start": [0, 3], "err_stop": [5, 4]}]
     >>> credit_bounds(b, "first_step"), credit_bounds(b, "first_token"), credit_bounds(b, "first_error")
-    (([0, 2], [5, 4]), ([0, 2], [1, 3]), ([0, 3], [5, 4]))
+    (([0, 2], [5, 4]), ([0, 2], [5, 3]), ([0, 3], [5, 4]))
     """
     if credit == "first_error":
         return _flat(batch, "err_start"), _flat(batch, "err_stop")
     skips = _flat(batch, "skip")
-    if credit == "first_token":
-        return skips, [k + 1 for k in skips]
+    if credit == "first_token":  # negatives: the divergence token; positives keep every token
+        return skips, [s if i < p["n_pos"] else k + 1 for p in batch
+                       for i, (k, s) in enumerate(zip(p["skip"], p["stop"]))]
     return skips, {"first_step": _flat(batch, "stop"), "divergent": None}[credit]
 
 

@@ -135,6 +135,16 @@ def test_first_step_credit_keeps_the_score_and_pushes_only_the_wrong_step(small_
     assert torch.all(lp.grad[0][mask[0]] < 0)  # every positive token is still pushed up
 
 
+def test_every_credit_mode_leaves_positives_all_their_tokens():
+    from aftlab.align import credit_bounds
+    batch = [{"n_pos": 2, "skip": [0, 0, 3, 0], "stop": [7, 6, 5, 2], "err_start": [0, 0, 4, 9], "err_stop": [7, 6, 5, 9]}]
+    for credit in ("divergent", "first_step", "first_token", "first_error"):
+        starts, stops = credit_bounds(batch, credit)
+        assert starts[:2] == [0, 0], credit
+        assert stops is None or stops[:2] == [7, 6], credit
+    assert credit_bounds(batch, "first_token")[1][2:] == [4, 1]  # a negative: its divergence token only
+
+
 def test_first_error_credit_lands_on_the_first_wrong_result_only(small_task):
     from aftlab.align import _pack, _step_end_ids, error_span
     train, _ = small_task
