@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aftlab import checkpoint
 from aftlab.align import train_align
-from aftlab.answers import check_steps
+from aftlab.answers import step_quality
 from aftlab.config import from_dict
 from aftlab.data import synthetic_from_config
 from aftlab.evaluate import greedy
@@ -29,8 +29,7 @@ from e2_sweep import VARIANTS  # noqa: E402
 def kind(g: dict) -> str:
     if g["correct"]:
         return "right"
-    checks = check_steps(g["cot"])
-    return "slip" if any(not c.ok for c in checks) else "choice"
+    return "slip" if step_quality(g["cot"]) < 1.0 else "choice"
 
 
 def main(run: str, variant: str = "trunc_fs") -> None:
