@@ -78,6 +78,7 @@ VARIANTS = {
     "trunc_fs_lam003": {"method": "align_only", "truncate": True, "neg_credit": "first_step", "lam": 0.03},
     "trunc_fe_lam003": {"method": "align_only", "truncate": True, "neg_credit": "first_error", "lam": 0.03},
     "bc_lam003": {"method": "aft_bc", "lam": 0.03},
+    "trunc_fe_lam03": {"method": "align_only", "truncate": True, "neg_credit": "first_error", "lam": 0.3},
     "align_only_lam01": {"method": "align_only", "lam": 0.1},  # does E3 survive at lam 0.1?
     "bc_cdiv": {"method": "aft_bc", "neg_credit": "divergent"},
     "align_only_cdiv": {"method": "align_only", "neg_credit": "divergent"},

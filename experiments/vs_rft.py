@@ -32,7 +32,8 @@ def collect(runs: list[str], variants: list[str]) -> dict[str, dict[str, dict]]:
             table.setdefault(f"rft@{off}", {})[row["run"]] = row
         elif row["variant"] in variants and off == 1:
             table.setdefault(row["variant"], {})[row["run"]] = row
-    return table
+    first = sorted(n for n in table if n.startswith("rft@")) + [n for n in table if n.endswith("(run)")]
+    return {n: table[n] for n in first + [v for v in variants if v in table]}
 
 
 def markdown(table: dict[str, dict[str, dict]], runs: list[str]) -> str:

@@ -6,8 +6,12 @@ written but before the trainer state (a torn ``.tmp-<pid>`` folder), and after t
 was moved aside but before the new one is renamed in (only ``<name>.old`` exists). The last two
 use the ``AFTLAB_TEST_CKPT_PAUSE`` hook, which makes ``save`` sleep at exactly those points.
 
-Tolerance: weights and loss histories within 1e-6 absolute (the reference run is in this process,
-the interrupted ones in fresh processes with the same thread count; observed difference: 0).
+Tolerance: weights within 1e-6 absolute; loss histories within 1e-5 relative to the value. The
+reference run is in this process, the interrupted ones in fresh processes with the same thread
+count. The two usually agree exactly, but float32 reductions can differ by a few ulps between processes (seen:
+grad_norm 41.73235 vs 41.73241, 1.3e-6 relative, when the VFT test ran first in the same process),
+while a resume bug moves them by far more (not restoring the optimizer state: loss 18.03 vs 18.46
+at the first resumed step).
 Sampled COTs and metrics must be identical.
 """
 import json
@@ -164,12 +168,12 @@ def _assert_same_weights(a, b_path: Path, tol: float = 1e-6) -> float:
     return diff
 
 
-def _assert_same_history(h1: list[dict], h2: list[dict], tol: float = 1e-6) -> None:
+def _assert_same_history(h1: list[dict], h2: list[dict], tol: float = 1e-5) -> None:
     assert len(h1) == len(h2) and all(a.keys() == b.keys() for a, b in zip(h1, h2))
     for a, b in zip(h1, h2):
         for k in a:
             x, y = float(a[k]), float(b[k])
-            assert (math.isnan(x) and math.isnan(y)) or abs(x - y) <= tol, (k, a, b)
+            assert (math.isnan(x) and math.isnan(y)) or abs(x - y) <= tol * max(1.0, abs(x), abs(y)), (k, a, b)
 
 
 def test_vft_survives_kills_and_ends_where_an_uninterrupted_run_does(tmp_path):
