@@ -235,6 +235,16 @@ def fingerprint(cfg, groups: list[dict], seed: int, max_cots: int, weight_decay:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def batch_seed(run_seed: int, round_: int = 1) -> int:
+    """Batch-order seed of alignment round ``round_`` in a run seeded ``run_seed``. ``aftlab run`` and
+    ``aftlab align`` both use it, so a stage run by hand reproduces the run's model.
+
+    >>> batch_seed(0), batch_seed(0, round_=2)
+    (1, 2)
+    """
+    return run_seed + round_
+
+
 def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, seed: int = 0,
                 progress: bool = True, max_cots: int = 16, weight_decay: float = 0.0,
                 out: str | Path | None = None, resume: bool = True, stop_after: int | None = None,

@@ -13,6 +13,7 @@ process killed mid-write leaves either the previous checkpoint or the new one, n
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -105,10 +106,15 @@ def load_state(path: str | Path) -> dict:
 
 
 def continue_optimizer(optimizer: torch.optim.Optimizer, state: dict | None, lr: float, weight_decay: float):
-    """Load a previous run's optimizer moments (if any) and set a new peak lr and weight decay."""
+    """Load a previous run's optimizer moments (if any) and set a new peak lr and weight decay.
+
+    ``state`` is left untouched: ``load_state_dict`` keeps the given tensors (it copies only where
+    dtype or device differ), so without the deep copy every step of this optimizer would rewrite the
+    caller's moments, and the next method started from the same VFT state would inherit them.
+    """
     if state and "optimizer" in state:
         try:
-            optimizer.load_state_dict(state["optimizer"])
+            optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         except ValueError:
             pass  # different parameter set (e.g. LoRA added after a full fine-tune): start fresh moments
     for group in optimizer.param_groups:

@@ -231,7 +231,7 @@ def cmd_sample(args) -> None:
 
 def cmd_align(args) -> None:
     from . import checkpoint
-    from .align import train_align
+    from .align import batch_seed, train_align
     from .model import load_lm
     from .sampling import groups, read_samples
     cfg = _config(args)
@@ -244,8 +244,8 @@ def cmd_align(args) -> None:
     state = checkpoint.load_state(found) if found else None
     g = groups(records, acfg.strict_positives, acfg.include_reference)
     # checkpoints go to --out as training runs: re-running the same command resumes a killed run
-    log = train_align(lm, g, acfg, init_state=state, seed=cfg.seed, progress=not args.no_progress, out=args.out,
-                      accelerate=args.accelerate or None)
+    log = train_align(lm, g, acfg, init_state=state, seed=batch_seed(cfg.seed), progress=not args.no_progress,
+                      out=args.out, accelerate=args.accelerate or None)
     print(f"wrote {args.out}; last step: {json.dumps(log[-1])}")
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from . import checkpoint
 from .config import RunConfig, VFTConfig, preset, to_dict
 
-ALIGN_SEED_OFFSET = 1  # the pipeline's round-1 alignment seed is cfg.seed + 1; keep runs comparable
+ALIGN_SEED_OFFSET = 1  # round 1's batch seed is align.batch_seed(cfg.seed) = cfg.seed + 1: keep runs comparable
 
 
 def smoke_config(seed: int = 0) -> RunConfig:
@@ -147,7 +147,7 @@ def ensure_aligned(cfg: RunConfig, d: Path, name: str, method: str | None = None
     """Model ``name``: ``method`` (default: ``name``) trained from the VFT model on the training
     samples with ``cfg.align_for(method)`` plus ``overrides`` (AlignConfig fields); returns
     ``(lm, per-step log)``. Reloaded when a model of that name was trained with the same settings."""
-    from .align import train_align
+    from .align import batch_seed, train_align
     from .sampling import groups
 
     d = Path(d)
@@ -160,7 +160,7 @@ def ensure_aligned(cfg: RunConfig, d: Path, name: str, method: str | None = None
     lm = _load(cfg, checkpoint.find(d / "vft"))
     state = checkpoint.load_state(checkpoint.find(d / "vft"))
     g = groups(train_records, acfg.strict_positives, acfg.include_reference)
-    log = train_align(lm, g, acfg, init_state=state, seed=cfg.seed + ALIGN_SEED_OFFSET, progress=progress)
+    log = train_align(lm, g, acfg, init_state=state, seed=batch_seed(cfg.seed), progress=progress)
     lm.model.eval()
     if out.exists():
         shutil.rmtree(out)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .align import train_align
+from .align import batch_seed, train_align
 from .config import RunConfig, to_dict
 from .data import synthetic_from_config
 from .evaluate import evaluate
@@ -124,7 +124,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
                                       sampler=sampler)
             g = groups(records, acfg.strict_positives, acfg.include_reference)
             step_log = train_align(mlm, g, acfg, init_state=vft_state if rnd == 1 else None,
-                                   seed=cfg.seed + rnd, progress=progress, out=paths["align"] / f"{method}_r{rnd}")
+                                   seed=batch_seed(cfg.seed, rnd), progress=progress, out=paths["align"] / f"{method}_r{rnd}")
             method_log += [dict(x, round=rnd) for x in step_log]
         checkpoint.save(out / method, mlm, step=len(method_log), history=method_log,
                         extra={"kind": "align", "method": method})

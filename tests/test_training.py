@@ -81,6 +81,23 @@ def test_every_method_trains_a_step_with_finite_logs(trained, small_task):
         assert any(not torch.equal(a, b) for a, b in zip(before, lm.model.parameters())), method
 
 
+def test_methods_started_from_one_vft_state_do_not_share_optimizer_moments(trained, small_task):
+    """`aftlab run` hands one loaded VFT trainer state to every method in turn: training one must not
+    change the moments the next one starts from (it did once, through load_state_dict's shared tensors)."""
+    out, gs, _ = _groups(trained, small_task, n=8)
+    state = checkpoint.load_state(out)
+    cfg = AlignConfig(method="aft_dc", constraint="detach", lr=1e-3, epochs=1, questions_per_step=4)
+    weights = []
+    for _ in range(2):
+        lm = load_lm(out)
+        train_align(lm, gs, cfg, init_state=state, seed=1, progress=False)
+        weights.append([p.detach().clone() for p in lm.model.parameters()])
+    fresh = checkpoint.load_state(out)["optimizer"]["state"]
+    assert all(torch.equal(v, fresh[k][n]) for k, st in state["optimizer"]["state"].items()
+               for n, v in st.items() if torch.is_tensor(v))
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
 def test_dc_positive_scores_rise(trained, small_task):
     out, gs, _ = _groups(trained, small_task)
     base = load_lm(out)
