@@ -378,12 +378,24 @@ def metric_table(rows: dict[str, dict], keys=("task_accuracy", "assessment_accur
     return f"<table><tr><th>model</th>{head}</tr>{body}</table>"
 
 
+def figure_output(fig) -> dict:
+    """A plotly figure as an nbformat ``display_data`` output: the bundle ``display(fig)`` would
+    publish under the current ``plotly.io.renderers.default``, plus a text fallback."""
+    data = dict(fig._repr_mimebundle_())
+    data.setdefault("text/plain", f"<plotly figure: {fig.layout.title.text or 'untitled'}>")
+    return {"output_type": "display_data", "data": data, "metadata": {}}
+
+
 def beta_slider(rows: list[dict], keys=("gap", "train_gap", "train_neg_score", "task_accuracy",
                                         "assessment_accuracy", "rerank_accuracy")):
     """An ipywidgets box: move beta over precomputed runs (``rows``: ``{"beta": b, metric: ...}``,
-    optionally ``train_log``) and see that run's metrics and its score trajectory."""
+    optionally ``train_log``) and see that run's metrics and its score trajectory.
+
+    The figure is written into the ``Output`` widget's ``outputs`` state rather than captured with
+    ``with out: display(...)``: capture makes nbclient (nbconvert, papermill) echo the outputs back to
+    the kernel mid-cell, and under ipykernel 7 that intermittently left the cell's execute_reply
+    unanswered and the whole run hung (seen twice on notebook 05 in full mode)."""
     import ipywidgets as w
-    from IPython.display import display
 
     from .plots import training_curves
 
@@ -393,10 +405,9 @@ def beta_slider(rows: list[dict], keys=("gap", "train_gap", "train_neg_score", "
     def show(b: float) -> None:
         r = next(x for x in rows if x["beta"] == b)
         table.value = metric_table({f"beta = {b:g}": r}, keys)
-        curve.clear_output(wait=True)
-        if r.get("train_log"):
-            with curve:
-                display(training_curves({f"BC, beta={b:g}": r["train_log"]}, ("neg_score", "gap", "boundary")))
+        fig = r.get("train_log") and training_curves({f"BC, beta={b:g}": r["train_log"]},
+                                                     ("neg_score", "gap", "boundary"))
+        curve.outputs = (figure_output(fig),) if fig else ()
 
     slider = w.SelectionSlider(options=[r["beta"] for r in rows], description="beta", continuous_update=False)
     slider.observe(lambda ch: show(ch["new"]), names="value")

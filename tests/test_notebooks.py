@@ -59,3 +59,35 @@ def test_workdir_follows_the_stage_configs(tmp_path):
     c = config("tiny", 0, smoke=True)
     c.align.beta = 0.5  # alignment settings are cached per model, not per folder
     assert workdir(c, tmp_path) == workdir(a, tmp_path)
+
+
+def test_beta_slider_shows_the_chosen_runs_metrics_and_curve_without_output_capture(monkeypatch):
+    """The curve is put into the Output widget's state (no ``with out:`` capture, which hung
+    nbconvert); moving the slider swaps in the other run's table row and figure."""
+    pytest.importorskip("ipywidgets")
+    import plotly.io as pio
+    monkeypatch.setattr(pio.renderers, "default", "plotly_mimetype")  # what a Jupyter kernel picks
+    from aftlab.notebook import beta_slider
+
+    def log(neg):
+        return [{"step": s, "neg_score": neg - 0.01 * s, "gap": 0.1, "boundary": -0.2} for s in range(1, 4)]
+
+    rows = [{"beta": 1.0, "gap": 0.3, "task_accuracy": 0.5, "train_log": log(-0.5)},
+            {"beta": 0.1, "gap": 0.2, "task_accuracy": 0.6, "train_log": log(-0.2)}]
+    box = beta_slider(rows)
+    slider, table, curve = box.children
+    assert slider.value == 0.1 and "beta = 0.1" in table.value and "0.600" in table.value
+
+    def plotted_names():
+        (out,) = curve.outputs  # exactly one figure, never an appended second one
+        fig = out["data"]["application/vnd.plotly.v1+json"]
+        return {t["name"] for t in fig["data"]}, fig["data"][1]["y"][0]
+
+    names, first_neg = plotted_names()
+    assert names == {"BC, beta=0.1", "BC, beta=0.1 (raw)"}
+    slider.value = 1.0
+    names, neg = plotted_names()
+    assert names == {"BC, beta=1", "BC, beta=1 (raw)"} and "0.500" in table.value
+    assert neg == pytest.approx(-0.51) and first_neg == pytest.approx(-0.21)
+    slider.value = 0.1
+    assert plotted_names()[0] == {"BC, beta=0.1", "BC, beta=0.1 (raw)"}
