@@ -405,8 +405,8 @@ def beta_slider(rows: list[dict], keys=("gap", "train_gap", "train_neg_score", "
     def show(b: float) -> None:
         r = next(x for x in rows if x["beta"] == b)
         table.value = metric_table({f"beta = {b:g}": r}, keys)
-        fig = r.get("train_log") and training_curves({f"BC, beta={b:g}": r["train_log"]},
-                                                     ("neg_score", "gap", "boundary"))
+        log = r.get("train_log")
+        fig = training_curves({f"BC, beta={b:g}": log}, ("neg_score", "gap", "boundary")) if log else None
         curve.outputs = (figure_output(fig),) if fig else ()
 
     slider = w.SelectionSlider(options=[r["beta"] for r in rows], description="beta", continuous_update=False)
