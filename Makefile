@@ -33,7 +33,7 @@ browser:  ## headless Chromium for the app's browser test (Debian package; skipp
 
 test: install browser  ## unit, pipeline, app and notebook tests
 	$(BIN)/python -m pytest -q tests aftlab --doctest-modules
-	$(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly notebooks
+	AFTLAB_SMOKE=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly notebooks
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser" tests aftlab --doctest-modules

@@ -419,6 +419,15 @@ def check_steps(text: str) -> list[StepCheck]:
     return steps
 
 
+def step_marks(text: str) -> str:
+    """One mark per arithmetic step of ``text``: ✓ checks out, ✗ does not; "—" when it has no steps.
+
+    >>> step_marks("2 * 2 = 5. 5 + 2 = 7. #### 7"), step_marks("#### 7")
+    ('✗✓', '—')
+    """
+    return "".join("✓" if s.ok else "✗" for s in check_steps(text)) or "—"
+
+
 def step_quality(text: str) -> float:
     """Share of the text's arithmetic steps that check out; 1.0 when it has none.
 

@@ -9,7 +9,7 @@ on it directly.
 
 >>> cfg = config("tiny", seed=1, smoke=True)
 >>> cfg.preset, cfg.seed, cfg.model.name
-('smoke', 1, 'tiny')
+('notebook-smoke', 1, 'tiny')
 >>> workdir(cfg, root="runs/notebooks").parent.as_posix()
 'runs/notebooks'
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 from . import checkpoint
 from .config import RunConfig, VFTConfig, preset, to_dict
 
+SMOKE_NAME = "notebook-smoke"
 ALIGN_SEED_OFFSET = 1  # round 1's batch seed is align.batch_seed(cfg.seed) = cfg.seed + 1: keep runs comparable
 
 
@@ -34,6 +35,7 @@ def smoke_config(seed: int = 0) -> RunConfig:
     with a longer VFT, so that in about a minute the model solves some questions and fails others
     (the smoke preset itself stays near 0% and leaves no positives to rank)."""
     cfg = preset("smoke", seed=seed)
+    cfg.preset = SMOKE_NAME  # not the `smoke` preset: a reader must not mistake one for the other
     cfg.data = dataclasses.replace(cfg.data, max_number=5, n_test=64)
     cfg.model = dataclasses.replace(cfg.model, ffn=256)
     cfg.vft = dataclasses.replace(cfg.vft, steps=400, lr=5e-3)
@@ -42,9 +44,24 @@ def smoke_config(seed: int = 0) -> RunConfig:
     return cfg
 
 
-def config(preset_name: str = "tiny", seed: int = 0, smoke: bool = True) -> RunConfig:
+def config(preset_name: str = "tiny", seed: int = 0, smoke: bool = False) -> RunConfig:
     """The RunConfig a notebook uses: ``smoke_config`` in smoke mode, else the named preset."""
     return smoke_config(seed) if smoke else preset(preset_name, seed=seed)
+
+
+def banner(cfg: RunConfig, smoke: bool, work: Path | None = None):
+    """What a notebook shows under its setup cell: a loud warning in smoke mode, else the settings used."""
+    from IPython.display import HTML
+    where = f"; work folder <code>{html.escape(str(work))}</code>" if work else ""
+    settings = (f"preset <b>{html.escape(cfg.preset)}</b>, seed {cfg.seed}, {cfg.data.n_train:,} training / "
+                f"{cfg.data.n_test:,} held-out questions, VFT {cfg.vft.steps:,} steps{where}")
+    if smoke:
+        return HTML('<div style="border:3px solid #d62728;background:#fff3f3;padding:10px;font-size:1.1em">'
+                    "<b>⚠ SMOKE MODE: figures are not meaningful.</b> A toy run that checks in a minute that "
+                    "the cells run and each claim holds in direction; the prose describes the full "
+                    "experiment. Set <code>AFTLAB_SMOKE=0</code> (or <code>SMOKE = False</code>) for it.<br>"
+                    f"<small>{settings}</small></div>")
+    return HTML(f'<div style="border-left:4px solid #1f77b4;padding:4px 10px">Full mode: {settings}.</div>')
 
 
 def _repo_root() -> Path:
@@ -294,8 +311,9 @@ def credit_table(spans: list[dict]) -> str:
 
 
 def ranked_table(record: dict, scores: dict[str, list[float]] | None = None) -> str:
-    """HTML table of one question's samples: answer, label, draws, and the score and rank under each
-    checkpoint in ``scores`` (rows sorted by the first checkpoint's score, best first).
+    """HTML table of one question's samples: label, a mark per arithmetic step, answer, draws, and the
+    score and rank under each checkpoint in ``scores`` (rows sorted by the first checkpoint's score, best
+    first). A right answer reached through a wrong step is labelled "lucky", not "right".
 
     >>> rec = {"question": "q", "answer": "2", "reference": "1 + 1 = 2. #### 2", "samples": [
     ...     {"cot": "1 + 1 = 3. #### 3", "answer": "3", "correct": False, "strict": False, "count": 1},
@@ -303,7 +321,12 @@ def ranked_table(record: dict, scores: dict[str, list[float]] | None = None) -> 
     >>> rows = ranked_table(rec, {"vft": [-0.1, -0.5]}).split("<table>")[1]  # wrong COT scored higher: first
     >>> rows.index("#### 3") < rows.index("#### 2"), "-0.100 (1)" in rows
     (True, True)
+    >>> lucky = {**rec, "samples": [{"cot": "2 * 2 = 5. 5 - 3 = 2. #### 2", "answer": "2", "correct": True,
+    ...                              "strict": False, "count": 1}]}
+    >>> "lucky" in ranked_table(lucky) and "✗✓" in ranked_table(lucky)
+    True
     """
+    from .answers import step_marks
     samples = record["samples"]
     scores = scores or {}
     order = list(range(len(samples)))
@@ -316,14 +339,16 @@ def ranked_table(record: dict, scores: dict[str, list[float]] | None = None) -> 
     rows = []
     for i in order:
         s = samples[i]
-        tag = "✔ right" if s["correct"] else "✘ wrong"
-        color = "#2a9d8f" if s["correct"] else "#e76f51"
+        tag, color = (("✔ right", "#2a9d8f") if s["strict"] else ("✔ answer, ✘ a step (lucky)", "#b8860b")
+                      if s["correct"] else ("✘ wrong", "#e76f51"))
         cells = "".join(f"<td>{v[i]:.3f} ({ranks[n][i]})</td>" for n, v in scores.items())
         rows.append(f"<tr><td style='color:{color}'>{tag}</td><td><code>{html.escape(s['cot'])}</code></td>"
-                    f"<td>{html.escape(str(s['answer']))}</td><td>{s.get('count', 1)}</td>{cells}</tr>")
+                    f"<td>{step_marks(s['cot'])}</td><td>{html.escape(str(s['answer']))}</td>"
+                    f"<td>{s.get('count', 1)}</td>{cells}</tr>")
     return (f"<p><b>Q:</b> {html.escape(record['question'])} <b>gold:</b> {html.escape(str(record['answer']))}"
             f"<br><b>reference:</b> <code>{html.escape(record['reference'])}</code></p>"
-            f"<table><tr><th>label</th><th>COT</th><th>answer</th><th>draws</th>{head}</tr>{''.join(rows)}</table>")
+            f"<table><tr><th>label</th><th>COT</th><th>steps</th><th>answer</th><th>draws</th>{head}</tr>"
+            f"{''.join(rows)}</table>")
 
 
 def question_picker(records: list[dict], scores: dict[str, list[list[float]]] | None = None,

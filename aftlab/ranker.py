@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .answers import check_steps, extract_answer, is_correct
+from .answers import extract_answer, is_correct, step_marks
 from .model import canonical
 
 DEMO = "tiny (untrained, demo)"
@@ -254,7 +254,6 @@ def rank_rows(cots: list[str], gold: str | None, scores: dict[str, list[float]],
     by_key = {key: (ranks(s), misranked(s, correct)) for key, s in scores.items()}
     rows = []
     for i, cot in enumerate(cots):
-        steps = check_steps(cot)
         flagged = [key for key, (_, bad) in by_key.items() if bad[i]]
         row = {"#": i + 1, "COT": cot or "(empty)", "source": sources[i] if sources else "pasted"}
         for key in ("A", "B"):
@@ -262,7 +261,7 @@ def rank_rows(cots: list[str], gold: str | None, scores: dict[str, list[float]],
             row[f"score {key}"] = round(float(scores[key][i]), 4) if key in scores else ""
         row["answer"] = extract_answer(cot) or "—"
         row["correct"] = {True: "✓", False: "✗", None: "?"}[correct[i]]
-        row["steps"] = "".join("✓" if s.ok else "✗" for s in steps) or "—"
+        row["steps"] = step_marks(cot)
         row["flag"] = f"wrong above right ({', '.join(flagged)})" if flagged else ""
         rows.append(row)
     return rows

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-PARAMS = re.compile(r'^SMOKE\s*=\s*os\.environ\.get\("AFTLAB_SMOKE",\s*"1"\)\s*!=\s*"0"', re.M)
+PARAMS = re.compile(r'^SMOKE\s*=\s*os\.environ\.get\("AFTLAB_SMOKE",\s*"0"\)\s*==\s*"1"', re.M)
 
 
 def test_there_are_notebooks():
@@ -31,13 +31,15 @@ def test_notebook_is_stripped(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_opens_with_one_parameters_cell(path):
+def test_notebook_opens_with_its_title_then_one_parameters_cell(path):
     cells = json.loads(path.read_text())["cells"]
+    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# "), \
+        f"{path.name}: the first cell must be the title"
+    cells = [c for c in cells if c["cell_type"] == "code"]
     first = "".join(cells[0]["source"])
-    assert cells[0]["cell_type"] == "code", f"{path.name}: the first cell must be the parameters cell"
     for name in ("PRESET", "SEED"):
         assert re.search(rf"^{name}\s*=", first, re.M), f"{path.name}: parameters cell lacks {name}"
-    assert PARAMS.search(first), f"{path.name}: SMOKE must default to on via AFTLAB_SMOKE"
+    assert PARAMS.search(first), f"{path.name}: SMOKE must default to off, on only with AFTLAB_SMOKE=1"
     later = ["".join(c["source"]) for c in cells[1:] if c["cell_type"] == "code"]
     assert not any(PARAMS.search(src) for src in later), f"{path.name}: a second parameters cell"
 
@@ -47,6 +49,32 @@ def test_notebook_checks_claims_and_installs_nothing(path):
     code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
     assert re.search(r"^\s*assert ", code, re.M), f"{path.name}: no assert checks the lesson's claims"
     assert "pip install" not in code and not re.search(r"\beval\(|\bexec\(", code), path.name
+
+
+def _parameters(path: Path, env: dict) -> dict:
+    """The names the notebook's parameters cell defines when run with ``env`` as the environment."""
+    cell = next("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    out = subprocess.run([sys.executable, "-c", cell + "\nimport json\nprint(json.dumps([PRESET, SEED, SMOKE]))"],
+                         capture_output=True, text=True, env=env, check=True)
+    preset, seed, smoke = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"PRESET": preset, "SEED": seed, "SMOKE": smoke}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_notebook_opened_by_hand_runs_full_mode_and_ci_smoke_mode_shows_a_banner(path):
+    import os
+    from aftlab.notebook import banner, config
+    env = {k: v for k, v in os.environ.items() if k != "AFTLAB_SMOKE"}
+    by_hand = _parameters(path, env)
+    assert by_hand["SMOKE"] is False  # JupyterLab without the CI setting: the real experiment
+    assert config(by_hand["PRESET"], by_hand["SEED"], by_hand["SMOKE"]).preset == by_hand["PRESET"]
+    ci = _parameters(path, env | {"AFTLAB_SMOKE": "1"})
+    assert ci["SMOKE"] is True
+    cfg = config(ci["PRESET"], ci["SEED"], ci["SMOKE"])
+    assert cfg.preset == "notebook-smoke" and "SMOKE MODE: figures are not meaningful" in banner(cfg, True).data
+    assert "SMOKE MODE" not in banner(config("tiny", 0, False), False).data
+    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    assert "display(nb.banner(cfg, SMOKE" in code, f"{path.name}: the setup cell must show the mode banner"
 
 
 def test_workdir_follows_the_stage_configs(tmp_path):
