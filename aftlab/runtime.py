@@ -7,20 +7,27 @@ a script, or use :func:`threads` around a block.
 Why it matters: torch's OpenMP workers spin while they wait for each other. When the cores are
 already busy (other jobs, a second experiment), a 2-thread step can be several times slower than a
 1-thread one; on an idle machine 2 threads win. ``"auto"`` therefore takes the usable cores minus
-the current 1-minute load.
+the cores other work keeps busy *now*: the machine's busy share over a short window
+(:func:`busy_cores`, from ``/proc/stat``), not the 1-minute load average, which still remembers the
+``pip install`` that ran just before ``make demo`` and made every fresh demo run single-threaded.
 
 >>> with threads(1):
 ...     torch.get_num_threads()
 1
->>> auto_threads(cores=2, load=2.3), auto_threads(cores=2, load=0.1), auto_threads(cores=16, load=3.6)
+>>> auto_threads(cores=2, busy=1.9), auto_threads(cores=2, busy=0.1), auto_threads(cores=16, busy=3.6)
 (1, 2, 12)
+>>> busy_between("cpu 100 0 100 800 0 0 0 0 0 0", "cpu 150 0 150 900 0 0 0 0 0 0", cores=2)
+1.0
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 import torch
+
+STAT = "/proc/stat"
 
 
 def usable_cores() -> int:
@@ -31,15 +38,44 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def auto_threads(cores: int | None = None, load: float | None = None) -> int:
+def _cpu_line(text: str) -> list[int]:
+    return [int(x) for x in text.split("\n", 1)[0].split()[1:]]
+
+
+def busy_between(before: str, after: str, cores: int) -> float:
+    """Cores kept busy between two ``/proc/stat`` snapshots (their aggregate ``cpu`` line):
+    ``cores`` × (1 − idle share), where idle counts the ``idle`` and ``iowait`` columns."""
+    a, b = _cpu_line(before), _cpu_line(after)
+    delta = [y - x for x, y in zip(a, b)]
+    total = sum(delta[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+    if total <= 0:
+        return 0.0
+    return round(cores * (1 - (delta[3] + delta[4]) / total), 3)
+
+
+def busy_cores(window: float = 0.3) -> float:
+    """Cores other work keeps busy, measured over ``window`` seconds while this process sleeps.
+
+    Falls back to the 1-minute load average where ``/proc/stat`` does not exist (macOS, Windows)."""
+    try:
+        with open(STAT) as f:
+            before = f.read()
+        time.sleep(window)
+        with open(STAT) as f:
+            after = f.read()
+    except OSError:
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
+    return busy_between(before, after, os.cpu_count() or 1)
+
+
+def auto_threads(cores: int | None = None, busy: float | None = None) -> int:
     """Threads worth using: usable cores minus the cores other work keeps busy, at least 1."""
     cores = usable_cores() if cores is None else cores
-    if load is None:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            load = 0.0
-    return max(1, min(cores, round(cores - load)))
+    busy = busy_cores() if busy is None else busy
+    return max(1, min(cores, round(cores - busy)))
 
 
 def set_threads(n: int | str = "auto") -> int:

@@ -54,7 +54,35 @@ def test_thread_helper_restores_and_respects_load():
     with threads(1) as n:
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    assert auto_threads(cores=2, load=3.0) == 1 and auto_threads(cores=4, load=0.0) == 4
+    assert auto_threads(cores=2, busy=3.0) == 1 and auto_threads(cores=4, busy=0.0) == 4
+
+
+def test_auto_threads_ignores_a_load_average_that_remembers_finished_work(monkeypatch):
+    """A fresh `make demo` runs right after pip: the 1-minute load is high, the CPU idle. Two idle
+    /proc/stat snapshots must give every core, whatever the load average says."""
+    import aftlab.runtime as rt
+    snaps = iter(["cpu 1000 0 500 8000 10 0 0 0 0 0\n", "cpu 1001 0 501 8198 10 0 0 0 0 0\n"])
+    monkeypatch.setattr(rt, "open", lambda *_: __import__("io").StringIO(next(snaps)), raising=False)
+    monkeypatch.setattr(rt.os, "getloadavg", lambda: (3.5, 2.0, 1.0))
+    monkeypatch.setattr(rt.os, "cpu_count", lambda: 2)
+    assert rt.auto_threads(cores=2) == 2
+
+
+def test_auto_threads_leaves_the_cores_a_running_process_keeps_busy():
+    import subprocess
+    import sys
+    from aftlab.runtime import busy_cores, usable_cores
+    cores = usable_cores()
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 20: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(cores)]
+    try:
+        busy = busy_cores(window=0.5)
+        assert busy > cores - 0.6, busy  # every core held by a spinning process
+        assert auto_threads(cores=cores, busy=busy) == 1
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
 
 
 def test_prefix_shared_aft_step_gives_the_same_loss_and_gradient(tiny, small_task):
