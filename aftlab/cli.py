@@ -29,7 +29,7 @@ from pathlib import Path
 from .config import ConfigError, RunConfig, preset, replace_path
 from .data import DataError
 from .model import ModelLoadError
-from .vft import NonFiniteError
+from .train import NonFiniteError
 
 USER_ERRORS = (ConfigError, DataError, ModelLoadError, NonFiniteError, FileNotFoundError)
 
@@ -230,22 +230,17 @@ def cmd_sample(args) -> None:
 
 
 def cmd_align(args) -> None:
-    from . import checkpoint
-    from .align import batch_seed, train_align
-    from .model import load_lm
-    from .sampling import groups, read_samples
+    from .align import align_from_vft, batch_seed
+    from .sampling import read_samples
     cfg = _config(args)
     acfg = cfg.align_for(args.method)
     records = read_samples(args.samples)  # cheap checks first: a bad file fails before the model loads
     if not records:
         raise DataError(f"{args.samples}: no sample records to align on (empty file)")
-    lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
-    found = checkpoint.find(args.model)
-    state = checkpoint.load_state(found) if found else None
-    g = groups(records, acfg.strict_positives, acfg.include_reference)
     # checkpoints go to --out as training runs: re-running the same command resumes a killed run
-    log = train_align(lm, g, acfg, init_state=state, seed=batch_seed(cfg.seed), progress=not args.no_progress,
-                      out=args.out, accelerate=args.accelerate or None)
+    _, log = align_from_vft(args.model, records, acfg, batch_seed(cfg.seed), device=cfg.model.device,
+                            max_prompt_tokens=cfg.model.max_prompt_tokens, progress=not args.no_progress,
+                            out=args.out, accelerate=args.accelerate or None)
     print(f"wrote {args.out}; last step: {json.dumps(log[-1])}")
 
 

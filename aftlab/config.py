@@ -8,6 +8,11 @@ metrics → report) reads one of these dataclasses; ``RunConfig`` bundles them f
 (3, 3, 'tiny')
 >>> replace_path(cfg, "align.beta", "0.3").align.beta
 0.3
+>>> doc(AlignConfig, "lam")
+'weight of the alignment term'
+
+Every field is declared with :func:`F` and a one-line description (its unit where it has one), so
+``aftlab config --preset tiny`` lists each field with its value and meaning (:func:`describe`).
 """
 from __future__ import annotations
 
@@ -18,7 +23,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("rft", "aft_bc", "aft_dc", "align_only", "aft_rbc", "dpo", "rrhf", "pro")
+from .methods import REGISTRY
+
+METHODS = tuple(REGISTRY)  # the method registry (``aftlab.methods``) is the one list of methods
 CONSTRAINTS = (None, "detach", "boundary")
 NEG_SCOPES = ("all", "divergent")
 NEG_CREDITS = ("all", "divergent", "first_step", "first_token", "first_error")
@@ -28,6 +35,18 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the field."""
 
 
+def F(default, doc: str):
+    """A dataclass field with its one-line description (shown by ``aftlab config`` and :func:`describe`)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
+def doc(cls, name: str) -> str:
+    """The description of field ``name`` of config class ``cls``."""
+    return next(f.metadata.get("doc", "") for f in dataclasses.fields(cls) if f.name == name)
+
+
 def _check(cond: bool, name: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{name}: {msg}")
@@ -35,16 +54,16 @@ def _check(cond: bool, name: str, msg: str) -> None:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # "synthetic" or a path to a GSM8K/AQuA/ECQA-format JSONL file
-    test_source: str | None = None  # JSONL of held-out questions (when source is a file)
-    n_train: int = 20000  # synthetic training questions generated
-    n_test: int = 600  # held-out questions used for every evaluation
-    min_steps: int = 3  # fewest arithmetic steps in a synthetic problem
-    max_steps: int = 4  # most arithmetic steps in a synthetic problem
-    max_number: int = 12  # largest number that appears in a synthetic question
-    alt_reference: float = 0.5  # share of synthetic questions whose reference uses a non-story step order
-    distractors: float = 0.0  # share of synthetic questions with one irrelevant sentence (wrong-choice errors)
-    seed: int = 0  # seed of the synthetic generator (train and test are disjoint)
+    source: str = F("synthetic", "\"synthetic\" or a path to a GSM8K/AQuA/ECQA-format JSONL file")
+    test_source: str | None = F(None, "JSONL of held-out questions (when source is a file)")
+    n_train: int = F(20000, "synthetic training questions generated")
+    n_test: int = F(600, "held-out questions used for every evaluation")
+    min_steps: int = F(3, "fewest arithmetic steps in a synthetic problem")
+    max_steps: int = F(4, "most arithmetic steps in a synthetic problem")
+    max_number: int = F(12, "largest number that appears in a synthetic question")
+    alt_reference: float = F(0.5, "share of synthetic questions whose reference uses a non-story step order")
+    distractors: float = F(0.0, "share of synthetic questions with one irrelevant sentence (wrong-choice errors)")
+    seed: int = F(0, "seed of the synthetic generator (train and test are disjoint)")
 
     def __post_init__(self):
         _check(self.n_train > 0, "data.n_train", f"must be > 0, got {self.n_train}")
@@ -58,18 +77,18 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny"  # "tiny" (built in code), "smol" (SmolLM2-135M offline) or a HF id / local path
-    hidden: int = 128  # tiny: hidden size
-    layers: int = 3  # tiny: transformer layers
-    heads: int = 4  # tiny: attention heads
-    ffn: int = 512  # tiny: feed-forward width
-    lora: bool = False  # train LoRA adapters (PEFT) instead of all weights
-    lora_r: int = 8  # LoRA rank
-    lora_alpha: int = 16  # LoRA scaling numerator
-    dtype: str = "auto"  # "auto", "float32", "bfloat16" or "float16"
-    device: str = "auto"  # "auto", "cpu", "cuda", "mps"
-    max_prompt_tokens: int = 96  # prompts are truncated from the left to this many tokens
-    trust_remote_code: bool = False  # allow model code from the model folder (off: safetensors + known archs)
+    name: str = F("tiny", "\"tiny\" (built in code), \"smol\" (SmolLM2-135M offline) or a HF id / local path")
+    hidden: int = F(128, "tiny: hidden size")
+    layers: int = F(3, "tiny: transformer layers")
+    heads: int = F(4, "tiny: attention heads")
+    ffn: int = F(512, "tiny: feed-forward width")
+    lora: bool = F(False, "train LoRA adapters (PEFT) instead of all weights")
+    lora_r: int = F(8, "LoRA rank")
+    lora_alpha: int = F(16, "LoRA scaling numerator")
+    dtype: str = F("auto", "\"auto\", \"float32\", \"bfloat16\" or \"float16\"")
+    device: str = F("auto", "\"auto\", \"cpu\", \"cuda\", \"mps\"")
+    max_prompt_tokens: int = F(96, "prompts are truncated from the left to this many tokens")
+    trust_remote_code: bool = F(False, "allow model code from the model folder (off: safetensors + known archs)")
 
     def __post_init__(self):
         _check(self.hidden > 0 and self.layers > 0 and self.heads > 0 and self.ffn > 0, "model.hidden/layers/heads/ffn",
@@ -81,16 +100,16 @@ class ModelConfig:
 
 @dataclass
 class VFTConfig:
-    steps: int = 1500  # optimizer steps
-    batch_size: int = 64  # (question, reference COT) pairs per step
-    lr: float = 2e-3  # peak learning rate
-    betas: tuple[float, float] = (0.9, 0.98)  # AdamW betas
-    weight_decay: float = 0.01  # AdamW weight decay
-    warmup: int = 50  # linear warmup steps
-    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
-    clip: float = 1.0  # gradient-norm clip
-    checkpoint_every: int = 500  # steps between checkpoints (0: only at the end)
-    log_every: int = 25  # steps between loss-history entries
+    steps: int = F(1500, "optimizer steps")
+    batch_size: int = F(64, "(question, reference COT) pairs per step")
+    lr: float = F(2e-3, "peak learning rate")
+    betas: tuple[float, float] = F((0.9, 0.98), "AdamW betas")
+    weight_decay: float = F(0.01, "AdamW weight decay")
+    warmup: int = F(50, "linear warmup steps")
+    min_lr_ratio: float = F(0.05, "cosine decays to lr * min_lr_ratio")
+    clip: float = F(1.0, "gradient-norm clip")
+    checkpoint_every: int = F(500, "steps between checkpoints (0: only at the end)")
+    log_every: int = F(25, "steps between loss-history entries")
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
@@ -102,12 +121,12 @@ class VFTConfig:
 
 @dataclass
 class SampleConfig:
-    k: int = 8  # COTs sampled per question
-    temperature: float = 0.8  # sampling temperature (0: greedy)
-    top_p: float = 1.0  # nucleus sampling mass
-    max_new_tokens: int = 48  # cap on generated COT tokens
-    n_questions: int = 3000  # training questions to sample COTs for
-    batch_questions: int = 64  # questions per generate() call (rows = batch_questions * k)
+    k: int = F(8, "COTs sampled per question")
+    temperature: float = F(0.8, "sampling temperature (0: greedy)")
+    top_p: float = F(1.0, "nucleus sampling mass")
+    max_new_tokens: int = F(48, "cap on generated COT tokens")
+    n_questions: int = F(3000, "training questions to sample COTs for")
+    batch_questions: int = F(64, "questions per generate() call (rows = batch_questions * k)")
 
     def __post_init__(self):
         _check(1 <= self.k <= 64, "sample.k", f"must be in [1, 64], got {self.k}")
@@ -119,27 +138,30 @@ class SampleConfig:
 
 @dataclass
 class AlignConfig:
-    method: str = "aft_bc"  # one of METHODS
-    constraint: str | None = None  # for dpo/rrhf/pro: None, "detach" or "boundary"
-    beta: float = 0.1  # BC boundary margin below the worst positive (in gamma-scaled score units)
-    gamma: float = 10.0  # score scale: losses see gamma * s (as SimPO scales length-normalised log-probs)
-    lam: float = 1.0  # weight of the alignment term
-    nll_weight: float = 1.0  # weight of the VFT (NLL on positives) term
-    dpo_beta: float = 0.1  # DPO inverse temperature on summed log-ratios
-    lr: float = 1e-4  # peak learning rate (continues VFT's optimizer state)
-    warmup: int = 10  # linear warmup steps
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    epochs: float = 2.0  # passes over the sampled questions
-    questions_per_step: int = 16  # questions (with all their COTs) per optimizer step
-    clip: float = 1.0  # gradient-norm clip
-    strict_positives: bool = True  # positives must also pass every arithmetic step check
-    include_reference: bool = True  # add the reference COT to each question's positives
-    checkpoint_every: int = 50  # steps between resumable checkpoints when training into a folder (0: end only)
-    neg_scope: str = "all"  # a negative's score in the loss: "all" its tokens, "divergent" those after its longest shared prefix with a positive
-    truncate: bool = False  # aft_bc/aft_dc/align_only (others ignore it): drop pairs whose negative is already below the boundary
-    neg_credit: str = "all"  # which of a negative's scored tokens get the gradient (its score keeps them all): "all", "divergent", "first_step" (the step where it leaves every positive) "first_token" (the token where it does) or "first_error" (the result of its first wrong arithmetic step)
+    method: str = F("aft_bc", "alignment method, an entry of the registry aftlab.methods (aftlab config --methods)")
+    constraint: str | None = F(None, "None, \"detach\" (DC) or \"boundary\" (BC); set by aft_* methods, a choice for dpo/rrhf/pro")
+    beta: float = F(0.1, "BC boundary margin below the worst positive (in gamma-scaled score units)")
+    gamma: float = F(10.0, "score scale: losses see gamma * s (as SimPO scales length-normalised log-probs)")
+    lam: float = F(1.0, "weight of the alignment term")
+    nll_weight: float = F(1.0, "weight of the VFT (NLL on positives) term")
+    dpo_beta: float = F(0.1, "DPO inverse temperature on summed log-ratios")
+    lr: float = F(1e-4, "peak learning rate (continues VFT's optimizer state)")
+    warmup: int = F(10, "linear warmup steps")
+    min_lr_ratio: float = F(0.1, "cosine decays to lr * min_lr_ratio")
+    epochs: float = F(2.0, "passes over the sampled questions")
+    questions_per_step: int = F(16, "questions (with all their COTs) per optimizer step")
+    clip: float = F(1.0, "gradient-norm clip")
+    strict_positives: bool = F(True, "positives must also pass every arithmetic step check")
+    include_reference: bool = F(True, "add the reference COT to each question's positives")
+    checkpoint_every: int = F(50, "steps between resumable checkpoints when training into a folder (0: end only)")
+    neg_scope: str = F("all", "tokens a negative's score covers: \"all\", or \"divergent\" (after its longest prefix shared with a positive)")
+    truncate: bool = F(False, "pairwise methods only: drop pairs whose negative is already below the boundary (no pull up)")
+    neg_credit: str = F("all", "tokens of a negative the gradient reaches (its score keeps all): " + ", ".join(NEG_CREDITS)
+                        + "; see aftlab.credit")
+    max_cots: int = F(16, "most COTs per question in one AFT step (positives first); the rest are left out, with a warning")
 
     def __post_init__(self):
+        _check(self.max_cots >= 2, "align.max_cots", f"must be >= 2, got {self.max_cots}")
         _check(self.neg_scope in NEG_SCOPES, "align.neg_scope", f"must be one of {NEG_SCOPES}, got {self.neg_scope!r}")
         _check(self.neg_credit in NEG_CREDITS, "align.neg_credit",
                f"must be one of {NEG_CREDITS}, got {self.neg_credit!r}")
@@ -156,17 +178,17 @@ class AlignConfig:
 
 @dataclass
 class RunConfig:
-    preset: str = "tiny"  # name of the preset this config started from
-    seed: int = 0  # seed of every random choice (data, init, batches, sampling)
+    preset: str = F("tiny", "name of the preset this config started from")
+    seed: int = F(0, "seed of every random choice (data, init, batches, sampling)")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     vft: VFTConfig = field(default_factory=VFTConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
-    methods: tuple[str, ...] = ("rft", "aft_bc", "aft_dc", "align_only")  # continuations compared with VFT
-    method_overrides: dict = field(default_factory=dict)  # per-method AlignConfig overrides {method: {field: value}}
-    rounds: int = 1  # sample → align rounds (iterative AFT)
-    eval_k: int = 8  # samples per held-out question in the fixed assessment set
+    methods: tuple[str, ...] = F(("rft", "aft_bc", "aft_dc", "align_only"), "continuations compared with VFT")
+    method_overrides: dict = F({}, "per-method AlignConfig overrides {method: {field: value}}")
+    rounds: int = F(1, "sample → align rounds (iterative AFT)")
+    eval_k: int = F(8, "samples per held-out question in the fixed assessment set")
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -184,14 +206,31 @@ class RunConfig:
         return AlignConfig(**base)
 
 
-# Per-method defaults on top of ``RunConfig.align``: what distinguishes the methods.
-METHOD_DEFAULTS: dict[str, dict] = {
-    "rft": {"lam": 0.0},
-    "aft_bc": {"constraint": "boundary"},
-    "aft_dc": {"constraint": "detach"},
-    "align_only": {"constraint": None},
-    "aft_rbc": {"constraint": "boundary"},
-}
+# Per-method defaults on top of ``RunConfig.align``: what distinguishes the methods (from the registry).
+METHOD_DEFAULTS: dict[str, dict] = {name: m.defaults for name, m in REGISTRY.items()}
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "vft": VFTConfig, "sample": SampleConfig, "align": AlignConfig}
+
+
+def describe(cfg: RunConfig, section: str | None = None) -> list[tuple[str, Any, str]]:
+    """(dotted name, value, description) of every field of ``cfg`` (or of one ``section``).
+
+    >>> [row for row in describe(preset("tiny"), "align") if row[0] == "align.max_cots"]
+    [('align.max_cots', 16, 'most COTs per question in one AFT step (positives first); the rest are left out, with a warning')]
+    """
+    if section is not None and section not in SECTIONS and section != "run":
+        raise ConfigError(f"section {section!r}: choose from run, {', '.join(SECTIONS)}")
+    rows = []
+    for f in dataclasses.fields(cfg):
+        if f.name in SECTIONS:
+            if section in (None, f.name):
+                sub = getattr(cfg, f.name)
+                rows += [(f"{f.name}.{g.name}", getattr(sub, g.name), g.metadata.get("doc", ""))
+                         for g in dataclasses.fields(sub)]
+        elif section in (None, "run"):
+            rows.append((f.name, getattr(cfg, f.name), f.metadata.get("doc", "")))
+    return rows
 
 
 def _tiny() -> RunConfig:
@@ -329,16 +368,14 @@ def _typed(cls, values: dict, prefix: str) -> dict:
 def from_dict(d: dict) -> RunConfig:
     """Rebuild a RunConfig from ``to_dict`` output; unknown keys and wrong types raise ConfigError
     naming the field."""
-    sections = {"data": DataConfig, "model": ModelConfig, "vft": VFTConfig, "sample": SampleConfig,
-                "align": AlignConfig}
     if not isinstance(d, dict):
         raise ConfigError(f"config: expected a mapping, got {type(d).__name__}")
     kw = {}
     for key, value in d.items():
-        if key in sections:
+        if key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"{key}: expected a mapping of fields, got {type(value).__name__}")
-            kw[key] = sections[key](**_typed(sections[key], value, f"{key}."))
+            kw[key] = SECTIONS[key](**_typed(SECTIONS[key], value, f"{key}."))
         else:
             kw[key] = _typed(RunConfig, {key: value}, "")[key]
     return RunConfig(**kw)

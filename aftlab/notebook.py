@@ -27,7 +27,6 @@ from . import checkpoint
 from .config import RunConfig, VFTConfig, preset, to_dict
 
 SMOKE_NAME = "notebook-smoke"
-ALIGN_SEED_OFFSET = 1  # round 1's batch seed is align.batch_seed(cfg.seed) = cfg.seed + 1: keep runs comparable
 
 
 def smoke_config(seed: int = 0) -> RunConfig:
@@ -164,8 +163,7 @@ def ensure_aligned(cfg: RunConfig, d: Path, name: str, method: str | None = None
     """Model ``name``: ``method`` (default: ``name``) trained from the VFT model on the training
     samples with ``cfg.align_for(method)`` plus ``overrides`` (AlignConfig fields); returns
     ``(lm, per-step log)``. Reloaded when a model of that name was trained with the same settings."""
-    from .align import batch_seed, train_align
-    from .sampling import groups
+    from .align import align_from_vft, batch_seed
 
     d = Path(d)
     acfg = dataclasses.replace(cfg.align_for(method or name), **overrides)
@@ -174,11 +172,9 @@ def ensure_aligned(cfg: RunConfig, d: Path, name: str, method: str | None = None
     if meta.is_file() and json.loads(meta.read_text())["config"] == dataclasses.asdict(acfg):
         return _load(cfg, out), json.loads(meta.read_text())["log"]
     train_records, _ = ensure_samples(cfg, d, progress=progress)
-    lm = _load(cfg, checkpoint.find(d / "vft"))
-    state = checkpoint.load_state(checkpoint.find(d / "vft"))
-    g = groups(train_records, acfg.strict_positives, acfg.include_reference)
-    log = train_align(lm, g, acfg, init_state=state, seed=batch_seed(cfg.seed), progress=progress)
-    lm.model.eval()
+    lm, log = align_from_vft(checkpoint.find(d / "vft"), train_records, acfg, batch_seed(cfg.seed),
+                             device=cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens,
+                             progress=progress)
     if out.exists():
         shutil.rmtree(out)
     lm.save(out)
@@ -218,7 +214,7 @@ def ensure_variants(cfg: RunConfig, d: Path, variants: dict[str, dict], progress
     key = {n: json.dumps(v, sort_keys=True) for n, v in variants.items()}
     todo = {n: v for n, v in variants.items() if done.get(n, {}).get("key") != key[n]}
     if todo:
-        for n, res in variant_sweep(d, todo, progress=progress, seed_offset=ALIGN_SEED_OFFSET).items():
+        for n, res in variant_sweep(d, todo, progress=progress).items():
             done[n] = {"key": key[n], "result": res}
             cache.write_text(json.dumps(done))
     return {n: done[n]["result"] for n in variants}
@@ -289,12 +285,12 @@ def token_view(lm, question: str, cot: str) -> tuple[list[str], list[float]]:
 def credit_spans(lm, record: dict, strict: bool = True) -> list[dict]:
     """For each wrong COT of a sampled ``record``: the tokens it shares with a positive, the first
     step where it leaves every positive (what ``neg_credit="first_step"`` pushes down) and the rest,
-    cut exactly as the AFT trainer cuts them (``sampling.groups`` then ``align._pack``)."""
-    from .align import _pack
+    cut exactly as the AFT trainer cuts them (``sampling.groups`` then ``align.pack``)."""
+    from .align import pack
     from .sampling import groups
 
     g = groups([record], strict)
-    p = _pack(lm, g, max_cots=len(g[0]["pos"]) + len(g[0]["neg"]))[0]
+    p = pack(lm, g, max_cots=len(g[0]["pos"]) + len(g[0]["neg"]))[0][0]
     out = []
     for cot, ids, a, b in zip(g[0]["neg"], p["cots"][p["n_pos"]:], p["skip"][p["n_pos"]:], p["stop"][p["n_pos"]:]):
         text = [lm.tokenizer.decode(x, skip_special_tokens=True) for x in (ids[:a], ids[a:b], ids[b:])]

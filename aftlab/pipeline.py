@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .align import batch_seed, train_align
+from .align import align_from_vft, batch_seed, train_align
 from .config import RunConfig, to_dict
 from .data import synthetic_from_config
 from .evaluate import evaluate
@@ -90,7 +90,6 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
     vft_hist = train_vft(lm, train, cfg.vft, out=paths["vft"], seed=cfg.seed, progress=progress)
     seconds["vft"] = time.time() - tick
     log(f"VFT done: loss {vft_hist[-1]['loss']:.3f}")
-    vft_state = checkpoint.load_state(checkpoint.find(paths["vft"]))
     s = cfg.sample
     tick = time.time()
     try:
@@ -112,19 +111,18 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
     for method in cfg.methods:
         tick = time.time()
         acfg = cfg.align_for(method)
-        mlm = load_lm(paths["vft"], device=str(lm.device))
-        mlm.max_prompt_tokens = cfg.model.max_prompt_tokens
-        records, method_log = train_records, []
-        for rnd in range(1, cfg.rounds + 1):
-            if rnd > 1:
-                records = sample_cots(mlm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
-                                      max_new_tokens=s.max_new_tokens, seed=cfg.seed + 100 * rnd,
-                                      batch_questions=s.batch_questions,
-                                      cache=out / f"samples_{method}_r{rnd}.jsonl", progress=progress,
-                                      sampler=sampler)
+        mlm, step_log = align_from_vft(paths["vft"], train_records, acfg, batch_seed(cfg.seed), device=str(lm.device),
+                                       max_prompt_tokens=cfg.model.max_prompt_tokens, progress=progress,
+                                       out=paths["align"] / f"{method}_r1")
+        method_log = [dict(x, round=1) for x in step_log]
+        for rnd in range(2, cfg.rounds + 1):  # later rounds: the method's own samples, fresh optimizer moments
+            records = sample_cots(mlm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
+                                  max_new_tokens=s.max_new_tokens, seed=cfg.seed + 100 * rnd,
+                                  batch_questions=s.batch_questions,
+                                  cache=out / f"samples_{method}_r{rnd}.jsonl", progress=progress, sampler=sampler)
             g = groups(records, acfg.strict_positives, acfg.include_reference)
-            step_log = train_align(mlm, g, acfg, init_state=vft_state if rnd == 1 else None,
-                                   seed=batch_seed(cfg.seed, rnd), progress=progress, out=paths["align"] / f"{method}_r{rnd}")
+            step_log = train_align(mlm, g, acfg, seed=batch_seed(cfg.seed, rnd), progress=progress,
+                                   out=paths["align"] / f"{method}_r{rnd}")
             method_log += [dict(x, round=rnd) for x in step_log]
         checkpoint.save(out / method, mlm, step=len(method_log), history=method_log,
                         extra={"kind": "align", "method": method})

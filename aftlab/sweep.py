@@ -12,33 +12,31 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from . import checkpoint
-from .align import train_align
+from .align import align_from_vft, batch_seed
 from .config import from_dict
 from .data import synthetic_from_config
 from .evaluate import evaluate
-from .model import load_lm
-from .sampling import groups, read_samples
+from .sampling import read_samples
 
 
-def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = True, seed_offset: int = 1,
+def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = True, batch_order: int = 1,
                   log=None) -> dict[str, dict]:
     """Train each variant (``{name: {"method": ..., AlignConfig field: value}}``) from the run's VFT
-    model and samples, evaluate on the run's held-out set; returns ``{name: metrics + last train log}``."""
+    model and samples, evaluate on the run's held-out set; returns ``{name: metrics + last train log}``.
+    ``batch_order`` 1 is the run's own batch order (``align.batch_seed``); 2, 3, … are others."""
     run_dir = Path(run_dir)
     cfg = from_dict(json.loads((run_dir / "config.json").read_text()))
     _, test = synthetic_from_config(cfg.data)
     eval_records = read_samples(run_dir / "eval_samples.jsonl")
     train_records = read_samples(run_dir / "samples_r1.jsonl")
-    state = checkpoint.load_state(checkpoint.find(run_dir / "vft"))
     out = {}
     for name, over in variants.items():
         over = dict(over)
         n_questions = over.pop("n_questions", len(train_records))
         acfg = replace(cfg.align_for(over.pop("method", "aft_bc")), **over)
-        lm = load_lm(run_dir / "vft", cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
-        g = groups(train_records[:n_questions], acfg.strict_positives, acfg.include_reference)
-        train_log = train_align(lm, g, acfg, init_state=state, seed=cfg.seed + seed_offset, progress=progress)
+        lm, train_log = align_from_vft(run_dir / "vft", train_records[:n_questions], acfg,
+                                       batch_seed(cfg.seed, batch_order), device=cfg.model.device,
+                                       max_prompt_tokens=cfg.model.max_prompt_tokens, progress=progress)
         m = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens)["metrics"]
         out[name] = {**m, "gap": m["mean_pos_score"] - m["mean_neg_score"], "train_gap": train_log[-1]["gap"],
                      "train_neg_score": train_log[-1]["neg_score"], "train_log": train_log}

@@ -21,34 +21,10 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, distributed
+from . import checkpoint, train
 from .losses import nll_loss
 from .scoring import token_logprobs
-
-
-class NonFiniteError(RuntimeError):
-    """Training produced NaN/inf; the message names the step."""
-
-
-def check_finite(value: torch.Tensor, what: str, out: str | Path | None) -> None:
-    """Raise NonFiniteError (naming ``what``, e.g. "VFT step 7: loss") if ``value`` is NaN/inf; called
-    before the optimizer step, so the weights and the last checkpoint stay good."""
-    if torch.isfinite(value).all():
-        return
-    found = checkpoint.find(out) if out else None
-    kept = (f"last good checkpoint (step {checkpoint.load_state(found)['step']}) kept at {found}" if found
-            else "no checkpoint written yet")
-    shown = value.item() if value.numel() == 1 else "not finite"
-    raise NonFiniteError(f"{what} is {shown}; training stopped; {kept}")
-
-
-def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
-    """Indices of the examples in batch ``step``: epochs are seeded permutations of range(n)."""
-    per_epoch = max(1, n // batch_size)
-    epoch, pos = divmod(step, per_epoch)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g)
-    return perm[pos * batch_size:(pos + 1) * batch_size].tolist()
+from .train import batch_indices
 
 
 def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, buckets: int = 2,
@@ -83,53 +59,20 @@ def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, r
     many steps (to simulate an interruption in tests). ``length_buckets``: micro-batches per step
     (see :func:`nll_backward`: the same gradient, less padding).
     """
-    from tqdm.auto import tqdm
-
     pairs = [(lm.prompt_ids(e.question), lm.cot_ids(e.solution)) for e in examples]
-    model = lm.model
-    opt = checkpoint.make_optimizer(model, cfg.lr, cfg.betas, cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, checkpoint.warmup_cosine(cfg.warmup, cfg.steps, cfg.min_lr_ratio))
-    step, history, running = 0, [], []
-    found = checkpoint.find(out) if (out and resume) else None
-    if found is not None:
-        from .model import load_lm
-        saved = load_lm(found, device=str(lm.device))
-        model.load_state_dict(saved.model.state_dict())
-        state = checkpoint.load_state(found)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, history = state["step"], state["history"]
-        running = state["extra"].get("running", [])  # losses since the last log entry, so its average is exact
     pad = lm.tokenizer.pad_token_id or 0
-    dist = distributed.runner(accelerate)  # plain single process unless WORLD_SIZE > 1 or asked
-    model, opt = dist.prepare(model, opt)  # after any resume: checkpoints hold the unwrapped state
-    progress = progress and dist.is_main
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=step, desc="VFT", disable=not progress)
-    while step < cfg.steps:
+    opt = checkpoint.make_optimizer(lm.model, cfg.lr, cfg.betas, cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, checkpoint.warmup_cosine(cfg.warmup, cfg.steps, cfg.min_lr_ratio))
+
+    def step_fn(model, step: int, dist):
         idx = dist.shard(batch_indices(len(pairs), cfg.batch_size, step, seed))
-        opt.zero_grad(set_to_none=True)
-        loss = nll_backward(model, [pairs[i] for i in idx], pad, length_buckets, dist.backward)
-        check_finite(loss, f"VFT step {step}: loss", out)
-        gnorm = dist.clip(model, cfg.clip)
-        check_finite(gnorm, f"VFT step {step}: gradient norm", out)
-        opt.step()
-        sched.step()
-        step += 1
-        running.append(dist.mean(loss.item()))
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            history.append({"step": step, "loss": sum(running) / len(running), "grad_norm": float(gnorm),
-                            "lr": sched.get_last_lr()[0]})
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
-            running = []
-        bar.update(1)
-        if out and dist.is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
-            checkpoint.save(out, lm, opt, sched, step, history, {"kind": "vft", "seed": seed, "running": running})
-        if stop_after is not None and step >= stop_after:
-            break
-    bar.close()
-    model.eval()
-    return history
+        return nll_backward(model, [pairs[i] for i in idx], pad, length_buckets, dist.backward), {}
+
+    start = train.resume(out, lm, opt, sched) if resume else (0, [], {})
+    return train.fit(lm, opt, sched, cfg.steps, step_fn, clip=cfg.clip, what="VFT", out=out,
+                     checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                     extra={"kind": "vft", "seed": seed}, start=start, progress=progress,
+                     stop_after=stop_after, accelerate=accelerate)
 
 
 def perplexity(lm, examples, batch_size: int = 64) -> float:

@@ -30,7 +30,8 @@ def train_flops(model, tokens: float, logit_positions: float) -> float:
 
 def run(preset: str = "tiny", device: str = "cpu", reps: int = 3) -> dict:
     from aftlab.config import preset as get_preset
-    from aftlab.vft import batch_indices, nll_backward
+    from aftlab.train import batch_indices
+    from aftlab.vft import nll_backward
     peak = matmul_flops(2048 if device == "cpu" else 8192, device)
     lm, train, _ = load(preset, device)
     cfg = get_preset(preset)

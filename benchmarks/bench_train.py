@@ -85,11 +85,11 @@ def _aft(lm, groups, share_prefix: bool = True):
     """One AFT(BC) step as ``align.train_align`` runs it; returns (step, pairs, input tokens per step)."""
     import torch
     from aftlab import losses
-    from aftlab.align import _matrix, _pack, align_loss, step_logprobs
+    from aftlab.align import _matrix, align_loss, pack, step_logprobs
     from aftlab.config import AlignConfig
     from aftlab.scoring import normalised
     cfg = AlignConfig(method="aft_bc", constraint="boundary")
-    batch = _pack(lm, groups, 16)
+    batch, _ = pack(lm, groups, 16)
     model, pad = lm.model, lm.tokenizer.pad_token_id or 0
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     model.train()

@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from aftlab.align import shared_prefix
+from aftlab.credit import shared_prefix
 from aftlab.evaluate import rescore
 from aftlab.model import load_lm
 from aftlab.sampling import read_samples

@@ -111,7 +111,7 @@ if __name__ == "__main__":
     for name in names:
         t = time.time()
         over = {**VARIANTS[name], **extra}
-        res = variant_sweep(run, {name: over}, progress=False, seed_offset=a.seed_offset)[name]
+        res = variant_sweep(run, {name: over}, progress=False, batch_order=a.seed_offset)[name]
         res.pop("train_log")
         row = {"run": str(run), "variant": name, "overrides": over, "seed_offset": a.seed_offset,
                "seconds": round(time.time() - t),

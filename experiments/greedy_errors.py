@@ -13,14 +13,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from aftlab import checkpoint
-from aftlab.align import train_align
+from aftlab.align import align_from_vft, batch_seed
 from aftlab.answers import step_quality
 from aftlab.config import from_dict
 from aftlab.data import synthetic_from_config
 from aftlab.evaluate import greedy
 from aftlab.model import load_lm
-from aftlab.sampling import groups, read_samples
+from aftlab.sampling import read_samples
 
 sys.path.insert(0, str(Path(__file__).parent))
 from e2_sweep import VARIANTS  # noqa: E402
@@ -38,10 +37,8 @@ def main(run: str, variant: str = "trunc_fs") -> None:
     _, test = synthetic_from_config(cfg.data)
     over = dict(VARIANTS[variant])
     acfg = replace(cfg.align_for(over.pop("method")), **over)
-    lm = load_lm(run_dir / "vft", max_prompt_tokens=cfg.model.max_prompt_tokens)
-    g = groups(read_samples(run_dir / "samples_r1.jsonl"), acfg.strict_positives, acfg.include_reference)
-    train_align(lm, g, acfg, init_state=checkpoint.load_state(checkpoint.find(run_dir / "vft")),
-                seed=cfg.seed + 1, progress=False)
+    lm, _ = align_from_vft(run_dir / "vft", read_samples(run_dir / "samples_r1.jsonl"), acfg,
+                           batch_seed(cfg.seed), max_prompt_tokens=cfg.model.max_prompt_tokens, progress=False)
     rft = load_lm(run_dir / "rft", max_prompt_tokens=cfg.model.max_prompt_tokens)
     out = {}
     for name, model in (("rft", rft), (variant, lm)):

@@ -16,7 +16,8 @@ from aftlab.config import AlignConfig, VFTConfig
 from aftlab.model import load_lm
 from aftlab.sampling import groups, label
 from aftlab.scoring import score_texts
-from aftlab.vft import NonFiniteError, train_vft
+from aftlab.train import NonFiniteError
+from aftlab.vft import train_vft
 
 
 def _wrong(solution: str) -> str:

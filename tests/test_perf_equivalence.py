@@ -86,14 +86,14 @@ def test_auto_threads_leaves_the_cores_a_running_process_keeps_busy():
 
 
 def test_prefix_shared_aft_step_gives_the_same_loss_and_gradient(tiny, small_task):
-    from aftlab.align import _matrix, _pack, align_loss, step_logprobs
+    from aftlab.align import _matrix, align_loss, pack, step_logprobs
     from aftlab.config import AlignConfig
     from aftlab.losses import nll_loss
     from aftlab.scoring import normalised
     train, _ = small_task
     groups = [{"question": e.question, "pos": [e.solution], "neg": [train[i + 1].solution, "#### 3"],
                "levels": [1.0, 0.0, 0.0]} for i, e in enumerate(train[:5])]
-    batch = _pack(tiny, groups, max_cots=16)
+    batch, _ = pack(tiny, groups, max_cots=16)
     cfg = AlignConfig(method="aft_bc", constraint="boundary", gamma=10.0)
     tiny.model.train()
     out = []

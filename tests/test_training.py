@@ -110,14 +110,15 @@ def test_dc_positive_scores_rise(trained, small_task):
 
 
 def test_divergent_scope_pushes_only_the_tokens_after_the_shared_prefix(small_task):
-    from aftlab.align import _matrix, _pack, align_loss, scope_mask, step_logprobs
+    from aftlab.align import _matrix, align_loss, pack, step_logprobs
+    from aftlab.credit import scope_mask
     from aftlab.scoring import normalised
     train, _ = small_task
     e = train[0]
     head, _, _ = e.solution.rpartition(" #### ")
     wrong = f"{head} #### {int(e.answer) + 1}"  # shares every token but the answer (and EOS) with the positive
     lm = _fresh(small_task)
-    batch = _pack(lm, [{"question": e.question, "pos": [e.solution], "neg": [wrong], "levels": [1.0, 0.0]}], 16)
+    batch, _ = pack(lm, [{"question": e.question, "pos": [e.solution], "neg": [wrong], "levels": [1.0, 0.0]}], 16)
     n = len(batch[0]["cots"][1])
     assert batch[0]["skip"] == [0, n - 2]  # the answer and end-of-sequence tokens follow the divergence
     lp, mask = step_logprobs(lm.model, batch, lm.tokenizer.pad_token_id)
@@ -130,7 +131,8 @@ def test_divergent_scope_pushes_only_the_tokens_after_the_shared_prefix(small_ta
 
 
 def test_first_step_credit_keeps_the_score_and_pushes_only_the_wrong_step(small_task):
-    from aftlab.align import _matrix, _pack, align_loss, credited, scope_mask, step_logprobs
+    from aftlab.align import _matrix, align_loss, pack, step_logprobs
+    from aftlab.credit import credited, scope_mask
     from aftlab.scoring import normalised
     train, _ = small_task
     e = next(x for x in train if x.solution.count("=") >= 3)
@@ -138,7 +140,7 @@ def test_first_step_credit_keeps_the_score_and_pushes_only_the_wrong_step(small_
     a, op, b, _, c = steps[0].split()  # break the first step's result; every later step is left alone
     wrong = ". ".join([f"{a} {op} {b} = {int(c) + 1}"] + steps[1:])
     lm = _fresh(small_task)
-    batch = _pack(lm, [{"question": e.question, "pos": [e.solution], "neg": [wrong], "levels": [1.0, 0.0]}], 16)
+    batch, _ = pack(lm, [{"question": e.question, "pos": [e.solution], "neg": [wrong], "levels": [1.0, 0.0]}], 16)
     p = batch[0]
     assert p["skip"] == [0, 4] and p["stop"][1] == 6  # the wrong result and its "." are the first wrong step
     lp, mask = step_logprobs(lm.model, batch, lm.tokenizer.pad_token_id)
@@ -153,7 +155,7 @@ def test_first_step_credit_keeps_the_score_and_pushes_only_the_wrong_step(small_
 
 
 def test_every_credit_mode_leaves_positives_all_their_tokens():
-    from aftlab.align import credit_bounds
+    from aftlab.credit import credit_bounds
     batch = [{"n_pos": 2, "skip": [0, 0, 3, 0], "stop": [7, 6, 5, 2], "err_start": [0, 0, 4, 9], "err_stop": [7, 6, 5, 9]}]
     for credit in ("divergent", "first_step", "first_token", "first_error"):
         starts, stops = credit_bounds(batch, credit)
@@ -163,20 +165,21 @@ def test_every_credit_mode_leaves_positives_all_their_tokens():
 
 
 def test_first_error_credit_lands_on_the_first_wrong_result_only(small_task):
-    from aftlab.align import _pack, _step_end_ids, error_span
+    from aftlab.align import pack
+    from aftlab.credit import error_span, step_end_ids
     train, _ = small_task
     e = next(x for x in train if x.solution.count("=") >= 3)
     steps = e.solution.split(". ")
     a, op, b, _, c = steps[1].split()  # the second step's result is wrong; the steps after it are fine
     wrong = ". ".join(steps[:1] + [f"{a} {op} {b} = {int(c) + 1}"] + steps[2:])
     lm = _fresh(small_task)
-    ends = _step_end_ids(lm.tokenizer)
+    ends = step_end_ids(lm.tokenizer)
     ids = lm.cot_ids(wrong)
     start, stop = error_span(lm, ids, ends)
     assert lm.tokenizer.decode(ids[start:stop]).strip() == str(int(c) + 1)
     assert error_span(lm, lm.cot_ids(e.solution), ends) is None  # every step checks out: nothing to push
-    p = _pack(lm, [{"question": e.question, "pos": [e.solution], "neg": [wrong, e.solution.replace("####", "")],
-                    "levels": [1.0, 0.0, 0.0]}], 16, error_spans=True)[0]
+    p = pack(lm, [{"question": e.question, "pos": [e.solution], "neg": [wrong, e.solution.replace("####", "")],
+                    "levels": [1.0, 0.0, 0.0]}], 16, error_spans=True)[0][0]
     assert (p["err_start"][1], p["err_stop"][1]) == (start, stop)
     assert p["err_start"][2] == p["err_stop"][2]  # a negative with no wrong step gets an empty credit range
     assert (p["err_start"][0], p["err_stop"][0]) == (0, len(p["cots"][0]))

@@ -1,0 +1,131 @@
+"""The one training loop. VFT and AFT both call :func:`fit`, each with its own step function.
+
+Place in the data path: data → model → **train** (this loop; ``vft`` and ``align`` are its two
+objectives) → sampling → scoring → losses → AFT → metrics.
+
+:func:`fit` reads top to bottom like nanoGPT's ``train.py``: per step, zero the gradients, let the
+stage's step function run forward and backward on batch ``step`` (a pure function of seed and step,
+so a resumed run sees exactly the batches an uninterrupted one would), check the loss and the
+gradient norm for NaN/inf *before* the update, clip, step optimizer and schedule, log, checkpoint.
+Everything that differs between one process and many goes through ``distributed.runner()``.
+
+>>> from aftlab.model import tiny_lm
+>>> lm = tiny_lm(["1 + 1 = 2"], hidden=16, layers=1, heads=2, ffn=32)
+>>> opt = torch.optim.SGD(lm.model.parameters(), lr=0.1)
+>>> sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+>>> def step_fn(model, step, dist):  # any objective: here, shrink the weights
+...     loss = sum((p ** 2).sum() for p in model.parameters())
+...     dist.backward(loss)
+...     return loss.detach(), {}
+>>> log = fit(lm, opt, sched, 3, step_fn, clip=1.0, what="demo", progress=False)
+>>> [r["step"] for r in log], log[-1]["loss"] < log[0]["loss"]
+([1, 2, 3], True)
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import checkpoint, distributed
+
+# (model, step, dist) -> (loss detached, extra log fields); runs forward and backward on this process's share
+StepFn = Callable[[torch.nn.Module, int, "distributed.Plain"], tuple[torch.Tensor, dict]]
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN/inf; the message names the step."""
+
+
+def check_finite(value: torch.Tensor, what: str, out: str | Path | None) -> None:
+    """Raise NonFiniteError (naming ``what``, e.g. "VFT step 7: loss") if ``value`` is NaN/inf; called
+    before the optimizer step, so the weights and the last checkpoint stay good."""
+    if torch.isfinite(value).all():
+        return
+    found = checkpoint.find(out) if out else None
+    kept = (f"last good checkpoint (step {checkpoint.load_state(found)['step']}) kept at {found}" if found
+            else "no checkpoint written yet")
+    shown = value.item() if value.numel() == 1 else "not finite"
+    raise NonFiniteError(f"{what} is {shown}; training stopped; {kept}")
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Indices of the examples in batch ``step``: epochs are seeded permutations of range(n).
+
+    >>> sorted(batch_indices(4, 2, 0, seed=0) + batch_indices(4, 2, 1, seed=0))
+    [0, 1, 2, 3]
+    """
+    per_epoch = max(1, n // batch_size)
+    epoch, pos = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    return perm[pos * batch_size:(pos + 1) * batch_size].tolist()
+
+
+def resume(out: str | Path | None, lm, optimizer, scheduler, fingerprint: str | None = None
+           ) -> tuple[int, list[dict], dict]:
+    """``(step, history, extra)`` of the checkpoint in ``out``, its weights, optimizer and schedule
+    loaded into ``lm``, ``optimizer``, ``scheduler``; ``(0, [], {})`` when there is none, or when its
+    ``extra["fingerprint"]`` differs from ``fingerprint`` (other settings or data: warned, started afresh)."""
+    found = checkpoint.find(out) if out else None
+    if found is None:
+        return 0, [], {}
+    state = checkpoint.load_state(found)
+    if fingerprint is not None and state.get("extra", {}).get("fingerprint") != fingerprint:
+        warnings.warn(f"{found}: checkpoint was written with other settings or samples; training afresh")
+        return 0, [], {}
+    from .model import load_lm
+    lm.model.load_state_dict(load_lm(found, device=str(lm.device)).model.state_dict())
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["step"], state["history"], state["extra"]
+
+
+def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, what: str,
+        out: str | Path | None = None, checkpoint_every: int = 0, log_every: int = 1, extra: dict | None = None,
+        start: tuple[int, list[dict], dict] = (0, [], {}), progress: bool = True, stop_after: int | None = None,
+        accelerate: bool | None = None) -> list[dict]:
+    """Train ``lm.model`` in place for steps ``start[0]`` … ``total - 1``; returns the log.
+
+    ``step_fn(model, step, dist)`` runs forward and backward on this process's share of batch
+    ``step`` and returns the loss (detached) and extra fields for the log. A log entry is written
+    every ``log_every`` steps (and at the end): the completed step count, the mean loss since the
+    previous entry, the gradient norm, the learning rate, and the step function's fields of the
+    step that closed it. ``out``: checkpoint folder, written every ``checkpoint_every`` steps and at
+    the end, its trainer state carrying ``extra``; ``start``: what :func:`resume` returned.
+    ``what`` names the stage in errors ("VFT", "AFT (aft_bc)"). ``stop_after`` ends after that step
+    (a simulated interruption).
+    """
+    from tqdm.auto import tqdm
+
+    step, history, saved = start
+    running = list(saved.get("running", []))  # losses since the last log entry, so its mean is exact
+    dist = distributed.runner(accelerate)  # plain single process unless WORLD_SIZE > 1 or asked
+    model, optimizer = dist.prepare(lm.model, optimizer)  # after any resume: checkpoints hold the unwrapped state
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=what, disable=not (progress and dist.is_main))
+    while step < total:
+        optimizer.zero_grad(set_to_none=True)
+        loss, fields = step_fn(model, step, dist)
+        check_finite(loss, f"{what} step {step}: loss", out)
+        gnorm = dist.clip(model, clip)
+        check_finite(gnorm, f"{what} step {step}: gradient norm", out)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        running.append(dist.mean(loss.item()))
+        if step % log_every == 0 or step == total:
+            history.append({"step": step, "loss": sum(running) / len(running), "grad_norm": float(gnorm),
+                            "lr": scheduler.get_last_lr()[0], **fields})
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+            running = []
+        bar.update(1)
+        if out and dist.is_main and ((checkpoint_every and step % checkpoint_every == 0) or step == total):
+            checkpoint.save(out, lm, optimizer, scheduler, step, history, {**(extra or {}), "running": running})
+        if stop_after is not None and step >= stop_after:
+            break
+    bar.close()
+    lm.model.eval()
+    return history
