@@ -13,6 +13,8 @@ overrides and calls the library.
     aftlab app --runs runs                                      # the COT ranker on http://127.0.0.1:7860
     aftlab assess --model smol --solutions model_solutions.jsonl --limit 100   # E6: judge real GSM8K COTs
     aftlab export --samples runs/a/samples.jsonl --format pairs --out pairs.jsonl  # TRL-style preference pairs
+    aftlab config --preset tiny --section align                 # every config field: value and meaning
+    aftlab config --methods                                     # the method registry
 
 >>> build_parser().parse_args(["run", "--out", "x", "--set", "align.beta=0.2"]).set
 ['align.beta=0.2']
@@ -26,7 +28,8 @@ import math
 import sys
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, preset, replace_path
+from .config import METHODS, SECTIONS, ConfigError, RunConfig, describe, preset, replace_path, to_dict
+from .methods import REGISTRY
 from .data import DataError
 from .model import ModelLoadError
 from .train import NonFiniteError
@@ -115,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--out", required=True, help="run folder (re-running continues cached stages)")
     p.add_argument("--seeds", help="comma-separated seeds: one run each in OUT/seed-S, plus OUT/aggregate.json")
-    p.add_argument("--methods", help=f"comma-separated continuations (default from the preset)")
+    p.add_argument("--methods", help="comma-separated continuations (default from the preset); "
+                                      "`aftlab config --methods` lists them")
     p.add_argument("--rounds", type=int, help="sample → align rounds (iterative AFT)")
     p.add_argument("--model", help="HF id or local model folder instead of the preset's model")
     _sampler_arg(p)
@@ -137,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train through accelerate (automatic under `accelerate launch` with WORLD_SIZE > 1)")
     p.add_argument("--model", required=True)
     p.add_argument("--samples", required=True)
-    p.add_argument("--method", default="aft_bc")
+    p.add_argument("--method", default="aft_bc", choices=METHODS, help="an entry of the method registry")
     p.add_argument("--out", required=True)
     p = sub.add_parser("eval", help="metrics of a model on held-out questions and a fixed sample set")
     _common(p)
@@ -168,7 +172,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conversational", action="store_true", help="pairs as chat message lists (TRL conversational)")
     p.add_argument("--max-pairs", type=int, help="cap on pairs per question")
     p.add_argument("--loose", action="store_true", help="positives: any correct answer (default: every step checks)")
+    p = sub.add_parser("config", help="list every config field of a preset with its value and meaning")
+    _common(p)
+    p.add_argument("--section", choices=("run", *SECTIONS), help="only this section's fields")
+    p.add_argument("--methods", action="store_true", help="list the method registry instead")
+    p.add_argument("--json", action="store_true", help="the whole config as JSON (after --set)")
     return ap
+
+
+def cmd_config(args) -> None:
+    if args.methods:
+        for name, m in REGISTRY.items():
+            extra = (f" [sets {', '.join(f'{k}={v}' for k, v in m.defaults.items())}]" if m.defaults else "")
+            print(f"{name:11s} {m.doc}{extra}")
+        return
+    cfg = _config(args)
+    if args.json:
+        print(json.dumps(to_dict(cfg), indent=1))
+        return
+    rows = describe(cfg, args.section)
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, text in rows:
+        print(f"{name:{width}s}  {json.dumps(value, default=str):>12s}  {text}")
 
 
 def cmd_run(args) -> None:
@@ -195,11 +220,11 @@ def cmd_run(args) -> None:
 
 def cmd_vft(args) -> None:
     from .data import synthetic_from_config
-    from .pipeline import build_lm
+    from .model import build_lm
     from .vft import train_vft
     cfg = _config(args)
     train, test = synthetic_from_config(cfg.data)
-    lm = build_lm(cfg, train, test)
+    lm = build_lm(cfg.model, train + test, cfg.seed)
     train_vft(lm, train, cfg.vft, out=Path(args.out) / "vft", seed=cfg.seed, progress=not args.no_progress,
               accelerate=args.accelerate or None)
     print(f"wrote {Path(args.out) / 'vft'}")
@@ -326,7 +351,8 @@ def cmd_export(args) -> None:
 
 
 COMMANDS = {"run": cmd_run, "vft": cmd_vft, "sample": cmd_sample, "align": cmd_align, "eval": cmd_eval,
-            "sweep-beta": cmd_sweep_beta, "app": cmd_app, "assess": cmd_assess, "export": cmd_export}
+            "sweep-beta": cmd_sweep_beta, "app": cmd_app, "assess": cmd_assess, "export": cmd_export,
+            "config": cmd_config}
 
 
 def main(argv: list[str] | None = None) -> int:

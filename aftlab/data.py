@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -256,23 +257,30 @@ def parse_record(rec: dict, path: Path, lineno: int) -> Example:
 MAX_LINE_BYTES = 1 << 20  # a GSM8K record is ~1 KB; a longer line is a broken file, not a question
 
 
-def iter_records(path: Path):
+def iter_records(path: Path, torn_tail: str | None = None):
     """``(line number, JSON object)`` for each non-blank line of a JSONL file; a line that is too
-    long, not UTF-8 or not JSON raises DataError naming file and line."""
+    long, not UTF-8 or not JSON raises DataError naming file and line — the one JSONL reader.
+
+    ``torn_tail``: for files appended to as work finishes (the samples cache), a last record that
+    does not parse is what a killed writer leaves; it is skipped with a warning that says so
+    (``torn_tail`` is the warning's last words) instead of raising."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
             if len(raw) > MAX_LINE_BYTES:  # read in bounded chunks so a huge line cannot exhaust memory
                 raise DataError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES} bytes (not a question record)")
             try:
                 line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-            if not line.strip():
-                continue
-            try:
+                if not line.strip():
+                    continue
                 yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                if torn_tail and not f.read().strip():  # the last record: what a killed writer leaves
+                    import warnings
+                    warnings.warn(f"{path}:{lineno}: incomplete last record (interrupted write) ignored; {torn_tail}")
+                    return
+                why = (f"not valid UTF-8 ({e.reason} at byte {e.start})" if isinstance(e, UnicodeDecodeError)
+                       else f"invalid JSON ({e.msg} at column {e.colno})")
+                raise DataError(f"{path}:{lineno}: {why}") from None
 
 
 def load_jsonl(path: str | Path, limit: int | None = None) -> list[Example]:
@@ -362,3 +370,11 @@ def all_step_orders_agree(ex: Example) -> bool:
 
 __all__ = ["DataError", "Example", "synthetic_splits", "synthetic_from_config", "valid_solutions", "solution_for",
            "load_jsonl", "load_hf", "load_questions", "hf_source", "parse_record", "write_jsonl", "ORDERS", "all_step_orders_agree"]
+
+
+_WS = re.compile(r"\s+")
+
+
+def canonical(text: str) -> str:
+    """Whitespace-normalised text, used to de-duplicate COTs."""
+    return _WS.sub(" ", text).strip()

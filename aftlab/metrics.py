@@ -20,6 +20,16 @@ def task_accuracy(correct: list[bool]) -> float:
     return sum(correct) / max(len(correct), 1)
 
 
+def right_wrong_pairs(right: list[bool], wrong: list[bool]) -> list[tuple[int, int]]:
+    """Every (i, j) of one question's COTs with COT i marked ``right`` and COT j marked ``wrong``: the
+    pairs that assessment accuracy, the app's flags and the misranked examples are all about.
+
+    >>> right_wrong_pairs([True, False, True], [False, True, False])
+    [(0, 1), (2, 1)]
+    """
+    return [(i, j) for i, r in enumerate(right) if r for j, w in enumerate(wrong) if w]
+
+
 def assessment_accuracy(scores: list[list[float]], correct: list[list[bool]]) -> dict:
     """Over all (positive, negative) pairs of the same question, the share with s(pos) > s(neg)
     (ties count one half); also averaged per question (over questions that have both groups).
@@ -29,17 +39,46 @@ def assessment_accuracy(scores: list[list[float]], correct: list[list[bool]]) ->
     """
     wins, pairs, per_q = 0.0, 0, []
     for s, c in zip(scores, correct):
-        pos = [x for x, ok in zip(s, c) if ok]
-        neg = [x for x, ok in zip(s, c) if not ok]
-        if not pos or not neg:
+        both = right_wrong_pairs(c, [not ok for ok in c])
+        if not both:
             continue
-        w = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+        w = sum(1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0 for i, j in both)
         wins += w
-        pairs += len(pos) * len(neg)
-        per_q.append(w / (len(pos) * len(neg)))
+        pairs += len(both)
+        per_q.append(w / len(both))
     return {"pairs": wins / pairs if pairs else float("nan"),
             "per_question": sum(per_q) / len(per_q) if per_q else float("nan"),
             "n_pairs": pairs, "n_questions": len(per_q)}
+
+
+def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 5, strict: bool = True
+                       ) -> list[dict]:
+    """The wrong COTs that outscore a right COT of the same question, widest margins first, one per
+    question; with ``strict`` the right COT must also have every arithmetic step valid.
+
+    >>> rec = {"question": "q", "answer": "2", "samples": [{"cot": "1 + 1 = 2. #### 2", "correct": True,
+    ...        "strict": True}, {"cot": "1 + 1 = 3. #### 3", "correct": False, "strict": False}]}
+    >>> [round(x["margin"], 2) for x in misranked_examples([rec], [[-0.5, -0.2]])]
+    [0.3]
+    """
+    found = []
+    for r, s in zip(records, scores):
+        smp = r["samples"]
+        for i, j in right_wrong_pairs([x["strict" if strict else "correct"] for x in smp],
+                                      [not x["correct"] for x in smp]):
+            if s[j] > s[i]:
+                found.append({"question": r["question"], "gold": r["answer"], "right_cot": smp[i]["cot"],
+                              "right_score": s[i], "wrong_cot": smp[j]["cot"], "wrong_score": s[j],
+                              "margin": s[j] - s[i]})
+    found.sort(key=lambda x: -x["margin"])
+    seen, out = set(), []
+    for f in found:
+        if f["question"] not in seen:
+            seen.add(f["question"])
+            out.append(f)
+        if len(out) == n:
+            break
+    return out
 
 
 def rerank_accuracy(scores: list[list[float]], correct: list[list[bool]]) -> float:

@@ -14,11 +14,12 @@ token, so a wrong step is a large share of a COT's tokens. Both save and load wi
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .runtime import pick_device
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
 PLAIN_PROMPT = "Question: {question}\nAnswer:"  # prompt layout of models without a chat template
@@ -27,17 +28,6 @@ CHAT_INSTRUCTION = "\nSolve step by step and end with '#### <answer>'."  # appen
 
 class ModelLoadError(RuntimeError):
     """A model could not be found or loaded; the message says what to do."""
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """The device to use: ``auto`` prefers CUDA, then MPS, then CPU; anything else is taken as given."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -192,9 +182,32 @@ def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-_WS = re.compile(r"\s+")
+def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows padded on the left to one width, and their attention mask: (N, T), (N, T).
+
+    Left padding makes every row end at the same column, which both generation (new tokens are
+    appended on the right) and scoring (COT tokens are the last columns) rely on.
+
+    >>> ids, att = left_pad([[5, 6], [7]], pad=0)
+    >>> ids.tolist(), att.tolist()
+    ([[5, 6], [0, 7]], [[1, 1], [0, 1]])
+    """
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    att = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+        att[i, width - len(s):] = 1
+    return ids, att
 
 
-def canonical(text: str) -> str:
-    """Whitespace-normalised text, used to de-duplicate COTs."""
-    return _WS.sub(" ", text).strip()
+def build_lm(cfg, examples, seed: int = 0) -> LM:
+    """A fresh model for a ``ModelConfig``: ``tiny`` built over the words of the ``examples`` (questions
+    and reference COTs of the task), or a loaded one (with fresh LoRA adapters when ``cfg.lora``)."""
+    if cfg.name == "tiny":
+        lm = tiny_lm([e.question + " " + e.solution for e in examples], cfg.hidden, cfg.layers, cfg.heads, cfg.ffn, seed=seed)
+        lm.model.to(pick_device(cfg.device))
+        lm.max_prompt_tokens = cfg.max_prompt_tokens
+        return lm
+    lm = load_lm(cfg.name, cfg.device, cfg.dtype, cfg.trust_remote_code, cfg.max_prompt_tokens)
+    return add_lora(lm, cfg.lora_r, cfg.lora_alpha, seed) if cfg.lora else lm

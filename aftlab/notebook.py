@@ -116,7 +116,7 @@ def ensure_vft(cfg: RunConfig, d: Path, snapshots: int = 4, progress: bool = Tru
     checkpoint after each), and each segment's model is copied to ``d/vft_steps/step_N`` for the
     assessment-vs-task-accuracy curve across checkpoints.
     """
-    from .pipeline import build_lm
+    from .model import build_lm
     from .vft import train_vft
 
     d = Path(d)
@@ -125,7 +125,7 @@ def ensure_vft(cfg: RunConfig, d: Path, snapshots: int = 4, progress: bool = Tru
     if found is not None and checkpoint.load_state(found)["step"] >= cfg.vft.steps:
         return _load(cfg, found), checkpoint.load_state(found)["history"]
     train, test = task(cfg)
-    lm = build_lm(cfg, train, test)
+    lm = build_lm(cfg.model, train + test, cfg.seed)
     seg = max(1, cfg.vft.steps // max(1, snapshots))
     vcfg: VFTConfig = dataclasses.replace(cfg.vft, checkpoint_every=seg)
     history: list[dict] = []
@@ -232,7 +232,7 @@ def sample_stats(records: list[dict]) -> dict:
     >>> s = sample_stats([rec]); s["right_share"], s["questions_mixed"], s["right_not_reference"]
     (0.6666666666666666, 1, 0)
     """
-    from .model import canonical
+    from .data import canonical
 
     draws = sum(r["n_sampled"] for r in records)
     right = sum(s["count"] for r in records for s in r["samples"] if s["correct"])

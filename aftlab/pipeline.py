@@ -23,7 +23,8 @@ from .align import align_from_vft, batch_seed, train_align
 from .config import RunConfig, to_dict
 from .data import synthetic_from_config
 from .evaluate import evaluate
-from .model import add_lora, load_lm, pick_device, tiny_lm
+from .metrics import misranked_examples
+from .model import build_lm
 from .sampling import groups, open_sampler, sample_cots
 from .vft import train_vft
 
@@ -33,42 +34,6 @@ def stage_dirs(out: str | Path) -> dict[str, Path]:
     return {"vft": out / "vft", "align": out / "align", "eval_samples": out / "eval_samples.jsonl",
             "metrics": out / "metrics.json",
             "report": out / "report.html"}
-
-
-def build_lm(cfg: RunConfig, train, test):
-    """A fresh model for the config: ``tiny`` built over the task's words, or a loaded one."""
-    m = cfg.model
-    if m.name == "tiny":
-        texts = [e.question + " " + e.solution for e in train + test]
-        lm = tiny_lm(texts, m.hidden, m.layers, m.heads, m.ffn, seed=cfg.seed)
-        lm.model.to(pick_device(m.device))
-        lm.max_prompt_tokens = m.max_prompt_tokens
-        return lm
-    lm = load_lm(m.name, m.device, m.dtype, m.trust_remote_code, m.max_prompt_tokens)
-    return add_lora(lm, m.lora_r, m.lora_alpha, cfg.seed) if m.lora else lm
-
-
-def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 5, strict: bool = True
-                       ) -> list[dict]:
-    """The wrong COTs that outscore a right COT of the same question, widest margins first, one per
-    question; with ``strict`` the right COT must also have every arithmetic step valid."""
-    found = []
-    for r, s in zip(records, scores):
-        for i, a in enumerate(r["samples"]):
-            for j, b in enumerate(r["samples"]):
-                if a["strict" if strict else "correct"] and not b["correct"] and s[j] > s[i]:
-                    found.append({"question": r["question"], "gold": r["answer"], "right_cot": a["cot"],
-                                  "right_score": s[i], "wrong_cot": b["cot"], "wrong_score": s[j],
-                                  "margin": s[j] - s[i]})
-    found.sort(key=lambda x: -x["margin"])
-    seen, out = set(), []
-    for f in found:
-        if f["question"] not in seen:
-            seen.add(f["question"])
-            out.append(f)
-        if len(out) == n:
-            break
-    return out
 
 
 def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampler: str = "hf") -> dict:
@@ -84,7 +49,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
     seconds: dict[str, float] = {}
     tick = time.time()
     train, test = synthetic_from_config(cfg.data)
-    lm = build_lm(cfg, train, test)
+    lm = build_lm(cfg.model, train + test, cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_atomic(out / "config.json", json.dumps(to_dict(cfg), indent=1))
     vft_hist = train_vft(lm, train, cfg.vft, out=paths["vft"], seed=cfg.seed, progress=progress)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .answers import extract_answer, is_correct, step_marks
-from .model import canonical
+from .metrics import right_wrong_pairs
+from .data import canonical
 
 DEMO = "tiny (untrained, demo)"
 SMOL = "smol (SmolLM2-135M-Instruct, pretrained)"  # reads any English text: the checkpoint for real COTs
@@ -144,7 +145,8 @@ class ModelCache:
         """The LM called ``name``, held exclusively: torch modules are not shared across threads mid-call."""
         with self._lock(name):
             if name not in self._models:
-                from .model import load_lm, pick_device
+                from .model import load_lm
+                from .runtime import pick_device
                 if name == DEMO:
                     lm = demo_lm()
                     lm.model.to(pick_device(self.device))
@@ -231,8 +233,9 @@ def misranked(scores: list[float], correct: list[bool | None]) -> list[bool]:
     >>> misranked([-0.2, -0.5, -0.9], [False, True, False])
     [True, False, False]
     """
-    right = [s for s, c in zip(scores, correct) if c]
-    return [c is False and any(s > r for r in right) for s, c in zip(scores, correct)]
+    bad = {j for i, j in right_wrong_pairs([c is True for c in correct], [c is False for c in correct])
+           if scores[j] > scores[i]}
+    return [j in bad for j in range(len(scores))]
 
 
 def pair_accuracy(scores: list[float], correct: list[bool | None]) -> tuple[int, int]:
@@ -241,9 +244,8 @@ def pair_accuracy(scores: list[float], correct: list[bool | None]) -> tuple[int,
     >>> pair_accuracy([-0.2, -0.5, -0.9], [False, True, False])
     (1, 2)
     """
-    pos = [s for s, c in zip(scores, correct) if c]
-    neg = [s for s, c in zip(scores, correct) if c is False]
-    return sum(p > n for p in pos for n in neg), len(pos) * len(neg)
+    both = right_wrong_pairs([c is True for c in correct], [c is False for c in correct])
+    return sum(scores[i] > scores[j] for i, j in both), len(both)
 
 
 def rank_rows(cots: list[str], gold: str | None, scores: dict[str, list[float]],

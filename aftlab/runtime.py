@@ -1,4 +1,4 @@
-"""Runtime settings: how many CPU threads torch's kernels use.
+"""Runtime settings: which device, and how many CPU threads torch's kernels use.
 
 Place in the data path: beside ``model`` (it changes how fast every stage runs, never what it computes
 beyond float rounding). Nothing here runs at import; call :func:`set_threads` once at the start of
@@ -83,6 +83,17 @@ def set_threads(n: int | str = "auto") -> int:
     n = auto_threads() if n == "auto" else int(n)
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """The device to use: ``auto`` prefers CUDA, then MPS, then CPU; anything else is taken as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 @contextlib.contextmanager

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from .answers import extract_answer, is_correct, is_strict_correct, step_quality
-from .data import DataError
-from .model import canonical
+from .data import DataError, canonical, iter_records
+from .model import left_pad
 
 
 def label(cot: str, reference: str, finished: bool = True) -> dict:
@@ -45,14 +45,9 @@ def generate(lm, questions: list[str], k: int = 1, temperature: float = 0.0, top
     model, tok = lm.model, lm.tokenizer
     was_training = model.training
     model.eval()
-    prompts = [lm.prompt_ids(q) for q in questions]
-    width = max(len(p) for p in prompts)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    att = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        att[i, width - len(p):] = 1
+    ids, att = left_pad([lm.prompt_ids(q) for q in questions], pad)  # (N, P)
+    width = ids.shape[1]
     torch.manual_seed(seed)
     sample = temperature > 0
     out = model.generate(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), do_sample=sample,
@@ -196,22 +191,8 @@ def read_samples(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such samples file")
-    out = []
-    lines = path.read_bytes().split(b"\n")
-    for lineno, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            if lineno == len(lines) or (lineno == len(lines) - 1 and not lines[-1]):
-                import warnings
-                warnings.warn(f"{path}:{lineno}: incomplete last record (interrupted write) ignored; "
-                              "that question will be sampled again")
-                continue
-            raise DataError(f"{path}:{lineno}: invalid JSON in samples cache") from None
-        out.append(_check_record(rec, path, lineno))
-    return out
+    return [_check_record(rec, path, lineno)
+            for lineno, rec in iter_records(path, torn_tail="that question will be sampled again")]
 
 
 def groups(records: list[dict], strict: bool = True, include_reference: bool = True) -> list[dict]:

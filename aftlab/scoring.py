@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .model import left_pad
+
 
 def normalised(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Length-normalised score per row: (N, C), (N, C) -> (N,)."""
@@ -29,16 +31,6 @@ def summed(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (token_logprobs * mask.to(token_logprobs.dtype)).sum(-1)
 
 
-def _left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    att = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-        att[i, width - len(s):] = 1
-    return ids, att
-
-
 def token_logprobs(model, prompts: list[list[int]], cots: list[list[int]], pad_id: int = 0
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable log P(c_j | q, c_<j) for each COT token.
@@ -46,7 +38,7 @@ def token_logprobs(model, prompts: list[list[int]], cots: list[list[int]], pad_i
     Returns ``(lp, mask)``, both (N, C) with C = longest COT; COT i occupies the last |c_i| columns.
     """
     device = next(model.parameters()).device
-    ids, att = _left_pad([p + c for p, c in zip(prompts, cots)], pad_id)  # (N, T)
+    ids, att = left_pad([p + c for p, c in zip(prompts, cots)], pad_id)  # (N, T)
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp(min=0)  # positions restart at 0 after the left padding
     n_cot = torch.tensor([len(c) for c in cots], device=device)  # (N,)
@@ -135,7 +127,7 @@ def grouped_token_logprobs(model, prompts: list[list[int]], groups: list[list[li
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    ids, att = _left_pad(prompts, pad_id)  # (B, P)
+    ids, att = left_pad(prompts, pad_id)  # (B, P)
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp(min=0)
     key = _cache_arg()

@@ -35,18 +35,18 @@ def task(n_train: int = 2000, seed: int = 0):
 def load(preset_name: str, device: str = "cpu"):
     """The preset's model (tiny: random init over the task's words; smol: pretrained, if installed)."""
     from aftlab.config import preset
-    from aftlab.pipeline import build_lm
+    from aftlab.model import build_lm
     train, test = task()
     cfg = preset(preset_name)
     cfg.model.device = device
     if preset_name == "smol":
         cfg.model.lora = False  # bench the full model; LoRA is measured where it matters (training)
         try:
-            lm = build_lm(cfg, train, test)
+            lm = build_lm(cfg.model, train + test, cfg.seed)
         except Exception as e:  # noqa: BLE001 - any failure to load smol means: skip it, say why
             raise Skip(f"smol model not available ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     else:
-        lm = build_lm(cfg, train, test)
+        lm = build_lm(cfg.model, train + test, cfg.seed)
     return lm, train, test
 
 
