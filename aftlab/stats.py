@@ -60,20 +60,17 @@ def question_outcomes(result: dict, eval_records: list[dict]) -> Outcomes:
             "assess": wins(scores, correct), "assess_strict": wins(*strict_view(scores, eval_records))}
 
 
+# metrics.json key → (Outcomes list it comes from, whether it averages the per-question shares)
+METRICS = {"task_accuracy": ("task", False), "assessment_accuracy": ("assess", False),
+           "assessment_per_question": ("assess", True), "assessment_accuracy_strict": ("assess_strict", False),
+           "rerank_accuracy": ("rerank", False)}
+
+
 def _per_question(o: Outcomes, metric: str) -> np.ndarray:
     """(n, 2) rows of (numerator, denominator) whose ratio of sums is ``metric``."""
-    if metric in ("task_accuracy", "rerank_accuracy"):
-        x = np.asarray(o["task" if metric == "task_accuracy" else "rerank"], dtype=float)
-        return np.stack([x, np.ones_like(x)], axis=1)
-    wp = np.asarray(o["assess_strict" if metric == "assessment_accuracy_strict" else "assess"],
-                    dtype=float).reshape(-1, 2)
-    if metric == "assessment_per_question":
-        return np.stack([wp[:, 0] / wp[:, 1], np.ones(len(wp))], axis=1)
-    return wp
-
-
-METRICS = ("task_accuracy", "assessment_accuracy", "assessment_per_question", "assessment_accuracy_strict",
-           "rerank_accuracy")
+    key, shares = METRICS[metric]
+    x = _rows(o[key])
+    return _rows(x[:, 0] / x[:, 1]) if shares else x
 
 
 def _rows(x) -> np.ndarray:

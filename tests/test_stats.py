@@ -177,3 +177,11 @@ def test_describe_in_points():
     assert text.startswith("align_only − vft on task_accuracy: −5.2 [−9.0, −1.1] points — distinguishable")
     assert "McNemar p = 0.012" in text
     assert "not distinguishable" in stats.describe("a", "b", "m", {"diff": 0.0, "lo": -0.01, "hi": 0.01})
+
+
+def test_a_metric_without_questions_is_left_out():
+    o = {"vft": {"task": [0, 1], "rerank": [1], "assess": [[1, 2]], "assess_strict": []},
+         "rft": {"task": [1, 1], "rerank": [0], "assess": [[2, 2]], "assess_strict": []}}
+    c = stats.comparisons(o, n_resamples=100)
+    assert set(c["rft"]["vft"]) == set(stats.METRICS) - {"assessment_accuracy_strict"}
+    assert c["rft"]["vft"]["rerank_accuracy"]["diff"] == -1.0
