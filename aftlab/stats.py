@@ -28,7 +28,9 @@ import numpy as np
 
 from .metrics import pair_wins, rerank_hits, strict_view
 
-N_RESAMPLES = 4_000  # percentile ends move by ~0.1 points between seeds at n ≈ 200 questions; ~10 ms each
+# With 200 questions of 0/1 outcomes an interval's ends move by ~0.25 points between bootstrap seeds,
+# already at 2,000 resamples (the 0.5-point grid of the difference); more buy little. Tens of ms each.
+N_RESAMPLES = 4_000
 BASELINES = ("rft", "vft")
 
 
