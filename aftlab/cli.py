@@ -200,6 +200,7 @@ def cmd_run(args) -> None:
     from .distributed import wanted
     from .metrics import aggregate
     from .pipeline import run
+    from .stats import pooled_comparisons
     if wanted():  # every process would sample, evaluate and write the same files
         raise ConfigError("aftlab run is single-process; under `accelerate launch` run the training stages "
                           "(aftlab vft / aftlab align) and sample/eval in one process")
@@ -212,7 +213,9 @@ def cmd_run(args) -> None:
         print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
     if args.seeds:
         agg = aggregate(results)
-        (Path(args.out) / "aggregate.json").write_text(json.dumps(agg, indent=1))
+        pooled = pooled_comparisons([json.loads((Path(args.out) / f"seed-{s}" / "per_question.json").read_text())
+                                     for s in seeds])  # resample seeds, then questions
+        (Path(args.out) / "aggregate.json").write_text(json.dumps(agg | {"comparisons": pooled}, indent=1))
         for method, m in agg.items():
             print(f"{method:12s} " + "  ".join(f"{k}={m[k]['mean']:.3f}±{m[k]['std']:.3f}" for k in
                                                ("task_accuracy", "assessment_accuracy", "rerank_accuracy")))

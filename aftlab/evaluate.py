@@ -17,7 +17,8 @@ as an error.
 from __future__ import annotations
 
 from .answers import is_correct
-from .metrics import assessment_accuracy, mean_kendall_tau, repetition_rate, rerank_accuracy, self_consistency
+from .metrics import (assessment_accuracy, mean_kendall_tau, repetition_rate, rerank_accuracy, self_consistency,
+                      strict_view)
 from .sampling import generate, quality_level, sample_cots
 from .scoring import score_texts
 
@@ -63,9 +64,7 @@ def evaluate(lm, test, eval_records: list[dict], max_new_tokens: int = 48, own_k
     correct = [[s["correct"] for s in r["samples"]] for r in eval_records]
     levels = [[quality_level(s) for s in r["samples"]] for r in eval_records]
     assess = assessment_accuracy(scores, correct)
-    kept = [[(x, s["strict"]) for x, s in zip(sc, r["samples"]) if s["strict"] or not s["correct"]]
-            for sc, r in zip(scores, eval_records)]  # lucky (right answer, a wrong step) left out
-    strict = assessment_accuracy([[x for x, _ in k] for k in kept], [[ok for _, ok in k] for k in kept])
+    strict = assessment_accuracy(*strict_view(scores, eval_records))  # lucky COTs left out
     n_right = sum(s["correct"] for r in eval_records for s in r["samples"])
     pos = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if ok]
     neg = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if not ok]

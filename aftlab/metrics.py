@@ -30,6 +30,17 @@ def right_wrong_pairs(right: list[bool], wrong: list[bool]) -> list[tuple[int, i
     return [(i, j) for i, r in enumerate(right) if r for j, w in enumerate(wrong) if w]
 
 
+def pair_wins(scores: list[float], correct: list[bool]) -> tuple[float, int]:
+    """One question's (wins, pairs): over its (positive, negative) pairs, how many have
+    s(pos) > s(neg) (ties count one half), and how many pairs there are.
+
+    >>> pair_wins([0.0, -1.0, 0.5], [True, False, False])
+    (1.0, 2)
+    """
+    both = right_wrong_pairs(correct, [not ok for ok in correct])
+    return sum(1.0 if scores[i] > scores[j] else 0.5 if scores[i] == scores[j] else 0.0 for i, j in both), len(both)
+
+
 def assessment_accuracy(scores: list[list[float]], correct: list[list[bool]]) -> dict:
     """Over all (positive, negative) pairs of the same question, the share with s(pos) > s(neg)
     (ties count one half); also averaged per question (over questions that have both groups).
@@ -37,18 +48,33 @@ def assessment_accuracy(scores: list[list[float]], correct: list[list[bool]]) ->
     >>> assessment_accuracy([[0.0, -1.0, 0.5], [1.0, 2.0]], [[True, False, False], [True, False]])["pairs"]
     0.3333333333333333
     """
-    wins, pairs, per_q = 0.0, 0, []
-    for s, c in zip(scores, correct):
-        both = right_wrong_pairs(c, [not ok for ok in c])
-        if not both:
-            continue
-        w = sum(1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0 for i, j in both)
-        wins += w
-        pairs += len(both)
-        per_q.append(w / len(both))
+    found = [wp for wp in map(pair_wins, scores, correct) if wp[1]]
+    wins, pairs = sum(w for w, _ in found), sum(p for _, p in found)
     return {"pairs": wins / pairs if pairs else float("nan"),
-            "per_question": sum(per_q) / len(per_q) if per_q else float("nan"),
-            "n_pairs": pairs, "n_questions": len(per_q)}
+            "per_question": sum(w / p for w, p in found) / len(found) if found else float("nan"),
+            "n_pairs": pairs, "n_questions": len(found)}
+
+
+def strict_view(scores: list[list[float]], records: list[dict]) -> tuple[list[list[float]], list[list[bool]]]:
+    """(scores, labels) for strict assessment: a COT is right when every arithmetic step checks
+    (``strict``); "lucky" ones (right answer, a wrong step) are left out.
+
+    >>> strict_view([[1.0, 2.0, 3.0]], [{"samples": [{"correct": True, "strict": True},
+    ...     {"correct": True, "strict": False}, {"correct": False, "strict": False}]}])
+    ([[1.0, 3.0]], [[True, False]])
+    """
+    kept = [[(x, s["strict"]) for x, s in zip(sc, r["samples"]) if s["strict"] or not s["correct"]]
+            for sc, r in zip(scores, records)]
+    return [[x for x, _ in k] for k in kept], [[ok for _, ok in k] for k in kept]
+
+
+def rerank_hits(scores: list[list[float]], correct: list[list[bool]]) -> list[bool]:
+    """Per question with samples: is its top-scored sample (the first, on a tie) correct?
+
+    >>> rerank_hits([[0.1, 0.9], [], [0.5, 0.5]], [[True, False], [], [True, False]])
+    [False, True]
+    """
+    return [c[max(range(len(s)), key=s.__getitem__)] for s, c in zip(scores, correct) if s]
 
 
 def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 5, strict: bool = True
@@ -83,7 +109,7 @@ def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 
 
 def rerank_accuracy(scores: list[list[float]], correct: list[list[bool]]) -> float:
     """Share of questions whose top-scored sample is correct (the model as its own verifier)."""
-    hits = [c[max(range(len(s)), key=s.__getitem__)] for s, c in zip(scores, correct) if s]
+    hits = rerank_hits(scores, correct)
     return sum(hits) / max(len(hits), 1)
 
 

@@ -26,6 +26,7 @@ from .evaluate import evaluate
 from .metrics import misranked_examples
 from .model import build_lm
 from .sampling import groups, open_sampler, sample_cots
+from .stats import comparisons_for_run
 from .vft import train_vft
 
 
@@ -104,9 +105,12 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
         "n_train_questions_sampled": len(train_records), "n_eval_questions": len(eval_records),
         "seconds": time.time() - t0, "stage_seconds": seconds, "sampler": sampler,
     }
+    paired = comparisons_for_run(results, eval_records)  # method vs rft / vft, question by question
+    metrics.update({k: paired[k] for k in ("comparisons", "n_eval_questions", "n_assess_questions")})
     for name, obj in [("align_logs.json", logs), ("vft_history.json", vft_hist),
                       ("eval_scores.json", {m: r["scores"] for m, r in results.items()}),
                       ("greedy.json", {m: r["greedy"][:50] for m, r in results.items()}),
+                      ("per_question.json", paired["per_question"]),
                       ("metrics.json", metrics)]:  # metrics last: its presence means the others are complete
         checkpoint.write_atomic(out / name, json.dumps(obj, indent=1 if name == "metrics.json" else None))
     from .report import write_report

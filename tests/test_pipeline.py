@@ -80,3 +80,21 @@ def test_align_stage_reproduces_the_runs_model(smoke_run, tmp_path):
     vft = load_lm(out / "vft").model.state_dict()
     assert any(not torch.equal(vft[k], theirs[k]) for k in theirs)  # alignment changed the weights
     assert max(float((mine[k] - theirs[k]).abs().max()) for k in theirs) <= 1e-6
+
+
+def test_smoke_run_writes_paired_comparisons(smoke_run):
+    """metrics.json compares every method with rft and vft question by question; per_question.json
+    holds what the intervals were computed from."""
+    import pytest
+    out, metrics = smoke_run  # the files on disk may come from a later re-run with fewer methods
+    saved = json.loads((out / "metrics.json").read_text())
+    per_q = json.loads((out / "per_question.json").read_text())
+    assert set(per_q) == set(saved["methods"]) and len(per_q["vft"]["task"]) == saved["n_eval_questions"]
+    assert saved["n_assess_questions"] == len(per_q["vft"]["assess"]) > 0
+    c, m = metrics["comparisons"], metrics["methods"]
+    assert set(c) == set(m) and set(c["aft_bc"]) == {"rft", "vft"} and set(c["vft"]) == {"rft"}
+    d = c["aft_bc"]["vft"]["task_accuracy"]
+    assert d["diff"] == pytest.approx(m["aft_bc"]["task_accuracy"] - m["vft"]["task_accuracy"])
+    assert d["lo"] <= d["diff"] <= d["hi"] and 0 <= d["mcnemar_p"] <= 1
+    a = c["aft_bc"]["rft"]["assessment_accuracy_strict"]
+    assert a["diff"] == pytest.approx(m["aft_bc"]["assessment_accuracy_strict"] - m["rft"]["assessment_accuracy_strict"])
