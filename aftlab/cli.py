@@ -275,7 +275,7 @@ def cmd_align(args) -> None:
 def cmd_eval(args) -> None:
     from . import checkpoint
     from .data import synthetic_from_config
-    from .evaluate import evaluate
+    from .evaluate import evaluate, own_sampling
     from .model import load_lm
     from .sampling import read_samples
     cfg = _config(args)
@@ -284,7 +284,7 @@ def cmd_eval(args) -> None:
     if not records:
         raise DataError(f"{args.eval_samples}: no sample records to evaluate on (empty file)")
     lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
-    m = evaluate(lm, test, records, cfg.sample.max_new_tokens)["metrics"]
+    m = evaluate(lm, test, records, cfg.sample.max_new_tokens, **own_sampling(cfg))["metrics"]
     text = json.dumps(m, indent=1)
     if args.out:
         checkpoint.write_atomic(args.out, text)

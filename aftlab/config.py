@@ -189,6 +189,7 @@ class RunConfig:
     method_overrides: dict = F({}, "per-method AlignConfig overrides {method: {field: value}}")
     rounds: int = F(1, "sample → align rounds (iterative AFT)")
     eval_k: int = F(8, "samples per held-out question in the fixed assessment set")
+    sc_questions: int = F(200, "held-out questions on which each model's own eval_k samples give self-consistency (0: off)")
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -196,6 +197,7 @@ class RunConfig:
             _check(m in METHODS, "methods", f"unknown method {m!r}; choose from {METHODS}")
         _check(self.rounds >= 1, "rounds", "must be >= 1")
         _check(1 <= self.eval_k <= 64, "eval_k", "must be in [1, 64]")
+        _check(self.sc_questions >= 0, "sc_questions", "must be >= 0")
 
     def align_for(self, method: str) -> AlignConfig:
         """The AlignConfig used for ``method``: the shared one, the method, then its overrides."""

@@ -356,20 +356,9 @@ def load_hf(dataset: str, split: str = "train", limit: int | None = None) -> lis
     return out
 
 
-def write_jsonl(path: str | Path, examples: list[Example]) -> None:
-    """Write examples in GSM8K format (``question``, ``answer`` = solution) plus ``id``."""
-    with open(path, "w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps({"id": ex.id, "question": ex.question, "answer": ex.solution}) + "\n")
-
-
-def all_step_orders_agree(ex: Example) -> bool:
-    """Every valid solution ends in the gold answer (a generator self-check used by tests)."""
-    return all(s.endswith(f"#### {ex.answer}") for s in valid_solutions(ex))
-
-
 __all__ = ["DataError", "Example", "synthetic_splits", "synthetic_from_config", "valid_solutions", "solution_for",
-           "load_jsonl", "load_hf", "load_questions", "hf_source", "parse_record", "write_jsonl", "ORDERS", "all_step_orders_agree"]
+           "load_jsonl", "load_hf", "load_questions", "hf_source", "parse_record", "ORDERS",
+           "canonical"]
 
 
 _WS = re.compile(r"\s+")

@@ -16,11 +16,13 @@ as an error.
 """
 from __future__ import annotations
 
+import math
+
 from .answers import is_correct
 from .metrics import (assessment_accuracy, mean_kendall_tau, repetition_rate, rerank_accuracy, self_consistency,
-                      strict_view)
+                      strict_view, task_accuracy)
 from .sampling import generate, quality_level, sample_cots
-from .scoring import score_texts
+from .scoring import score, score_texts
 
 
 def flat_eval_set(records: list[dict]) -> tuple[list[str], list[str]]:
@@ -56,9 +58,39 @@ def greedy(lm, examples, max_new_tokens: int = 48, batch: int = 128) -> list[dic
     return out
 
 
+def perplexity(lm, examples) -> float:
+    """exp(mean token NLL) of the examples' reference COTs given their questions (EOS included)."""
+    prompts = [lm.prompt_ids(e.question) for e in examples]
+    _, per_token = score(lm, prompts, [lm.cot_ids(e.solution) for e in examples])
+    total = sum(float(t.sum()) for t in per_token)
+    return math.exp(-total / max(sum(len(t) for t in per_token), 1))
+
+
+def self_consistency_of(records: list[dict]) -> dict:
+    """Majority-vote accuracy over each question's samples (duplicates counted by their ``count``) and
+    the share of samples that are right, from sample records (``sampling.sample_cots``)."""
+    sc = self_consistency([[s["answer"] for s in r["samples"]] for r in records], [r["answer"] for r in records],
+                          [[s["count"] for s in r["samples"]] for r in records],
+                          equal=lambda a, b: is_correct(f"#### {a}", b))
+    drawn = sum(s["count"] for r in records for s in r["samples"])
+    return {"self_consistency": sc,
+            "sample_accuracy": sum(s["correct"] * s["count"] for r in records for s in r["samples"]) / max(drawn, 1)}
+
+
+def own_sampling(cfg) -> dict:
+    """The self-consistency keywords of :func:`evaluate` a ``RunConfig`` asks for."""
+    return {"own_k": cfg.eval_k, "temperature": cfg.sample.temperature, "seed": cfg.seed,
+            "own_questions": cfg.sc_questions}
+
+
 def evaluate(lm, test, eval_records: list[dict], max_new_tokens: int = 48, own_k: int = 0,
-             temperature: float = 0.8, seed: int = 0) -> dict:
-    """Metrics of ``lm``; ``own_k`` > 0 also samples the model's own COTs for self-consistency."""
+             temperature: float = 0.8, seed: int = 0, own_records: list[dict] | None = None,
+             own_questions: int | None = None) -> dict:
+    """Metrics of ``lm`` on the held-out ``test`` questions and the fixed sample set ``eval_records``.
+
+    Self-consistency (majority vote over k samples) and sample accuracy come from the model's own
+    samples of the first ``own_questions`` held-out questions: ``own_records`` when given (the VFT
+    model's are the fixed sample set itself), else ``own_k`` drawn now at ``temperature``."""
     g = greedy(lm, test, max_new_tokens)
     scores = rescore(lm, eval_records)
     correct = [[s["correct"] for s in r["samples"]] for r in eval_records]
@@ -68,7 +100,7 @@ def evaluate(lm, test, eval_records: list[dict], max_new_tokens: int = 48, own_k
     n_right = sum(s["correct"] for r in eval_records for s in r["samples"])
     pos = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if ok]
     neg = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if not ok]
-    m = {"task_accuracy": sum(x["correct"] for x in g) / len(g),
+    m = {"task_accuracy": task_accuracy([x["correct"] for x in g]),
          "assessment_accuracy": assess["pairs"], "assessment_per_question": assess["per_question"],
          "n_pairs": assess["n_pairs"], "assessment_accuracy_strict": strict["pairs"],
          "assessment_strict_per_question": strict["per_question"], "n_pairs_strict": strict["n_pairs"],
@@ -78,12 +110,11 @@ def evaluate(lm, test, eval_records: list[dict], max_new_tokens: int = 48, own_k
          "ranking_tau": mean_kendall_tau(scores, levels),
          "repetition_rate": repetition_rate([x["cot"] for x in g]),
          "unfinished_rate": sum(not x["finished"] for x in g) / len(g)}
-    if own_k:
-        own = sample_cots(lm, test, k=own_k, temperature=temperature, max_new_tokens=max_new_tokens,
-                          seed=seed + 7, progress=False)
-        m["self_consistency"] = self_consistency(
-            [[s["answer"] for s in r["samples"]] for r in own], [r["answer"] for r in own],
-            [[s["count"] for s in r["samples"]] for r in own], equal=lambda a, b: is_correct(f"#### {a}", b))
-        m["sample_accuracy"] = sum(s["correct"] * s["count"] for r in own for s in r["samples"]) / (
-            own_k * len(own))
+    m["perplexity"] = perplexity(lm, test)
+    n = len(test) if own_questions is None else min(own_questions, len(test))
+    if own_records is None and own_k and n:
+        own_records = sample_cots(lm, test[:n], k=own_k, temperature=temperature, max_new_tokens=max_new_tokens,
+                                  seed=seed + 7, progress=False)
+    if own_records:
+        m |= self_consistency_of(own_records[:n])
     return {"metrics": m, "greedy": g, "scores": scores}

@@ -16,7 +16,11 @@ from collections import Counter
 
 
 def task_accuracy(correct: list[bool]) -> float:
-    """Share of questions whose greedy COT has the right answer."""
+    """Share of questions whose greedy COT has the right answer.
+
+    >>> task_accuracy([True, False, True, True])
+    0.75
+    """
     return sum(correct) / max(len(correct), 1)
 
 

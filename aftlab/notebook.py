@@ -76,13 +76,32 @@ def workdir(cfg: RunConfig, root: str | Path | None = None) -> Path:
 
     ``root`` defaults to ``$AFTLAB_NOTEBOOK_RUNS`` or ``runs/notebooks`` under the repository, so
     notebooks started from ``notebooks/`` and scripts started from the root share it. The hash
-    covers data, model, VFT and sampling settings: changing any of them starts a fresh folder
-    instead of reusing stale artifacts.
+    covers data, model, VFT, sampling and evaluation settings and the library's code
+    (:func:`code_version`): changing any of them starts a fresh folder instead of reusing stale
+    artifacts, so a code fix never leaves results of the old code behind.
     """
     root = Path(root or os.environ.get("AFTLAB_NOTEBOOK_RUNS") or _repo_root() / "runs" / "notebooks")
     d = to_dict(cfg)
-    key = json.dumps({k: d[k] for k in ("data", "model", "vft", "sample", "eval_k", "seed")}, sort_keys=True)
+    key = json.dumps({k: d[k] for k in ("data", "model", "vft", "sample", "eval_k", "sc_questions", "seed")}
+                     | {"code": code_version()}, sort_keys=True)
     return root / f"{cfg.preset}-s{cfg.seed}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def code_version() -> str:
+    """A hash of the library's source files: part of every notebook cache key.
+
+    >>> len(code_version())
+    12
+    """
+    h = hashlib.sha1()
+    for p in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _weights_key(path: Path) -> list:
+    """What identifies a saved model's weights cheaply: each weights file's name, size and mtime."""
+    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(Path(path).glob("*.safetensors"))]
 
 
 def task(cfg: RunConfig):
@@ -186,19 +205,22 @@ def ensure_eval(cfg: RunConfig, d: Path, name: str, lm=None, path: Path | None =
     """``evaluate`` of model ``name`` (greedy task accuracy on the held-out questions, and the
     fixed held-out samples rescored), cached in ``d/evals/<name>.json``; ``path`` loads the model
     from another folder (e.g. a VFT snapshot)."""
-    from .evaluate import evaluate
+    from .evaluate import evaluate, own_sampling
 
     d = Path(d)
     cache = d / "evals" / f"{name}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    folder = path or (checkpoint.find(d / "vft") if name == "vft" else model_dir(d, name))
+    key = json.dumps({"weights": _weights_key(folder) if folder else None, "path": str(path)})
+    if cache.is_file() and (found := json.loads(cache.read_text())).get("key") == key:
+        return found
     _, eval_records = ensure_samples(cfg, d, progress=False)
     if lm is None:
-        lm = _load(cfg, path or (checkpoint.find(d / "vft") if name == "vft" else model_dir(d, name)))
+        lm = _load(cfg, folder)
     _, test = task(cfg)
-    res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens)
+    res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own_sampling(cfg),
+                   own_records=eval_records if name == "vft" and path is None else None)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(res))
+    cache.write_text(json.dumps(res | {"key": key}))  # a retrained model (other settings) is evaluated again
     return res
 
 

@@ -22,7 +22,7 @@ from . import checkpoint
 from .align import align_from_vft, batch_seed, train_align
 from .config import RunConfig, to_dict
 from .data import synthetic_from_config
-from .evaluate import evaluate
+from .evaluate import evaluate, own_sampling
 from .metrics import misranked_examples
 from .model import build_lm
 from .sampling import groups, open_sampler, sample_cots
@@ -70,7 +70,8 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
         close_sampler()
     seconds["sampling"] = time.time() - tick
     tick = time.time()
-    results = {"vft": evaluate(lm, test, eval_records, s.max_new_tokens)}
+    own = own_sampling(cfg)  # the VFT model's own samples are the fixed set itself
+    results = {"vft": evaluate(lm, test, eval_records, s.max_new_tokens, **own, own_records=eval_records)}
     seconds["eval_vft"] = time.time() - tick
     log(f"VFT: {json.dumps({k: round(v, 4) for k, v in results['vft']['metrics'].items()})}")
     logs = {}
@@ -94,7 +95,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
                         extra={"kind": "align", "method": method})
         seconds[f"align_{method}"] = time.time() - tick
         tick = time.time()
-        results[method] = evaluate(mlm, test, eval_records, s.max_new_tokens)
+        results[method] = evaluate(mlm, test, eval_records, s.max_new_tokens, **own)
         seconds[f"eval_{method}"] = time.time() - tick
         logs[method] = method_log
         log(f"{method}: {json.dumps({k: round(v, 4) for k, v in results[method]['metrics'].items()})}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from .align import align_from_vft, batch_seed
 from .config import from_dict
 from .data import synthetic_from_config
-from .evaluate import evaluate
+from .evaluate import evaluate, own_sampling
 from .sampling import read_samples
 
 
@@ -37,7 +37,7 @@ def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = Tru
         lm, train_log = align_from_vft(run_dir / "vft", train_records[:n_questions], acfg,
                                        batch_seed(cfg.seed, batch_order), device=cfg.model.device,
                                        max_prompt_tokens=cfg.model.max_prompt_tokens, progress=progress)
-        m = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens)["metrics"]
+        m = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own_sampling(cfg))["metrics"]
         out[name] = {**m, "gap": m["mean_pos_score"] - m["mean_neg_score"], "train_gap": train_log[-1]["gap"],
                      "train_neg_score": train_log[-1]["neg_score"], "train_log": train_log}
         if log:

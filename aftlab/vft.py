@@ -16,7 +16,6 @@ True
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -73,14 +72,3 @@ def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, r
                      checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
                      extra={"kind": "vft", "seed": seed}, start=start, progress=progress,
                      stop_after=stop_after, accelerate=accelerate)
-
-
-def perplexity(lm, examples, batch_size: int = 64) -> float:
-    """exp(mean token NLL) of the reference COTs given their questions."""
-    from .scoring import score
-    prompts = [lm.prompt_ids(e.question) for e in examples]
-    cots = [lm.cot_ids(e.solution) for e in examples]
-    _, per_token = score(lm, prompts, cots)
-    total = sum(float(t.sum()) for t in per_token)
-    n = sum(len(t) for t in per_token)
-    return math.exp(-total / max(n, 1))

@@ -260,11 +260,17 @@ def test_pipeline_rerun_resumes_an_interrupted_method(smoke_run, tmp_path):
     got = {k: v for k, v in json.loads((out / "metrics.json").read_text()).items() if k not in drop}
     ref = {k: v for k, v in ref_metrics.items() if k not in drop}
     assert got.keys() == ref.keys() and got["methods"].keys() == ref["methods"].keys()
-    # The reference ran in another process (thread count, kernel order): greedy decoding can flip on
-    # float rounding, so metrics agree to a stated tolerance rather than bit for bit.
+    # The reference ran in another process (thread count, kernel order): scores agree to float
+    # rounding, and a greedy answer may flip on a near-tie, so a rate may move by one question at most.
+    one_question = 1.01 / ref["n_eval_questions"]
     for m in ref["methods"]:
         for k, v in ref["methods"][m].items():
-            assert got["methods"][m][k] == pytest.approx(v, abs=0.05), (m, k)
+            if k.endswith("_score") or k == "perplexity":
+                assert got["methods"][m][k] == pytest.approx(v, rel=1e-4), (m, k)
+            elif not k.startswith("n_"):
+                assert got["methods"][m][k] == pytest.approx(v, abs=one_question), (m, k)
+            else:
+                assert got["methods"][m][k] == v, (m, k)
     logs = [json.loads((d / "align_logs.json").read_text())["aft_bc"] for d in (out, ref_dir)]
     assert [r["step"] for r in logs[0]] == [r["step"] for r in logs[1]]
-    assert [r["loss"] for r in logs[0]] == pytest.approx([r["loss"] for r in logs[1]], abs=1e-3)
+    assert [r["loss"] for r in logs[0]] == pytest.approx([r["loss"] for r in logs[1]], rel=1e-5)

@@ -3,7 +3,7 @@ import json
 from aftlab.cli import main
 
 REQUIRED = {"task_accuracy", "assessment_accuracy", "rerank_accuracy", "mean_pos_score", "mean_neg_score",
-            "repetition_rate"}
+            "repetition_rate", "self_consistency", "sample_accuracy", "perplexity"}
 
 
 def test_smoke_run_writes_metrics_and_report(smoke_run):
@@ -14,6 +14,7 @@ def test_smoke_run_writes_metrics_and_report(smoke_run):
     for m in saved["methods"].values():
         assert REQUIRED <= set(m)
         assert 0 <= m["task_accuracy"] <= 1 and 0 <= m["repetition_rate"] <= 1
+        assert 0 <= m["self_consistency"] <= 1 and 0 <= m["sample_accuracy"] <= 1 and m["perplexity"] >= 1
     html = (out / "report.html").read_text()
     assert "plotly" in html.lower() and "Accuracy and scores per method" in html
     assert len(html) > 1_000_000  # plotly.js is inlined: the report opens offline
@@ -26,6 +27,25 @@ def test_smoke_run_learned(smoke_run):
     greedy = json.loads((out / "greedy.json").read_text())["vft"]
     assert sum("####" in g["cot"] for g in greedy) >= 0.8 * len(greedy)  # learned the COT format
     assert metrics["methods"]["vft"]["n_pairs"] > 0
+
+
+def test_self_consistency_is_the_majority_vote_of_the_models_own_samples(smoke_run):
+    """VFT's figure comes from the fixed sample set (its own samples), recomputed here by hand."""
+    from collections import Counter
+
+    from aftlab.answers import is_correct
+    from aftlab.config import preset
+    from aftlab.sampling import read_samples
+    out, metrics = smoke_run
+    n = min(preset("smoke").sc_questions, preset("smoke").data.n_test)
+    hits = 0
+    for r in read_samples(out / "eval_samples.jsonl")[:n]:
+        votes = Counter()
+        for s in r["samples"]:
+            if s["answer"] is not None:
+                votes[s["answer"]] += s["count"]
+        hits += bool(votes) and is_correct(f"#### {votes.most_common(1)[0][0]}", r["answer"])
+    assert metrics["methods"]["vft"]["self_consistency"] == hits / n
 
 
 def test_rerun_reuses_cached_stages(smoke_run, capsys):
@@ -98,3 +118,33 @@ def test_smoke_run_writes_paired_comparisons(smoke_run):
     assert d["lo"] <= d["diff"] <= d["hi"] and 0 <= d["mcnemar_p"] <= 1
     a = c["aft_bc"]["rft"]["assessment_accuracy_strict"]
     assert a["diff"] == pytest.approx(m["aft_bc"]["assessment_accuracy_strict"] - m["rft"]["assessment_accuracy_strict"])
+
+
+SMALL = ["--set", "vft.steps=30", "--set", "data.n_test=12", "--set", "sample.n_questions=12", "--set",
+         "data.n_train=300", "--no-progress"]
+
+
+def test_two_rounds_resample_with_the_aligned_model_and_train_again(tmp_path):
+    out = tmp_path / "r2"
+    assert main(["run", "--preset", "smoke", "--rounds", "2", "--methods", "aft_bc", "--out", str(out), *SMALL]) == 0
+    log = json.loads((out / "align_logs.json").read_text())["aft_bc"]
+    rounds = [r["round"] for r in log]
+    assert rounds == sorted(rounds) and set(rounds) == {1, 2} and rounds.count(1) == rounds.count(2)
+    r1 = (out / "samples_r1.jsonl").read_text()
+    r2 = (out / "samples_aft_bc_r2.jsonl").read_text()  # round 2 sampled by the round-1 model
+    assert len(r2.splitlines()) == 12 and r2 != r1
+    assert (out / "align" / "aft_bc_r2").is_dir() and "aft_bc" in json.loads((out / "metrics.json").read_text())["methods"]
+
+
+def test_seeds_write_one_run_each_and_an_aggregate_with_pooled_intervals(tmp_path):
+    out = tmp_path / "seeds"
+    assert main(["run", "--preset", "smoke", "--seeds", "0,1", "--methods", "rft,aft_dc", "--out", str(out), *SMALL]) == 0
+    per_seed = [json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (0, 1)]
+    assert [m["seed"] for m in per_seed] == [0, 1]
+    agg = json.loads((out / "aggregate.json").read_text())
+    task = [m["methods"]["aft_dc"]["task_accuracy"] for m in per_seed]
+    assert agg["aft_dc"]["task_accuracy"]["n"] == 2
+    assert abs(agg["aft_dc"]["task_accuracy"]["mean"] - sum(task) / 2) < 1e-12
+    d = agg["comparisons"]["aft_dc"]["rft"]["task_accuracy"]
+    diffs = [m["methods"]["aft_dc"]["task_accuracy"] - m["methods"]["rft"]["task_accuracy"] for m in per_seed]
+    assert abs(d["diff"] - sum(diffs) / 2) < 1e-12 and d["lo"] <= d["diff"] <= d["hi"]

@@ -212,6 +212,7 @@ def test_accelerate_path_equals_plain_path_on_tiny(small_task):
     runs = []
     for accelerate in (False, True):
         lm = tiny_lm(texts, hidden=32, layers=1, heads=2, ffn=64, seed=0)
+        init = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
         hist = train_vft(lm, train, VFTConfig(steps=4, batch_size=8, lr=3e-3, warmup=1, log_every=1),
                          progress=False, accelerate=accelerate)
         g = [{"id": e.id, "question": e.question, "pos": [e.solution], "neg": [e.solution.replace("####", "#### 1")],
@@ -219,12 +220,16 @@ def test_accelerate_path_equals_plain_path_on_tiny(small_task):
         log = train_align(lm, g, AlignConfig(method="aft_bc", constraint="boundary", warmup=0, epochs=1.0,
                                              questions_per_step=2), progress=False, accelerate=accelerate)
         runs.append((hist, log, {n: p.detach().clone() for n, p in lm.model.named_parameters()}))
+    init = {n: init[n] for n in runs[0][2]}
     (h0, l0, w0), (h1, l1, w1) = runs
     # same maths, different summation order (micro-batches): equal to float32 rounding
-    assert [x["loss"] for x in h0] == pytest.approx([x["loss"] for x in h1], abs=2e-3)
-    assert [x["loss"] for x in l0] == pytest.approx([x["loss"] for x in l1], abs=2e-3)
-    diff = max((w0[n] - w1[n]).abs().max().item() for n in w0)
-    assert diff < 1e-2  # Adam can amplify float-rounding differences in near-zero gradients up to ~lr per step
+    assert [x["loss"] for x in h0] == pytest.approx([x["loss"] for x in h1], rel=1e-4)
+    assert [x["loss"] for x in l0] == pytest.approx([x["loss"] for x in l1], rel=1e-4)
+    # Adam divides by sqrt(v): a near-zero gradient's rounding can move one weight by up to ~lr, so
+    # compare whole updates. A skipped or repeated step changes the update by ~1/6 of its norm.
+    update = torch.sqrt(sum(((w0[n] - init[n]) ** 2).sum() for n in w0))
+    apart = torch.sqrt(sum(((w0[n] - w1[n]) ** 2).sum() for n in w0))
+    assert apart < 0.02 * update, (float(apart), float(update))
 
 
 def test_run_refuses_to_start_in_many_processes(monkeypatch, capsys):

@@ -55,7 +55,7 @@ def test_unconstrained_alignment_sinks_negatives_but_boundary_holds_them(trained
     assert sum(bool(g["neg"]) for g in gs) >= 5
     base = load_lm(out)
     pos0, neg0 = _scores(base, gs)
-    results = {}
+    results, logs = {}, {}
     for constraint in (None, "boundary"):
         lm = load_lm(out)
         cfg = AlignConfig(method="align_only" if constraint is None else "aft_bc", constraint=constraint,
@@ -64,9 +64,23 @@ def test_unconstrained_alignment_sinks_negatives_but_boundary_holds_them(trained
         results[constraint] = _scores(lm, gs)
         assert all(k in log[-1] for k in ("pos_score", "neg_score", "gap", "boundary", "neg_below_boundary",
                                           "grad_norm"))
+        logs[constraint] = log
     (pos_a, neg_a), (pos_b, neg_b) = results[None], results["boundary"]
     assert neg_a < neg0 - 1.0  # unconstrained: negatives pushed far down
     assert neg_a < neg_b - 0.5  # ... far below where the boundary constraint keeps them
+    assert neg_b > neg0 - 0.1  # BC did not push them down at all: they start below its boundary
+
+    def early_late(log, key):  # steps see different batches: compare the first and last three
+        f = [key(r) for r in log]
+        return sum(f[:3]) / 3, sum(f[-3:]) / 3
+    # BC pulls the negatives that sit below the boundary back toward it: their mean distance to the
+    # boundary shrinks and fewer of them stay below it
+    d0, d1 = early_late(logs["boundary"], lambda r: r["neg_score"] - r["boundary"])
+    assert d1 > d0 + 0.2, (d0, d1)
+    b0, b1 = early_late(logs["boundary"], lambda r: r["neg_below_boundary"])
+    assert b1 < b0, (b0, b1)
+    u0, u1 = early_late(logs[None], lambda r: r["neg_score"])
+    assert u1 < u0 - 0.5, (u0, u1)  # unconstrained: the same logs show the negatives sinking
 
 
 def test_every_method_trains_a_step_with_finite_logs(trained, small_task):
