@@ -32,17 +32,20 @@ import torch
 
 from . import checkpoint, losses, train
 from .credit import credit_bounds, credited, error_span, flat, scope_mask, shared_prefix, step_end, step_end_ids
+from .config import AlignConfig
 from .methods import REGISTRY, Scores
+from .model import LM
+from .records import Group, LogRow, Packed, Record
 from .scoring import grouped_token_logprobs, normalised, score, summed, token_logprobs
 from .train import batch_indices
 
 
-def alignment_term(cfg):
+def alignment_term(cfg: AlignConfig):
     """The loss function of ``cfg.method`` (None for the RFT control)."""
     return REGISTRY[cfg.method].loss
 
 
-def pack(lm, groups: list[dict], max_cots: int, error_spans: bool = False) -> tuple[list[dict], int]:
+def pack(lm, groups: list[Group], max_cots: int, error_spans: bool = False) -> tuple[list[Packed], int]:
     """Token ids of every group's COTs (positives first), at most ``max_cots`` per question, and how many
     COTs that cap left out. For each COT: the number of leading tokens a negative shares with a positive
     (``skip``, 0 for positives) and one past the end of the step where it leaves them (``stop``, the
@@ -65,7 +68,7 @@ def pack(lm, groups: list[dict], max_cots: int, error_spans: bool = False) -> tu
     return out, dropped
 
 
-def _matrix(packed: list[dict], values: torch.Tensor):
+def _matrix(packed: list[Packed], values: torch.Tensor):
     """Scatter flat per-COT values into (B, K) with positive/negative masks and levels."""
     B, K = len(packed), max(len(p["cots"]) for p in packed)
     mat = values.new_zeros(B, K)
@@ -83,7 +86,7 @@ def _matrix(packed: list[dict], values: torch.Tensor):
     return mat, pos, neg, lev
 
 
-def step_logprobs(model, batch: list[dict], pad: int, share_prefix: bool = True):
+def step_logprobs(model, batch: list[Packed], pad: int, share_prefix: bool = True):
     """Per-token log-probs (N, C) and mask of every COT of ``batch`` (packed groups), in flat order."""
     if share_prefix:
         return grouped_token_logprobs(model, [p["prompt"] for p in batch], [p["cots"] for p in batch], pad)
@@ -91,7 +94,7 @@ def step_logprobs(model, batch: list[dict], pad: int, share_prefix: bool = True)
                           [c for p in batch for c in p["cots"]], pad)
 
 
-def align_loss(cfg, s, summed_lp, ref, pos, neg, lev):
+def align_loss(cfg: AlignConfig, s, summed_lp, ref, pos, neg, lev) -> torch.Tensor:
     """The alignment term of ``cfg.method`` for one batch: s, summed_lp, ref, masks, levels all (B, K)."""
     fn = alignment_term(cfg)
     if fn is None:
@@ -99,7 +102,7 @@ def align_loss(cfg, s, summed_lp, ref, pos, neg, lev):
     return fn(cfg, Scores(s, pos, neg, lev, summed_lp, ref))
 
 
-def fingerprint(cfg, groups: list[dict], seed: int, weight_decay: float) -> str:
+def fingerprint(cfg: AlignConfig, groups: list[Group], seed: int, weight_decay: float) -> str:
     """What a resumable AFT checkpoint must agree with: settings (bar checkpoint frequency) and data."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "checkpoint_every"}
     blob = json.dumps([settings, groups, seed, weight_decay], sort_keys=True, default=str)
@@ -116,7 +119,7 @@ def batch_seed(run_seed: int, round_: int = 1) -> int:
     return run_seed + round_
 
 
-def _reference_logprobs(lm, packed: list[dict]) -> list[torch.Tensor]:
+def _reference_logprobs(lm: LM, packed: list[Packed]) -> list[torch.Tensor]:
     """The starting model's summed log-prob of every COT, per packed question (DPO's frozen reference)."""
     _, per_tok = score(lm, [p["prompt"] for p in packed for _ in p["cots"]], [c for p in packed for c in p["cots"]])
     sums, out = torch.tensor([float(t.sum()) for t in per_tok]), []
@@ -127,10 +130,10 @@ def _reference_logprobs(lm, packed: list[dict]) -> list[torch.Tensor]:
     return out
 
 
-def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, seed: int = 0,
+def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict | None = None, seed: int = 0,
                 progress: bool = True, weight_decay: float = 0.0, out: str | Path | None = None,
                 resume: bool = True, stop_after: int | None = None, accelerate: bool | None = None,
-                share_prefix: bool = True) -> list[dict]:
+                share_prefix: bool = True) -> list[LogRow]:
     """Continue training ``lm`` in place with ``cfg.method``; returns the per-step log.
 
     ``init_state``: a VFT checkpoint's trainer state, whose AdamW moments are continued (the new
@@ -188,8 +191,8 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
                      start=start, progress=progress, stop_after=stop_after, accelerate=accelerate)
 
 
-def align_from_vft(vft_dir: str | Path, records: list[dict], cfg, seed: int, *, device: str = "auto",
-                   max_prompt_tokens: int = 96, **kw):
+def align_from_vft(vft_dir: str | Path, records: list[Record], cfg: AlignConfig, seed: int, *, device: str = "auto",
+                   max_prompt_tokens: int = 96, **kw) -> tuple[LM, list[LogRow]]:
     """The one way to align from a run's VFT checkpoint: load it and its optimizer moments, build the
     groups of ``records`` as ``cfg`` asks, and train; returns ``(lm, per-step log)``. ``seed`` is the
     batch-order seed (:func:`batch_seed` of the run's seed); ``kw`` go to :func:`train_align`."""
@@ -203,7 +206,7 @@ def align_from_vft(vft_dir: str | Path, records: list[dict], cfg, seed: int, *, 
     return lm, train_align(lm, g, cfg, init_state=state, seed=seed, **kw)
 
 
-def step_stats(s, pos, neg, cfg) -> dict:
+def step_stats(s, pos, neg, cfg: AlignConfig) -> dict[str, float]:
     """Mean positive and negative score, their gap, the mean boundary (raw score units) and the share
     of negatives below it, over one step's (B, K) scores."""
     both = pos.any(1) & neg.any(1)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from .records import Packed
 from .scoring import normalised
 
 
@@ -92,12 +93,12 @@ def scope_mask(mask: torch.Tensor, skip: list[int], stop: list[int] | None = Non
     return mask & keep
 
 
-def flat(batch: list[dict], key: str) -> list[int]:
+def flat(batch: list[Packed], key: str) -> list[int]:
     """The per-COT list ``key`` of every packed group in ``batch``, concatenated (flat COT order)."""
     return [k for p in batch for k in p[key]]
 
 
-def credit_bounds(batch: list[dict], credit: str) -> tuple[list[int], list[int] | None]:
+def credit_bounds(batch: list[Packed], credit: str) -> tuple[list[int], list[int] | None]:
     """Per flat COT, the first and one-past-last credited token for ``neg_credit`` (positives: all).
 
     >>> b = [{"n_pos": 1, "skip": [0, 2], "stop": [5, 4], "err_start": [0, 3], "err_stop": [5, 4]}]

@@ -19,13 +19,16 @@ from __future__ import annotations
 import math
 
 from .answers import is_correct
+from .data import Example
 from .metrics import (assessment_accuracy, mean_kendall_tau, repetition_rate, rerank_accuracy, self_consistency,
                       strict_view, task_accuracy)
 from .sampling import generate, quality_level, sample_cots
+from .model import LM
+from .records import EvalResult, GreedyRow, Record
 from .scoring import score, score_texts
 
 
-def flat_eval_set(records: list[dict]) -> tuple[list[str], list[str]]:
+def flat_eval_set(records: list[Record]) -> tuple[list[str], list[str]]:
     """(question per COT, COT text) for every sample of every record, in order."""
     qs, cots = [], []
     for r in records:
@@ -35,7 +38,7 @@ def flat_eval_set(records: list[dict]) -> tuple[list[str], list[str]]:
     return qs, cots
 
 
-def rescore(lm, records: list[dict]) -> list[list[float]]:
+def rescore(lm: LM, records: list[Record]) -> list[list[float]]:
     """Scores of every sample of every record under ``lm``, grouped per record."""
     qs, cots = flat_eval_set(records)
     flat = score_texts(lm, qs, cots).tolist()
@@ -46,7 +49,7 @@ def rescore(lm, records: list[dict]) -> list[list[float]]:
     return out
 
 
-def greedy(lm, examples, max_new_tokens: int = 48, batch: int = 128) -> list[dict]:
+def greedy(lm: LM, examples: list[Example], max_new_tokens: int = 48, batch: int = 128) -> list[GreedyRow]:
     """Greedy COT, answer correctness and whether it finished, per example."""
     out = []
     for start in range(0, len(examples), batch):
@@ -58,7 +61,7 @@ def greedy(lm, examples, max_new_tokens: int = 48, batch: int = 128) -> list[dic
     return out
 
 
-def perplexity(lm, examples) -> float:
+def perplexity(lm: LM, examples: list[Example]) -> float:
     """exp(mean token NLL) of the examples' reference COTs given their questions (EOS included)."""
     prompts = [lm.prompt_ids(e.question) for e in examples]
     _, per_token = score(lm, prompts, [lm.cot_ids(e.solution) for e in examples])
@@ -66,7 +69,7 @@ def perplexity(lm, examples) -> float:
     return math.exp(-total / max(sum(len(t) for t in per_token), 1))
 
 
-def self_consistency_of(records: list[dict]) -> dict:
+def self_consistency_of(records: list[Record]) -> dict[str, float]:
     """Majority-vote accuracy over each question's samples (duplicates counted by their ``count``) and
     the share of samples that are right, from sample records (``sampling.sample_cots``)."""
     sc = self_consistency([[s["answer"] for s in r["samples"]] for r in records], [r["answer"] for r in records],
@@ -83,9 +86,9 @@ def own_sampling(cfg) -> dict:
             "own_questions": cfg.sc_questions}
 
 
-def evaluate(lm, test, eval_records: list[dict], max_new_tokens: int = 48, own_k: int = 0,
-             temperature: float = 0.8, seed: int = 0, own_records: list[dict] | None = None,
-             own_questions: int | None = None) -> dict:
+def evaluate(lm: LM, test: list[Example], eval_records: list[Record], max_new_tokens: int = 48, own_k: int = 0,
+             temperature: float = 0.8, seed: int = 0, own_records: list[Record] | None = None,
+             own_questions: int | None = None) -> EvalResult:
     """Metrics of ``lm`` on the held-out ``test`` questions and the fixed sample set ``eval_records``.
 
     Self-consistency (majority vote over k samples) and sample accuracy come from the model's own

@@ -14,6 +14,8 @@ import math
 import statistics
 from collections import Counter
 
+from .records import Record
+
 
 def task_accuracy(correct: list[bool]) -> float:
     """Share of questions whose greedy COT has the right answer.
@@ -59,7 +61,7 @@ def assessment_accuracy(scores: list[list[float]], correct: list[list[bool]]) ->
             "n_pairs": pairs, "n_questions": len(found)}
 
 
-def strict_view(scores: list[list[float]], records: list[dict]) -> tuple[list[list[float]], list[list[bool]]]:
+def strict_view(scores: list[list[float]], records: list[Record]) -> tuple[list[list[float]], list[list[bool]]]:
     """(scores, labels) for strict assessment: a COT is right when every arithmetic step checks
     (``strict``); "lucky" ones (right answer, a wrong step) are left out.
 
@@ -81,7 +83,7 @@ def rerank_hits(scores: list[list[float]], correct: list[list[bool]]) -> list[bo
     return [c[max(range(len(s)), key=s.__getitem__)] for s, c in zip(scores, correct) if s]
 
 
-def misranked_examples(records: list[dict], scores: list[list[float]], n: int = 5, strict: bool = True
+def misranked_examples(records: list[Record], scores: list[list[float]], n: int = 5, strict: bool = True
                        ) -> list[dict]:
     """The wrong COTs that outscore a right COT of the same question, widest margins first, one per
     question; with ``strict`` the right COT must also have every arithmetic step valid.

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 
 from .answers import extract_answer, is_correct, is_strict_correct, step_quality
-from .data import DataError, canonical, iter_records
-from .model import left_pad
+from .data import DataError, Example, canonical, iter_records
+from .model import LM, left_pad
+from .records import Group, Record, Sample
 
 
-def label(cot: str, reference: str, finished: bool = True) -> dict:
+def label(cot: str, reference: str, finished: bool = True) -> Sample:
     """Answer, correctness, strict correctness (every step checks out) and step quality of a COT."""
     correct = finished and is_correct(cot, reference)
     strict = correct and is_strict_correct(cot, reference)
@@ -33,13 +34,13 @@ def label(cot: str, reference: str, finished: bool = True) -> dict:
             "quality": step_quality(cot), "finished": finished, "label": "pos" if correct else "neg"}
 
 
-def quality_level(rec: dict) -> float:
+def quality_level(rec: Sample) -> float:
     """A ranking-feedback level: 2 + step quality for a correct answer, step quality otherwise."""
     return (2.0 if rec["correct"] else 0.0) + (1.0 if rec["strict"] else rec["quality"])
 
 
 @torch.inference_mode()
-def generate(lm, questions: list[str], k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
              max_new_tokens: int = 48, seed: int = 0) -> list[list[tuple[str, bool]]]:
     """k completions per question as (text, finished) pairs; ``temperature`` 0 means greedy."""
     model, tok = lm.model, lm.tokenizer
@@ -68,9 +69,9 @@ def generate(lm, questions: list[str], k: int = 1, temperature: float = 0.0, top
     return results
 
 
-def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 48,
+def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 48,
                 seed: int = 0, batch_questions: int = 64, cache: str | Path | None = None,
-                progress: bool = True, sampler="hf") -> list[dict]:
+                progress: bool = True, sampler="hf") -> list[Record]:
     """One record per question: its k samples de-duplicated and labelled against the gold answer.
 
     A record is ``{"id", "question", "answer", "reference", "samples": [label(...) + {"count"}],
@@ -152,7 +153,7 @@ def _end_with_newline(path: Path) -> None:
         f.write(b"\n")
 
 
-def _record(e, row: list[tuple[str, bool]]) -> dict:
+def _record(e: Example, row: list[tuple[str, bool]]) -> Record:
     seen: dict[str, dict] = {}
     for text, finished in row:
         key = canonical(text)
@@ -183,7 +184,7 @@ def _check_record(rec, path: Path, lineno: int) -> dict:
     return rec
 
 
-def read_samples(path: str | Path) -> list[dict]:
+def read_samples(path: str | Path) -> list[Record]:
     """Records of a samples JSONL file; a torn last line (a killed writer) is reported and skipped.
 
     Any other bad line (invalid JSON, a missing or mistyped field) raises DataError naming file,
@@ -195,7 +196,7 @@ def read_samples(path: str | Path) -> list[dict]:
             for lineno, rec in iter_records(path, torn_tail="that question will be sampled again")]
 
 
-def groups(records: list[dict], strict: bool = True, include_reference: bool = True) -> list[dict]:
+def groups(records: list[Record], strict: bool = True, include_reference: bool = True) -> list[Group]:
     """Positive and negative COT texts per question, as AFT trains on them.
 
     Positives are correct samples (also step-valid when ``strict``) plus, optionally, the

@@ -27,6 +27,7 @@ from typing import TypedDict
 import numpy as np
 
 from .metrics import pair_wins, rerank_hits, strict_view
+from .records import EvalResult, Record
 
 # With 200 questions of 0/1 outcomes an interval's ends move by ~0.25 points between bootstrap seeds,
 # already at 2,000 resamples (the 0.5-point grid of the difference); more buy little. Tens of ms each.
@@ -42,7 +43,7 @@ class Outcomes(TypedDict):
     assess_strict: list[list[float]]   # the same with lucky COTs left out (``metrics.strict_view``)
 
 
-def question_outcomes(result: dict, eval_records: list[dict]) -> Outcomes:
+def question_outcomes(result: EvalResult, eval_records: list[Record]) -> Outcomes:
     """Per-question outcomes of an ``evaluate()`` result. Which questions enter each list depends
     only on the samples' labels, never on the scores, so every method's lists line up.
 
@@ -196,7 +197,7 @@ def comparisons(per_method_outcomes: dict[str, Outcomes], baselines=BASELINES, n
     return pooled_comparisons([per_method_outcomes], baselines, n_resamples, seed)
 
 
-def comparisons_for_run(results: dict[str, dict], eval_records: list[dict], **kw) -> dict:
+def comparisons_for_run(results: dict[str, EvalResult], eval_records: list[Record], **kw) -> dict:
     """What a run writes: per-question outcomes of every method (``per_question.json``), their
     ``comparisons``, and the question counts behind them, from ``{method: evaluate() result}``."""
     per_q = {m: question_outcomes(r, eval_records) for m, r in results.items()}

@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 
 from . import checkpoint, distributed
+from .records import LogRow
 
 # (model, step, dist) -> (loss detached, extra log fields); runs forward and backward on this process's share
 StepFn = Callable[[torch.nn.Module, int, "distributed.Plain"], tuple[torch.Tensor, dict]]
@@ -65,7 +66,7 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
 
 
 def resume(out: str | Path | None, lm, optimizer, scheduler, fingerprint: str | None = None
-           ) -> tuple[int, list[dict], dict]:
+           ) -> tuple[int, list[LogRow], dict]:
     """``(step, history, extra)`` of the checkpoint in ``out``, its weights, optimizer and schedule
     loaded into ``lm``, ``optimizer``, ``scheduler``; ``(0, [], {})`` when there is none, or when its
     ``extra["fingerprint"]`` differs from ``fingerprint`` (other settings or data: warned, started afresh)."""
@@ -85,8 +86,8 @@ def resume(out: str | Path | None, lm, optimizer, scheduler, fingerprint: str | 
 
 def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, what: str,
         out: str | Path | None = None, checkpoint_every: int = 0, log_every: int = 1, extra: dict | None = None,
-        start: tuple[int, list[dict], dict] = (0, [], {}), progress: bool = True, stop_after: int | None = None,
-        accelerate: bool | None = None) -> list[dict]:
+        start: tuple[int, list[LogRow], dict] = (0, [], {}), progress: bool = True, stop_after: int | None = None,
+        accelerate: bool | None = None) -> list[LogRow]:
     """Train ``lm.model`` in place for steps ``start[0]`` … ``total - 1``; returns the log.
 
     ``step_fn(model, step, dist)`` runs forward and backward on this process's share of batch

@@ -21,7 +21,11 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, train
+from .config import VFTConfig
+from .data import Example
 from .losses import nll_loss
+from .model import LM
+from .records import LogRow
 from .scoring import token_logprobs
 from .train import batch_indices
 
@@ -48,9 +52,9 @@ def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, 
     return total
 
 
-def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, resume: bool = True,
+def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path | None = None, seed: int = 0, resume: bool = True,
               progress: bool = True, stop_after: int | None = None, length_buckets: int = 2,
-              accelerate: bool | None = None) -> list[dict]:
+              accelerate: bool | None = None) -> list[LogRow]:
     """Train ``lm`` in place on ``examples``; returns the loss history.
 
     ``out``: checkpoint folder (written every ``cfg.checkpoint_every`` steps and at the end);
