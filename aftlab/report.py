@@ -18,16 +18,20 @@ COLUMNS = ("task_accuracy", "assessment_accuracy", "assessment_per_question", "a
            "rerank_accuracy", "mean_pos_score", "mean_neg_score", "repetition_rate", "unfinished_rate", "ranking_tau")
 
 
-def metrics_table(methods: dict[str, dict], std: dict[str, dict] | None = None) -> str:
-    """An HTML table of the metrics per method (mean ± std when ``std`` is given)."""
-    cols = [c for c in COLUMNS if any(c in m for m in methods.values())]
+def metrics_table(methods: dict[str, dict], columns=None, std: dict[str, dict] | None = None,
+                  digits: int = 3) -> str:
+    """An HTML table of metrics per method (mean ± std when ``std`` is given): the one metrics table of
+    the report and the notebooks. ``columns``: metric keys to show (default: ``COLUMNS`` present);
+    a missing value is left blank."""
+    cols = list(columns) if columns else [c for c in COLUMNS if any(c in m for m in methods.values())]
     head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in cols)  # spaces let the headers wrap
     rows = []
     for name, m in methods.items():
         cells = []
         for c in cols:
             v = m.get(c)
-            txt = "" if v is None else f"{v:.4f}" + (f" ± {std[name][c]:.4f}" if std and c in std.get(name, {}) else "")
+            txt = "" if not isinstance(v, (int, float)) else f"{v:.{digits}f}" + (
+                f" ± {std[name][c]:.{digits}f}" if std and c in std.get(name, {}) else "")
             cells.append(f"<td>{txt}</td>")
         rows.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
     return f"<div class='scroll'><table><tr><th>method</th>{head}</tr>{''.join(rows)}</table></div>"

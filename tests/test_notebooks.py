@@ -63,7 +63,8 @@ def _parameters(path: Path, env: dict) -> dict:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_a_notebook_opened_by_hand_runs_full_mode_and_ci_smoke_mode_shows_a_banner(path):
     import os
-    from aftlab.notebook import banner, config
+    from aftlab.notebook import config
+    from aftlab.views import banner
     env = {k: v for k, v in os.environ.items() if k != "AFTLAB_SMOKE"}
     by_hand = _parameters(path, env)
     assert by_hand["SMOKE"] is False  # JupyterLab without the CI setting: the real experiment
@@ -74,7 +75,7 @@ def test_a_notebook_opened_by_hand_runs_full_mode_and_ci_smoke_mode_shows_a_bann
     assert cfg.preset == "notebook-smoke" and "SMOKE MODE: figures are not meaningful" in banner(cfg, True).data
     assert "SMOKE MODE" not in banner(config("tiny", 0, False), False).data
     code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
-    assert "display(nb.banner(cfg, SMOKE" in code, f"{path.name}: the setup cell must show the mode banner"
+    assert "display(views.banner(cfg, SMOKE" in code, f"{path.name}: the setup cell must show the mode banner"
 
 
 def test_workdir_follows_the_stage_configs(tmp_path):
@@ -95,7 +96,7 @@ def test_beta_slider_shows_the_chosen_runs_metrics_and_curve_without_output_capt
     pytest.importorskip("ipywidgets")
     import plotly.io as pio
     monkeypatch.setattr(pio.renderers, "default", "plotly_mimetype")  # what a Jupyter kernel picks
-    from aftlab.notebook import beta_slider
+    from aftlab.views import beta_slider
 
     def log(neg):
         return [{"step": s, "neg_score": neg - 0.01 * s, "gap": 0.1, "boundary": -0.2} for s in range(1, 4)]
