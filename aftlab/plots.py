@@ -11,7 +11,21 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-POS, NEG = "#2a9d8f", "#e76f51"
+POS, NEG = "#2a9d8f", "#e76f51"  # right / wrong COTs: never used for a method or a checkpoint
+# One colour per method, the same in every figure, distinct from each other and from POS/NEG
+METHOD_COLORS = {"vft": "#6c757d", "rft": "#1f77b4", "aft_bc": "#7b2cbf", "aft_dc": "#b5a000",
+                 "align_only": "#8c564b", "aft_rbc": "#e377c2", "dpo": "#17becf", "rrhf": "#393b79", "pro": "#ff7f0e"}
+_SPARE = ["#3a0ca3", "#9c6644", "#577590", "#b5179e", "#4d908e", "#f9844a", "#90be6d", "#43aa8b"]
+
+
+def method_color(name: str, i: int = 0) -> str:
+    """The colour of a method (or checkpoint) in every figure; names outside the registry get a spare one.
+
+    >>> method_color("aft_bc") != method_color("align_only") and POS not in METHOD_COLORS.values()
+    True
+    """
+    base = name.split("/")[-1].split(" ")[0]
+    return METHOD_COLORS.get(base, _SPARE[i % len(_SPARE)])
 
 
 def score_distributions(by_method: dict[str, tuple[list[float], list[float]]]) -> go.Figure:
@@ -48,9 +62,8 @@ def training_curves(logs: dict[str, list[dict]], keys=("neg_score", "gap"), smoo
     are drawn faint and a trailing ``smooth``-step moving average on top.
     """
     fig = make_subplots(rows=1, cols=len(keys), subplot_titles=list(keys))
-    palette = ["#264653", "#e76f51", "#2a9d8f", "#f4a261", "#8338ec", "#3a86ff", "#ff006e", "#6c757d"]
     for i, (method, log) in enumerate(logs.items()):
-        color = palette[i % len(palette)]
+        color = method_color(method, i)
         steps = [r["step"] for r in log]
         for c, key in enumerate(keys, 1):
             raw = [r[key] for r in log]
@@ -79,14 +92,62 @@ def accuracy_bars(methods: dict[str, dict], keys=("task_accuracy", "assessment_a
     return fig
 
 
-def assessment_vs_task(points: dict[str, tuple[float, float]]) -> go.Figure:
-    """Assessment accuracy against task accuracy, one labelled point per model or checkpoint."""
-    names = list(points)
-    fig = go.Figure(go.Scatter(x=[points[n][0] for n in names], y=[points[n][1] for n in names], text=names,
-                               mode="markers+text", textposition="top center", marker_size=10,
-                               cliponaxis=False))  # labels of the top points stay visible
-    fig.update_layout(title="Assessment vs task accuracy", xaxis_title="task accuracy (greedy)",
-                      yaxis_title="assessment accuracy (pairs)")
+def _span(values: list[float], lo: list[float], hi: list[float], min_span: float) -> list[float]:
+    """An axis range covering every interval, at least ``min_span`` wide, so that gaps smaller than the
+    noise do not fill the plot.
+
+    >>> _span([0.75, 0.76], [0.74, 0.75], [0.76, 0.77], min_span=0.1)
+    [0.7035, 0.8065]
+    """
+    a, b = min(lo + values), max(hi + values)
+    pad = max(0.0, min_span - (b - a)) / 2 + 0.05 * (b - a)
+    return [round(a - pad, 6), round(b + pad, 6)]
+
+
+def assessment_vs_task(points: dict[str, tuple[float, float]], intervals: dict[str, dict] | None = None,
+                       min_span: float = 0.1) -> go.Figure:
+    """Assessment accuracy against task accuracy, one point per model or checkpoint, each in its own
+    colour and named in the legend (no text labels to collide). ``intervals``: ``{name: {"task": (lo, hi),
+    "assess": (lo, hi)}}`` drawn as 95% error bars; axes span at least ``min_span``."""
+    fig = go.Figure()
+    xs, ys, xlo, xhi, ylo, yhi = [], [], [], [], [], []
+    for i, (name, (x, y)) in enumerate(points.items()):
+        ci = (intervals or {}).get(name, {})
+        (tl, th), (al, ah) = ci.get("task", (x, x)), ci.get("assess", (y, y))
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name, marker=dict(size=11, color=method_color(name, i)),
+                                 error_x=dict(type="data", symmetric=False, array=[th - x], arrayminus=[x - tl]),
+                                 error_y=dict(type="data", symmetric=False, array=[ah - y], arrayminus=[y - al])))
+        xs.append(x), ys.append(y), xlo.append(tl), xhi.append(th), ylo.append(al), yhi.append(ah)
+    bars = " with 95% intervals" if intervals else ""
+    fig.update_layout(title=f"Assessment vs task accuracy{bars}", xaxis_title="task accuracy (greedy)",
+                      yaxis_title="assessment accuracy (pairs)",
+                      xaxis_range=_span(xs, xlo, xhi, min_span), yaxis_range=_span(ys, ylo, yhi, min_span))
+    return fig
+
+
+def comparison_forest(comparisons: dict, vs: str = "rft",
+                      metrics=("assessment_accuracy_strict", "rerank_accuracy", "task_accuracy")) -> go.Figure:
+    """Paired differences against ``vs`` with their 95% intervals (``stats.comparisons``), in points:
+    one row per method, one panel per metric, a line at zero. An interval that crosses zero is a
+    difference this run cannot tell from noise."""
+    rows = [m for m in comparisons if vs in comparisons[m]]
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[m.replace("_", " ") for m in metrics],
+                        shared_yaxes=True)
+    for c, metric in enumerate(metrics, 1):
+        for i, m in enumerate(rows):
+            d = comparisons[m][vs].get(metric)
+            if not d:
+                continue
+            fig.add_trace(go.Scatter(x=[100 * d["diff"]], y=[m], mode="markers", showlegend=False,
+                                     marker=dict(size=10, color=method_color(m, i)),
+                                     error_x=dict(type="data", symmetric=False, array=[100 * (d["hi"] - d["diff"])],
+                                                  arrayminus=[100 * (d["diff"] - d["lo"])]),
+                                     hovertemplate=f"{m}: %{{x:+.1f}} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"),
+                          row=1, col=c)
+        fig.add_vline(x=0, line_dash="dot", line_color="#999", row=1, col=c)
+    fig.update_xaxes(title_text=f"difference vs {vs} (points)")
+    fig.update_layout(title=f"Each method minus {vs}, paired over the same held-out questions (95% intervals)",
+                      height=120 + 45 * max(len(rows), 1))
     return fig
 
 
@@ -97,7 +158,8 @@ def beta_sweep(rows: list[dict], metrics=("gap", "task_accuracy", "assessment_ac
     for c, key in enumerate(metrics, 1):
         fig.add_trace(go.Scatter(x=[r["beta"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
                                  name=key), row=1, col=c)
-    fig.update_xaxes(type="log", title_text="beta")
+    betas = [r["beta"] for r in rows]
+    fig.update_xaxes(type="log", title_text="beta", tickvals=betas, ticktext=[f"{b:g}" for b in betas])
     fig.update_layout(title="Beta sweep (boundary constraint)", showlegend=False)
     return fig
 

@@ -145,6 +145,27 @@ def pooled_bootstrap(pairs: list[tuple], n_resamples: int = N_RESAMPLES, seed: i
     return _interval(float(np.mean([_diff(a, b) for a, b in rows])), d.mean(axis=1), level)
 
 
+def interval(a, n_resamples: int = N_RESAMPLES, seed: int = 0, level: float = 0.95) -> dict:
+    """Percentile bootstrap interval of one method's metric over its questions (values, or
+    (numerator, denominator) rows as for ``paired_bootstrap``).
+
+    >>> d = interval([1, 0, 1, 1], n_resamples=500)
+    >>> d["diff"], 0 <= d["lo"] <= 0.75 <= d["hi"] <= 1
+    (0.75, True)
+    """
+    a = _rows(a)
+    zero = a.copy()
+    zero[:, 0] = 0.0  # metric(zero) = 0 on every resample, so the difference is the metric itself
+    return paired_bootstrap(a, zero, n_resamples, seed, level)
+
+
+def method_intervals(per_question: dict[str, Outcomes], metrics=("task_accuracy", "assessment_accuracy"),
+                     **kw) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{method: {metric: (lo, hi)}}``: each method's own 95% interval, for error bars."""
+    return {m: {k: (d["lo"], d["hi"]) for k in metrics if len(x := _per_question(o, k))
+                for d in [interval(x, **kw)]} for m, o in per_question.items()}
+
+
 def mcnemar_exact(a, b) -> float:
     """Exact two-sided McNemar p for paired 0/1 outcomes: under "no difference" each discordant
     question is a fair coin, so p = P(Binomial(n_discordant, 1/2) at least as far from even).
