@@ -317,7 +317,9 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
         pos_rows = pos[pos | neg]  # which flat rows are positives (flat order = (B, K) valid order)
         l_nll = losses.nll_loss(lp[pos_rows], mask[pos_rows]) if pos_rows.any() else s.new_zeros(())
         l_align = align_loss(cfg, s, sum_lp, ref, pos, neg, lev)
-        loss = cfg.nll_weight * l_nll + cfg.lam * l_align
+        w_nll, w_align = dist.shares(float(mask[pos_rows].sum()),  # this process's part of the step (1.0 alone)
+                                     losses.averaged_over(cfg.method, cfg.gamma * s, pos, neg, lev, cfg.beta, cfg.truncate))
+        loss = cfg.nll_weight * l_nll * w_nll + cfg.lam * l_align * w_align
         check_finite(loss, f"AFT ({cfg.method}) step {step}: loss", out)
         opt.zero_grad(set_to_none=True)
         dist.backward(loss)
@@ -325,11 +327,12 @@ def train_align(lm, groups: list[dict], cfg, init_state: dict | None = None, see
         check_finite(gnorm, f"AFT ({cfg.method}) step {step}: gradient norm", out)
         opt.step()
         sched.step()
-        log.append(_step_log(step, s.detach(), pos, neg, cfg, loss.item(), l_align.item(), float(gnorm)))
+        log.append(_step_log(step, *dist.gather_rows(s.detach(), pos, neg), cfg, dist.mean(loss.item()),
+                             dist.mean(l_align.item() * w_align), float(gnorm)))
         step += 1
         bar.update(1)
-        if out and dist.is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total):
-            checkpoint.save(out, lm, opt, sched, step, log, {"kind": "align", "method": cfg.method, "fingerprint": fp})
+        if out and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == total):
+            dist.save(out, lm, opt, sched, step, log, {"kind": "align", "method": cfg.method, "fingerprint": fp})
         if stop_after is not None and step >= stop_after:
             break
     bar.close()

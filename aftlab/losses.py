@@ -283,3 +283,40 @@ def pro_loss(scores: Tensor, rewards: Tensor, mask: Tensor, constraint: Constrai
     l_k = _log1p_sumexp(torch.stack(parts, -1), 2)                        # (B,K)
     per_q = torch.where(has, l_k, torch.zeros_like(l_k)).sum(-1)
     return _masked_mean(per_q, has.any(-1), scores)
+
+
+def averaged_over(method: str, scores: Tensor, pos_mask: Tensor, neg_mask: Tensor, levels: Tensor,
+                  beta: float = 0.1, truncate: bool = False) -> int:
+    """How many items ``method``'s alignment term averages over in a batch: (B,K)×4 -> int.
+
+    Questions with a (positive, negative) pair for AFT (after ``truncate``), pairs for DPO,
+    questions with two levels for RBC/RRHF, with two COTs for PRO, none for RFT. A process that holds
+    part of a step's batch weights its mean by its part of this count (`aftlab.distributed`).
+    ``scores`` are the scaled scores the loss sees (``gamma * s``).
+
+    >>> s = torch.tensor([[0.0, -1.0, -0.01], [0.0, 0.0, 0.0]])
+    >>> p = torch.tensor([[True, False, False], [True, True, False]])
+    >>> n = torch.tensor([[False, True, True], [False, False, False]])
+    >>> lv = torch.tensor([[3.0, 0.0, 0.0], [3.0, 3.0, 0.0]])
+    >>> [averaged_over(m, s, p, n, lv) for m in ("aft_bc", "dpo", "rrhf", "pro", "rft")]
+    [1, 2, 1, 2, 0]
+    >>> averaged_over("aft_bc", s, p, n, lv, beta=0.005, truncate=True)  # both negatives already below
+    0
+    """
+    pos_mask, neg_mask = pos_mask.bool(), neg_mask.bool()
+    valid = pos_mask | neg_mask
+    pair = pos_mask[:, :, None] & neg_mask[:, None, :]                     # (B,K,K)
+    if method in ("aft_bc", "aft_dc", "align_only"):
+        if truncate:  # as aft_loss_batched: pairs whose negative is still above the boundary
+            s = _zero_pad(scores.detach(), valid)
+            bound = _min_above(s, pos_mask[:, None, :].expand_as(pair))[:, :1] - beta
+            pair = pair & (s >= bound)[:, None, :]
+        return int(pair.flatten(1).any(-1).sum())
+    if method == "dpo":
+        return int(pair.sum())
+    if method in ("aft_rbc", "rrhf"):
+        lower = valid[:, :, None] & valid[:, None, :] & (levels[:, None, :] < levels[:, :, None])
+        return int(lower.flatten(1).any(-1).sum())
+    if method == "pro":
+        return int((valid.sum(-1) >= 2).sum())
+    return 0

@@ -108,23 +108,24 @@ def train_vft(lm, examples, cfg, out: str | Path | None = None, seed: int = 0, r
     bar = tqdm(total=cfg.steps, initial=step, desc="VFT", disable=not progress)
     while step < cfg.steps:
         idx = dist.shard(batch_indices(len(pairs), cfg.batch_size, step, seed))
+        share, = dist.shares(sum(len(pairs[i][1]) for i in idx))  # of the step's COT tokens (1.0 alone)
         opt.zero_grad(set_to_none=True)
-        loss = nll_backward(model, [pairs[i] for i in idx], pad, length_buckets, dist.backward)
+        loss = nll_backward(model, [pairs[i] for i in idx], pad, length_buckets, lambda x: dist.backward(x * share))
         check_finite(loss, f"VFT step {step}: loss", out)
         gnorm = dist.clip(model, cfg.clip)
         check_finite(gnorm, f"VFT step {step}: gradient norm", out)
         opt.step()
         sched.step()
         step += 1
-        running.append(dist.mean(loss.item()))
+        running.append(dist.mean(loss.item() * share))
         if step % cfg.log_every == 0 or step == cfg.steps:
             history.append({"step": step, "loss": sum(running) / len(running), "grad_norm": float(gnorm),
                             "lr": sched.get_last_lr()[0]})
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
             running = []
         bar.update(1)
-        if out and dist.is_main and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
-            checkpoint.save(out, lm, opt, sched, step, history, {"kind": "vft", "seed": seed, "running": running})
+        if out and ((cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or step == cfg.steps):
+            dist.save(out, lm, opt, sched, step, history, {"kind": "vft", "seed": seed, "running": running})
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
