@@ -20,6 +20,7 @@ from .answers import is_correct
 from .metrics import assessment_accuracy, mean_kendall_tau, repetition_rate, rerank_accuracy, self_consistency
 from .sampling import generate, quality_level, sample_cots
 from .scoring import score_texts
+from .shards import map_batches
 
 
 def flat_eval_set(records: list[dict]) -> tuple[list[str], list[str]]:
@@ -32,34 +33,37 @@ def flat_eval_set(records: list[dict]) -> tuple[list[str], list[str]]:
     return qs, cots
 
 
-def rescore(lm, records: list[dict]) -> list[list[float]]:
-    """Scores of every sample of every record under ``lm``, grouped per record."""
-    qs, cots = flat_eval_set(records)
-    flat = score_texts(lm, qs, cots).tolist()
-    out, i = [], 0
-    for r in records:
-        out.append(flat[i:i + len(r["samples"])])
-        i += len(r["samples"])
-    return out
+def rescore(lm, records: list[dict], dist=None) -> list[list[float]]:
+    """Scores of every sample of every record under ``lm``, grouped per record; with ``dist`` (an
+    ``aftlab.distributed`` runner) each process scores a contiguous block of records."""
+    def block(recs):
+        qs, cots = flat_eval_set(recs)
+        flat = score_texts(lm, qs, cots).tolist()
+        out, i = [], 0
+        for r in recs:
+            out.append(flat[i:i + len(r["samples"])])
+            i += len(r["samples"])
+        return out
+    world = dist.world if dist else 1
+    return map_batches(block, records, -(-len(records) // world), dist)
 
 
-def greedy(lm, examples, max_new_tokens: int = 48, batch: int = 128) -> list[dict]:
-    """Greedy COT, answer correctness and whether it finished, per example."""
-    out = []
-    for start in range(0, len(examples), batch):
-        chunk = examples[start:start + batch]
+def greedy(lm, examples, max_new_tokens: int = 48, batch: int = 128, dist=None) -> list[dict]:
+    """Greedy COT, answer correctness and whether it finished, per example; with ``dist`` each process
+    decodes whole batches (``aftlab.shards``), so the answers are those of one process."""
+    def run(chunk):
         gens = generate(lm, [e.question for e in chunk], k=1, temperature=0.0, max_new_tokens=max_new_tokens)
-        for e, [(text, finished)] in zip(chunk, gens):
-            out.append({"id": e.id, "question": e.question, "cot": text, "finished": finished,
-                        "correct": finished and is_correct(text, e.answer)})
-    return out
+        return [{"id": e.id, "question": e.question, "cot": text, "finished": finished,
+                 "correct": finished and is_correct(text, e.answer)} for e, [(text, finished)] in zip(chunk, gens)]
+    return map_batches(run, list(examples), batch, dist)
 
 
 def evaluate(lm, test, eval_records: list[dict], max_new_tokens: int = 48, own_k: int = 0,
-             temperature: float = 0.8, seed: int = 0) -> dict:
-    """Metrics of ``lm``; ``own_k`` > 0 also samples the model's own COTs for self-consistency."""
-    g = greedy(lm, test, max_new_tokens)
-    scores = rescore(lm, eval_records)
+             temperature: float = 0.8, seed: int = 0, dist=None) -> dict:
+    """Metrics of ``lm``; ``own_k`` > 0 also samples the model's own COTs for self-consistency.
+    ``dist``: shard decoding, rescoring and sampling over the processes of a launch (same figures)."""
+    g = greedy(lm, test, max_new_tokens, dist=dist)
+    scores = rescore(lm, eval_records, dist)
     correct = [[s["correct"] for s in r["samples"]] for r in eval_records]
     levels = [[quality_level(s) for s in r["samples"]] for r in eval_records]
     assess = assessment_accuracy(scores, correct)
@@ -81,7 +85,7 @@ def evaluate(lm, test, eval_records: list[dict], max_new_tokens: int = 48, own_k
          "unfinished_rate": sum(not x["finished"] for x in g) / len(g)}
     if own_k:
         own = sample_cots(lm, test, k=own_k, temperature=temperature, max_new_tokens=max_new_tokens,
-                          seed=seed + 7, progress=False)
+                          seed=seed + 7, progress=False, dist=dist)
         m["self_consistency"] = self_consistency(
             [[s["answer"] for s in r["samples"]] for r in own], [r["answer"] for r in own],
             [[s["count"] for s in r["samples"]] for r in own], equal=lambda a, b: is_correct(f"#### {a}", b))
