@@ -4,7 +4,8 @@ Place in the data path: data → model → VFT → **sampling** → scoring → 
 
 Each batch of questions is seeded from (seed, index of its first question), so the same seed
 gives the same COTs, and a resumed run (the JSONL cache already holds some questions) produces
-the rest exactly as an uninterrupted run would.
+the rest exactly as an uninterrupted run would. Under a launcher each process draws whole batches
+(``aftlab.shards``), so the process count does not change the COTs either.
 
 >>> rec = label("3 * 4 = 12. 12 + 5 = 17. #### 17", "17")
 >>> rec["correct"], rec["strict"], rec["label"]
@@ -102,21 +103,26 @@ def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float
         if path.is_file():
             for rec in read_samples(path):
                 done[rec["id"]] = rec
-    todo = [(i, e) for i, e in enumerate(examples) if e.id not in done]
     dist.wait()  # every process has read the same caches before any appends to one
     target = None if cache is None else Path(cache) if dist.world == 1 else shards.part_path(cache, dist.rank)
     if target is not None and target.is_file():
         _end_with_newline(target)
     gen, close = open_sampler(sampler)
     f = open(target, "a", encoding="utf-8") if target is not None else None
-    bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc="sampling",
+    bar = tqdm(total=len(examples), initial=sum(e.id in done for e in examples), desc="sampling",
                disable=not (progress and dist.is_main))
     mine = []
+    # the batches of an uninterrupted run; one a kill left half done is drawn again whole, so its
+    # missing questions get the COTs they would have had
+    grid = [c for c in shards.batches(list(enumerate(examples)), batch_questions)
+            if any(e.id not in done for _, e in c)]
     try:
-        for chunk in shards.batches(todo, batch_questions)[dist.rank::dist.world]:
+        for chunk in grid[dist.rank::dist.world]:
             gens = gen(lm, [e.question for _, e in chunk], k, temperature, top_p, max_new_tokens,
                        seed=seed * 1_000_003 + chunk[0][0])
             for (_, e), row in zip(chunk, gens):
+                if e.id in done:
+                    continue
                 rec = _record(e, row)
                 mine.append(rec)
                 if f is not None:
@@ -124,7 +130,7 @@ def sample_cots(lm, examples, k: int = 8, temperature: float = 0.8, top_p: float
             if f is not None:
                 f.flush()
                 os.fsync(f.fileno())
-            bar.update(len(chunk) * dist.world)
+            bar.update(sum(e.id not in done for _, e in chunk) * dist.world)
     finally:
         bar.close()
         close()
