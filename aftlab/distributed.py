@@ -103,10 +103,8 @@ class Accelerated(Plain):
         if self.world != expected:
             raise RuntimeError(f"launched as {expected} processes but accelerate set up {self.world}; "
                                "check the launcher's backend (gloo on CPU, nccl on GPUs)")
-        self._model = None
 
     def prepare(self, model, optimizer):
-        self._model = model
         return self.acc.prepare(model, optimizer)
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -134,6 +132,8 @@ class Accelerated(Plain):
 
     def gather(self, obj) -> list:
         import torch.distributed as td
+        if self.world == 1:  # accelerate in one process (``--accelerate``) starts no process group
+            return [obj]
         out = [None] * self.world
         td.all_gather_object(out, obj)
         return out
@@ -150,12 +150,14 @@ class Accelerated(Plain):
         return tuple(out)
 
     def save(self, path, lm, optimizer=None, scheduler=None, step: int = 0, history=None, extra=None):
-        from accelerate.utils import DistributedType
         model_state = optim_state = None
-        if self.acc.distributed_type == DistributedType.FSDP and self._model is not None:
-            # a full state dict is gathered from every rank's shard: all must take part, or it hangs
-            model_state = self.acc.get_state_dict(self._model)
-            optim_state = _full_optimizer_state(self._model, optimizer) if optimizer is not None else None
+        if sharded(lm.model):
+            # FSDP2: the full state is gathered from every rank's shard, so all must take part (only
+            # the main process calling it would hang); it arrives on the main process only
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+            model_state = get_model_state_dict(lm.model, options=StateDictOptions(full_state_dict=True,
+                                                                                     cpu_offload=True))
+            optim_state = _full_optimizer_state(lm.model, optimizer) if optimizer is not None else None
         if self.is_main:
             checkpoint.save(path, lm, optimizer, scheduler, step, history, extra,
                             model_state=model_state, optimizer_state=optim_state)
@@ -166,12 +168,21 @@ class Accelerated(Plain):
         self.acc.wait_for_everyone()
 
 
+def sharded(model) -> bool:
+    """Whether ``model``'s parameters are FSDP2 shards (DTensors) rather than whole tensors."""
+    from torch.distributed.tensor import DTensor
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
 def _full_optimizer_state(model, optimizer) -> dict:
     """An FSDP optimizer's full state in ``optimizer.state_dict()`` layout (parameters numbered in
     group order, as a fresh ``make_optimizer`` numbers them), so a resume loads it before ``prepare``."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch one
     full = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True,
                                                                                cpu_offload=True))
+    if not full:  # off the main process the full state is not materialised (cpu_offload)
+        return {}
     number, groups, i = {}, [], 0
     for g in full["param_groups"]:
         ids = []

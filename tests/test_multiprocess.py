@@ -123,3 +123,29 @@ def test_whole_run_on_two_processes_gives_the_one_process_metrics(tmp_path):
         assert [r["id"] for r in rb] == [r["id"] for r in ra]  # merged in question order
         assert sum(x == y for x, y in zip(ra, rb)) >= 0.9 * len(ra), name
     assert (tmp_path / "two" / "report.html").is_file() and not list((tmp_path / "two").glob("*.rank*"))
+
+
+def test_fsdp2_checkpoint_is_gathered_from_both_processes(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import fsdp_worker
+    from aftlab import checkpoint
+    from aftlab.model import load_lm
+
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(ROOT / "tests" / "fsdp_worker.py"), str(tmp_path / "ckpt")], env=e, cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-6000:]
+    lm = fsdp_worker.build()  # the same 2 steps on the whole batch in this one process
+    opt = checkpoint.make_optimizer(lm.model, lr=1e-2)
+    fsdp_worker.train(lm.model, opt, fsdp_worker.BATCH)
+    saved = load_lm(tmp_path / "ckpt")
+    mine = lm.model.state_dict()
+    diff = max((mine[k] - v).abs().max().item() for k, v in saved.model.state_dict().items())
+    assert diff < 1e-5, diff
+    state = checkpoint.load_state(tmp_path / "ckpt")
+    fresh = checkpoint.make_optimizer(saved.model, lr=1e-2)
+    fresh.load_state_dict(state["optimizer"])  # a resume loads it before prepare, as after plain training
+    ours = opt.state_dict()["state"]
+    for i, s in state["optimizer"]["state"].items():
+        assert torch.allclose(s["exp_avg"], ours[i]["exp_avg"], atol=1e-6)
