@@ -51,7 +51,10 @@ def save(path: str | Path, lm, optimizer=None, scheduler=None, step: int = 0, hi
     for stale in path.parent.glob(path.name + ".tmp-*"):  # left by a writer killed mid-save
         shutil.rmtree(stale, ignore_errors=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    lm.save(tmp) if model_state is None else lm.save(tmp, state_dict=model_state)
+    if model_state is None:
+        lm.save(tmp)
+    else:
+        lm.save(tmp, state_dict=model_state)
     _test_pause()
     state = {"step": step, "history": history or [], "extra": extra or {}}
     if optimizer_state is not None or optimizer is not None:

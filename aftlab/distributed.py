@@ -18,6 +18,11 @@ is a mean over tokens (NLL) or questions/pairs (alignment terms), and an uneven 
 process scales its local mean by ``world * part / whole`` (``shares``), so the average of the
 scaled losses, and of their gradients, is the one-process global-batch loss and gradient.
 
+Checkpoints: under DDP the main process writes its (whole) model; under FSDP2 the parameters are
+shards, so every process takes part in gathering the full weights and optimizer state
+(``Accelerated.save``), which the main process writes in the one-process layout. Everyone then
+waits, so nobody reads a checkpoint that is not yet in place.
+
 >>> r = runner(False)
 >>> (r.world, r.rank, r.is_main), r.shard([4, 5, 6]), r.shares(3, 5)
 ((1, 0, True), [4, 5, 6], [1.0, 1.0])
@@ -170,7 +175,10 @@ class Accelerated(Plain):
 
 def sharded(model) -> bool:
     """Whether ``model``'s parameters are FSDP2 shards (DTensors) rather than whole tensors."""
-    from torch.distributed.tensor import DTensor
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch before 2.5 has no public DTensor, and no FSDP2 for accelerate to apply
+        return False
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
