@@ -180,9 +180,13 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
         pos_rows = pos[pos | neg]  # which flat rows are positives (flat order = (B, K) valid order)
         l_nll = losses.nll_loss(lp[pos_rows], mask[pos_rows]) if pos_rows.any() else s.new_zeros(())
         l_align = align_loss(cfg, s, sum_lp, ref, pos, neg, lev)
-        loss = cfg.nll_weight * l_nll + cfg.lam * l_align
+        w_nll, w_align = dist.shares(float(mask[pos_rows].sum()),  # this process's part of the step (1.0 alone)
+                                     losses.averaged_over(method.unit, cfg.gamma * s, pos, neg, lev, cfg.beta,
+                                                          cfg.truncate))
+        loss = cfg.nll_weight * l_nll * w_nll + cfg.lam * l_align * w_align
         dist.backward(loss)
-        return loss.detach(), {"align_loss": l_align.item(), **step_stats(s.detach(), pos, neg, cfg)}
+        return loss.detach(), {"align_loss": dist.mean(l_align.item() * w_align),
+                               **step_stats(*dist.gather_rows(s.detach(), pos, neg), cfg)}
 
     start = train.resume(out, lm, opt, sched, fingerprint=fp) if resume else (0, [], {})
     return train.fit(lm, opt, sched, total, step_fn, clip=cfg.clip, what=f"AFT ({cfg.method})", out=out,

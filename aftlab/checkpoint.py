@@ -41,17 +41,24 @@ def make_optimizer(model, lr: float, betas=(0.9, 0.98), weight_decay: float = 0.
 
 
 def save(path: str | Path, lm, optimizer=None, scheduler=None, step: int = 0, history: list | None = None,
-         extra: dict | None = None) -> Path:
-    """Atomically write a checkpoint folder at ``path``."""
+         extra: dict | None = None, model_state: dict | None = None, optimizer_state: dict | None = None) -> Path:
+    """Atomically write a checkpoint folder at ``path``.
+
+    ``model_state`` / ``optimizer_state``: full state dicts gathered from a sharded engine (FSDP,
+    see :meth:`aftlab.distributed.Accelerated.save`) to write instead of ``lm``'s and ``optimizer``'s own.
+    """
     path = Path(path)
     for stale in path.parent.glob(path.name + ".tmp-*"):  # left by a writer killed mid-save
         shutil.rmtree(stale, ignore_errors=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    lm.save(tmp)
+    if model_state is None:
+        lm.save(tmp)
+    else:
+        lm.save(tmp, state_dict=model_state)
     _test_pause()
     state = {"step": step, "history": history or [], "extra": extra or {}}
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
+    if optimizer_state is not None or optimizer is not None:
+        state["optimizer"] = optimizer_state if optimizer_state is not None else optimizer.state_dict()
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     torch.save(state, tmp / STATE)

@@ -196,22 +196,24 @@ def cmd_config(args) -> None:
         print(f"{name:{width}s}  {json.dumps(value, default=str):>12s}  {text}")
 
 
+def _main_process() -> bool:
+    """Whether this process reports (always, unless it is a non-zero rank of a launch)."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
 def cmd_run(args) -> None:
-    from .distributed import wanted
     from .metrics import aggregate
     from .pipeline import run
     from .stats import pooled_comparisons
-    if wanted():  # every process would sample, evaluate and write the same files
-        raise ConfigError("aftlab run is single-process; under `accelerate launch` run the training stages "
-                          "(aftlab vft / aftlab align) and sample/eval in one process")
     seeds = _numbers(args.seeds, int, "--seeds") if args.seeds else [args.seed]
     results = []
     for seed in seeds:
         args.seed = seed
         out = Path(args.out) / f"seed-{seed}" if args.seeds else Path(args.out)
         results.append(run(_config(args), out, progress=not args.no_progress, sampler=args.sampler))
-        print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
-    if args.seeds:
+        if _main_process():
+            print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
+    if args.seeds and _main_process():
         agg = aggregate(results)
         pooled = pooled_comparisons([json.loads((Path(args.out) / f"seed-{s}" / "per_question.json").read_text())
                                      for s in seeds])  # resample seeds, then questions
@@ -230,10 +232,12 @@ def cmd_vft(args) -> None:
     lm = build_lm(cfg.model, train + test, cfg.seed)
     train_vft(lm, train, cfg.vft, out=Path(args.out) / "vft", seed=cfg.seed, progress=not args.no_progress,
               accelerate=args.accelerate or None)
-    print(f"wrote {Path(args.out) / 'vft'}")
+    if _main_process():
+        print(f"wrote {Path(args.out) / 'vft'}")
 
 
 def cmd_sample(args) -> None:
+    from . import distributed
     from .data import synthetic_from_config
     from .model import load_lm
     from .sampling import sample_cots
@@ -248,10 +252,12 @@ def cmd_sample(args) -> None:
     s = cfg.sample
     try:
         recs = sample_cots(lm, examples, s.k, s.temperature, s.top_p, s.max_new_tokens, cfg.seed, s.batch_questions,
-                           cache=args.out, progress=not args.no_progress, sampler=sampler)
+                           cache=args.out, progress=not args.no_progress, sampler=sampler, dist=distributed.runner())
     finally:
         if not isinstance(sampler, str):
             sampler.close()
+    if not _main_process():
+        return
     n_pos = sum(x["correct"] for r in recs for x in r["samples"])
     print(f"{len(recs)} questions, {sum(len(r['samples']) for r in recs)} distinct COTs ({n_pos} correct) "
           f"in {args.out}")
@@ -269,11 +275,12 @@ def cmd_align(args) -> None:
     _, log = align_from_vft(args.model, records, acfg, batch_seed(cfg.seed), device=cfg.model.device,
                             max_prompt_tokens=cfg.model.max_prompt_tokens, progress=not args.no_progress,
                             out=args.out, accelerate=args.accelerate or None)
-    print(f"wrote {args.out}; last step: {json.dumps(log[-1])}")
+    if _main_process():
+        print(f"wrote {args.out}; last step: {json.dumps(log[-1])}")
 
 
 def cmd_eval(args) -> None:
-    from . import checkpoint
+    from . import checkpoint, distributed
     from .data import synthetic_from_config
     from .evaluate import evaluate, own_sampling
     from .model import load_lm
@@ -284,7 +291,9 @@ def cmd_eval(args) -> None:
     if not records:
         raise DataError(f"{args.eval_samples}: no sample records to evaluate on (empty file)")
     lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
-    m = evaluate(lm, test, records, cfg.sample.max_new_tokens, **own_sampling(cfg))["metrics"]
+    m = evaluate(lm, test, records, cfg.sample.max_new_tokens, **own_sampling(cfg), dist=distributed.runner())["metrics"]
+    if not _main_process():
+        return
     text = json.dumps(m, indent=1)
     if args.out:
         checkpoint.write_atomic(args.out, text)

@@ -1,27 +1,43 @@
-"""Scale-out: the VFT and AFT loops on many processes under ``accelerate launch``, unchanged on one.
+"""Scale-out: VFT and AFT on many processes (``torchrun`` / ``accelerate launch``), unchanged on one.
 
-Place in the data path: a service of **VFT** and **AFT**; both loops ask ``runner()`` for the few
-things that differ between one plain process and many (prepare, backward, clip, which rows of the
-step's batch this process takes, averaging a logged number, who writes checkpoints).
+Place in the data path: a service of **VFT**, **AFT**, **sampling** and **evaluate**; the loops ask
+``runner()`` for the few things that differ between one plain process and many (prepare, backward,
+clip, which rows of the step's batch this process takes, each process's share of the step's loss,
+averaging or gathering a logged number, saving a checkpoint, waiting for the others).
 
 ``Plain`` does exactly what the loops did before (``loss.backward()``, ``clip_grad_norm_``, the whole
-batch), so single-process CPU runs are bit-for-bit the same. ``Accelerated`` wraps
+batch, shares of 1.0), so single-process runs are bit-for-bit the same. ``Accelerated`` wraps
 ``accelerate.Accelerator``: the step's global batch (a pure function of seed and step, as before)
 is split across processes by rank, DDP/FSDP/DeepSpeed average the gradients, and only the main
-process logs and saves. It is chosen when ``WORLD_SIZE`` > 1 (set by ``accelerate launch``/torchrun)
+process logs and writes. It is chosen when ``WORLD_SIZE`` > 1 (set by ``accelerate launch``/torchrun)
 or when asked for (``--accelerate``, ``accelerate=True``).
 
+Why shares: DDP averages the processes' gradients with equal weights, but the global batch's loss
+is a mean over tokens (NLL) or questions/pairs (alignment terms), and an uneven split (7 questions on
+2 processes, or simply COTs of different lengths) gives the processes unequal parts of it. Each
+process scales its local mean by ``world * part / whole`` (``shares``), so the average of the
+scaled losses, and of their gradients, is the one-process global-batch loss and gradient.
+
+Checkpoints: under DDP the main process writes its (whole) model; under FSDP2 the parameters are
+shards, so every process takes part in gathering the full weights and optimizer state
+(``Accelerated.save``), which the main process writes in the one-process layout. Everyone then
+waits, so nobody reads a checkpoint that is not yet in place.
+
 >>> r = runner(False)
->>> (r.world, r.rank, r.is_main), r.shard([4, 5, 6])
-((1, 0, True), [4, 5, 6])
+>>> (r.world, r.rank, r.is_main), r.shard([4, 5, 6]), r.shares(3, 5)
+((1, 0, True), [4, 5, 6], [1.0, 1.0])
 >>> wanted(None, {"WORLD_SIZE": "4"}), wanted(None, {})
 (True, False)
+>>> scaled_shares([3, 5], [7, 10], world=2)   # this process holds 3 of 7 tokens and 5 of 10 questions
+[0.8571428571428571, 1.0]
 """
 from __future__ import annotations
 
 import os
 
 import torch
+
+from . import checkpoint
 
 
 def wanted(flag: bool | None = None, env=None) -> bool:
@@ -30,6 +46,11 @@ def wanted(flag: bool | None = None, env=None) -> bool:
         return flag
     env = os.environ if env is None else env
     return int(env.get("WORLD_SIZE", "1") or 1) > 1
+
+
+def scaled_shares(parts, wholes, world: int) -> list[float]:
+    """``world * part / whole`` per pair; 0 where the whole batch has none (its mean is 0 then)."""
+    return [world * p / w if w else 0.0 for p, w in zip(parts, wholes)]
 
 
 class Plain:
@@ -49,8 +70,23 @@ class Plain:
     def shard(self, idx: list[int]) -> list[int]:
         return idx
 
+    def shares(self, *parts: float) -> list[float]:
+        return [1.0] * len(parts)
+
     def mean(self, value: float) -> float:
         return value
+
+    def gather(self, obj) -> list:
+        """Every process's ``obj``, in rank order."""
+        return [obj]
+
+    def gather_rows(self, *tensors: torch.Tensor) -> tuple:
+        """(B, K) tensors of every process stacked along B (K padded with zeros / False)."""
+        return tensors
+
+    def save(self, path, lm, optimizer=None, scheduler=None, step: int = 0, history=None, extra=None):
+        """:func:`aftlab.checkpoint.save`, by the processes the engine needs; all return together."""
+        return checkpoint.save(path, lm, optimizer, scheduler, step, history, extra)
 
     def wait(self) -> None:
         pass
@@ -62,9 +98,16 @@ class Accelerated(Plain):
 
     def __init__(self):
         from accelerate import Accelerator
-        self.acc = Accelerator()
+        expected = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        # Without a GPU, accelerate ignores torchrun's WORLD_SIZE unless told cpu=True (`accelerate
+        # launch --cpu` says so through ACCELERATE_USE_CPU): each process then trained the whole batch
+        # alone, believed itself the main one and raced the others writing the same checkpoint.
+        self.acc = Accelerator(cpu=expected > 1 and not torch.cuda.is_available())
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.is_main = self.acc.is_main_process
+        if self.world != expected:
+            raise RuntimeError(f"launched as {expected} processes but accelerate set up {self.world}; "
+                               "check the launcher's backend (gloo on CPU, nccl on GPUs)")
 
     def prepare(self, model, optimizer):
         return self.acc.prepare(model, optimizer)
@@ -83,12 +126,80 @@ class Accelerated(Plain):
                              "raise the batch size (vft.batch_size / align.questions_per_step)")
         return idx[self.rank::self.world]
 
+    def shares(self, *parts: float) -> list[float]:
+        t = torch.tensor([float(p) for p in parts], dtype=torch.float64, device=self.acc.device)
+        wholes = self.acc.reduce(t, reduction="sum").tolist()
+        return scaled_shares(parts, wholes, self.world)
+
     def mean(self, value: float) -> float:
-        t = torch.tensor([float(value)], device=self.acc.device)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.acc.device)
         return float(self.acc.reduce(t, reduction="mean"))
+
+    def gather(self, obj) -> list:
+        import torch.distributed as td
+        if self.world == 1:  # accelerate in one process (``--accelerate``) starts no process group
+            return [obj]
+        out = [None] * self.world
+        td.all_gather_object(out, obj)
+        return out
+
+    def gather_rows(self, *tensors: torch.Tensor) -> tuple:
+        parts = self.gather([t.detach().cpu() for t in tensors])
+        rows = max(p[0].shape[0] for p in parts)
+        cols = max(p[0].shape[1] for p in parts)
+        out = []
+        for i in range(len(tensors)):
+            padded = [torch.nn.functional.pad(p[i], (0, cols - p[i].shape[1], 0, rows - p[i].shape[0]))
+                      for p in parts]  # zeros / False: masked out of every statistic
+            out.append(torch.cat(padded))
+        return tuple(out)
+
+    def save(self, path, lm, optimizer=None, scheduler=None, step: int = 0, history=None, extra=None):
+        model_state = optim_state = None
+        if sharded(lm.model):
+            # FSDP2: the full state is gathered from every rank's shard, so all must take part (only
+            # the main process calling it would hang); it arrives on the main process only
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+            model_state = get_model_state_dict(lm.model, options=StateDictOptions(full_state_dict=True,
+                                                                                     cpu_offload=True))
+            optim_state = _full_optimizer_state(lm.model, optimizer) if optimizer is not None else None
+        if self.is_main:
+            checkpoint.save(path, lm, optimizer, scheduler, step, history, extra,
+                            model_state=model_state, optimizer_state=optim_state)
+        self.wait()  # nobody reads (resume, the next stage) a checkpoint that is not yet in place
+        return path
 
     def wait(self) -> None:
         self.acc.wait_for_everyone()
+
+
+def sharded(model) -> bool:
+    """Whether ``model``'s parameters are FSDP2 shards (DTensors) rather than whole tensors."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch before 2.5 has no public DTensor, and no FSDP2 for accelerate to apply
+        return False
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _full_optimizer_state(model, optimizer) -> dict:
+    """An FSDP optimizer's full state in ``optimizer.state_dict()`` layout (parameters numbered in
+    group order, as a fresh ``make_optimizer`` numbers them), so a resume loads it before ``prepare``."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch one
+    full = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True,
+                                                                               cpu_offload=True))
+    if not full:  # off the main process the full state is not materialised (cpu_offload)
+        return {}
+    number, groups, i = {}, [], 0
+    for g in full["param_groups"]:
+        ids = []
+        for name in g["params"]:
+            number[name] = i
+            ids.append(i)
+            i += 1
+        groups.append({**g, "params": ids})
+    return {"state": {number[k]: v for k, v in full["state"].items()}, "param_groups": groups}
 
 
 def runner(accelerate: bool | None = None) -> Plain:

@@ -26,6 +26,7 @@ from .sampling import generate, quality_level, sample_cots
 from .model import LM
 from .records import EvalResult, GreedyRow, Record
 from .scoring import score, score_texts
+from .shards import map_batches
 
 
 def flat_eval_set(records: list[Record]) -> tuple[list[str], list[str]]:
@@ -38,27 +39,30 @@ def flat_eval_set(records: list[Record]) -> tuple[list[str], list[str]]:
     return qs, cots
 
 
-def rescore(lm: LM, records: list[Record]) -> list[list[float]]:
-    """Scores of every sample of every record under ``lm``, grouped per record."""
-    qs, cots = flat_eval_set(records)
-    flat = score_texts(lm, qs, cots).tolist()
-    out, i = [], 0
-    for r in records:
-        out.append(flat[i:i + len(r["samples"])])
-        i += len(r["samples"])
-    return out
+def rescore(lm: LM, records: list[Record], dist=None) -> list[list[float]]:
+    """Scores of every sample of every record under ``lm``, grouped per record; with ``dist`` (an
+    ``aftlab.distributed`` runner) each process scores a contiguous block of records."""
+    def block(recs):
+        qs, cots = flat_eval_set(recs)
+        flat = score_texts(lm, qs, cots).tolist()
+        out, i = [], 0
+        for r in recs:
+            out.append(flat[i:i + len(r["samples"])])
+            i += len(r["samples"])
+        return out
+    world = dist.world if dist else 1
+    return map_batches(block, records, -(-len(records) // world), dist)
 
 
-def greedy(lm: LM, examples: list[Example], max_new_tokens: int = 48, batch: int = 128) -> list[GreedyRow]:
-    """Greedy COT, answer correctness and whether it finished, per example."""
-    out = []
-    for start in range(0, len(examples), batch):
-        chunk = examples[start:start + batch]
+def greedy(lm: LM, examples: list[Example], max_new_tokens: int = 48, batch: int = 128, dist=None
+           ) -> list[GreedyRow]:
+    """Greedy COT, answer correctness and whether it finished, per example; with ``dist`` each process
+    decodes whole batches (``aftlab.shards``), so the answers are those of one process."""
+    def run(chunk):
         gens = generate(lm, [e.question for e in chunk], k=1, temperature=0.0, max_new_tokens=max_new_tokens)
-        for e, [(text, finished)] in zip(chunk, gens):
-            out.append({"id": e.id, "question": e.question, "cot": text, "finished": finished,
-                        "correct": finished and is_correct(text, e.answer)})
-    return out
+        return [{"id": e.id, "question": e.question, "cot": text, "finished": finished,
+                 "correct": finished and is_correct(text, e.answer)} for e, [(text, finished)] in zip(chunk, gens)]
+    return map_batches(run, list(examples), batch, dist)
 
 
 def perplexity(lm: LM, examples: list[Example]) -> float:
@@ -88,14 +92,15 @@ def own_sampling(cfg) -> dict:
 
 def evaluate(lm: LM, test: list[Example], eval_records: list[Record], max_new_tokens: int = 48, own_k: int = 0,
              temperature: float = 0.8, seed: int = 0, own_records: list[Record] | None = None,
-             own_questions: int | None = None) -> EvalResult:
+             own_questions: int | None = None, dist=None) -> EvalResult:
     """Metrics of ``lm`` on the held-out ``test`` questions and the fixed sample set ``eval_records``.
 
     Self-consistency (majority vote over k samples) and sample accuracy come from the model's own
     samples of the first ``own_questions`` held-out questions: ``own_records`` when given (the VFT
-    model's are the fixed sample set itself), else ``own_k`` drawn now at ``temperature``."""
-    g = greedy(lm, test, max_new_tokens)
-    scores = rescore(lm, eval_records)
+    model's are the fixed sample set itself), else ``own_k`` drawn now at ``temperature``.
+    ``dist``: shard decoding, rescoring and sampling over the processes of a launch (same figures)."""
+    g = greedy(lm, test, max_new_tokens, dist=dist)
+    scores = rescore(lm, eval_records, dist)
     correct = [[s["correct"] for s in r["samples"]] for r in eval_records]
     levels = [[quality_level(s) for s in r["samples"]] for r in eval_records]
     assess = assessment_accuracy(scores, correct)
@@ -117,7 +122,7 @@ def evaluate(lm: LM, test: list[Example], eval_records: list[Record], max_new_to
     n = len(test) if own_questions is None else min(own_questions, len(test))
     if own_records is None and own_k and n:
         own_records = sample_cots(lm, test[:n], k=own_k, temperature=temperature, max_new_tokens=max_new_tokens,
-                                  seed=seed + 7, progress=False)
+                                  seed=seed + 7, progress=False, dist=dist)
     if own_records:
         m |= self_consistency_of(own_records[:n])
     return {"metrics": m, "greedy": g, "scores": scores}

@@ -283,3 +283,42 @@ def pro_loss(scores: Tensor, rewards: Tensor, mask: Tensor, constraint: Constrai
     l_k = _log1p_sumexp(torch.stack(parts, -1), 2)                        # (B,K)
     per_q = torch.where(has, l_k, torch.zeros_like(l_k)).sum(-1)
     return _masked_mean(per_q, has.any(-1), scores)
+
+
+def averaged_over(unit: str | None, scores: Tensor, pos_mask: Tensor, neg_mask: Tensor, levels: Tensor,
+                  beta: float = 0.1, truncate: bool = False) -> int:
+    """How many items a loss averages over in a batch: (B,K)×4 -> int. ``unit`` (a method's
+    ``aftlab.methods.Method.unit``): ``"pair_questions"`` — questions with a (positive, negative) pair
+    (after ``truncate``), ``"pairs"`` — every pair (DPO), ``"level_questions"`` — questions with two
+    levels (RBC, RRHF), ``"list_questions"`` — questions with two COTs (PRO), ``None`` — nothing (RFT).
+    A process that holds part of a step's batch weights its mean by its part of this count
+    (`aftlab.distributed`). ``scores`` are the scaled scores the loss sees (``gamma * s``).
+
+    >>> s = torch.tensor([[0.0, -1.0, -0.01], [0.0, 0.0, 0.0]])
+    >>> p = torch.tensor([[True, False, False], [True, True, False]])
+    >>> n = torch.tensor([[False, True, True], [False, False, False]])
+    >>> lv = torch.tensor([[3.0, 0.0, 0.0], [3.0, 3.0, 0.0]])
+    >>> [averaged_over(u, s, p, n, lv) for u in ("pair_questions", "pairs", "level_questions", "list_questions", None)]
+    [1, 2, 1, 2, 0]
+    >>> averaged_over("pair_questions", s, p, n, lv, beta=0.005, truncate=True)  # both negatives already below
+    0
+    """
+    pos_mask, neg_mask = pos_mask.bool(), neg_mask.bool()
+    valid = pos_mask | neg_mask
+    pair = pos_mask[:, :, None] & neg_mask[:, None, :]                     # (B,K,K)
+    if unit == "pair_questions":
+        if truncate:  # as aft_loss_batched: pairs whose negative is still above the boundary
+            s = _zero_pad(scores.detach(), valid)
+            bound = _min_above(s, pos_mask[:, None, :].expand_as(pair))[:, :1] - beta
+            pair = pair & (s >= bound)[:, None, :]
+        return int(pair.flatten(1).any(-1).sum())
+    if unit == "pairs":
+        return int(pair.sum())
+    if unit == "level_questions":
+        lower = valid[:, :, None] & valid[:, None, :] & (levels[:, None, :] < levels[:, :, None])
+        return int(lower.flatten(1).any(-1).sum())
+    if unit == "list_questions":
+        return int((valid.sum(-1) >= 2).sum())
+    if unit is None:
+        return 0
+    raise ValueError(f"unit {unit!r}: choose pair_questions, pairs, level_questions, list_questions or None")

@@ -47,6 +47,7 @@ class Method:
     loss: LossFn | None  # None: the RFT control, NLL on positives only
     defaults: dict = field(default_factory=dict)  # AlignConfig fields the method sets over the shared ones
     reference: bool = False  # needs the starting model's summed log-probs of every COT (frozen reference)
+    unit: str | None = "pair_questions"  # what the loss averages over (``losses.averaged_over``): splits a step
 
 
 def _pairwise(cfg, b: Scores) -> torch.Tensor:
@@ -74,7 +75,8 @@ def _ranked(fn) -> LossFn:
 
 
 REGISTRY: dict[str, Method] = {
-    "rft": Method("the control: NLL on the positive samples only (the paper's RFT baseline)", None, {"lam": 0.0}),
+    "rft": Method("the control: NLL on the positive samples only (the paper's RFT baseline)", None, {"lam": 0.0},
+                  unit=None),
     "aft_bc": Method("AFT with the boundary constraint: negatives pushed down to B = min s_p - beta, not below",
                      _pairwise, {"constraint": "boundary"}),
     "aft_dc": Method("AFT with the detached constraint: negative scores detached, only positives pushed up",
@@ -82,9 +84,11 @@ REGISTRY: dict[str, Method] = {
     "align_only": Method("alignment without constraint: every negative pushed down without bound (degrades)",
                          _pairwise, {"constraint": None}),
     "aft_rbc": Method("ranking feedback: the boundary-constrained loss at every quality level", _rbc,
-                      {"constraint": "boundary"}),
+                      {"constraint": "boundary"}, unit="level_questions"),
     "dpo": Method("DPO (sigmoid, summed log-probs, frozen reference); align.constraint adds DC/BC", _dpo,
-                  reference=True),
-    "rrhf": Method("RRHF: hinge on ranked score differences; align.constraint adds DC/BC", _ranked(losses.rrhf_loss)),
-    "pro": Method("PRO: listwise softmax over ranked suffixes; align.constraint adds DC/BC", _ranked(losses.pro_loss)),
+                  reference=True, unit="pairs"),
+    "rrhf": Method("RRHF: hinge on ranked score differences; align.constraint adds DC/BC", _ranked(losses.rrhf_loss),
+                   unit="level_questions"),
+    "pro": Method("PRO: listwise softmax over ranked suffixes; align.constraint adds DC/BC", _ranked(losses.pro_loss),
+                  unit="list_questions"),
 }

@@ -110,9 +110,10 @@ class LM:
             ids = ids[: ids.index(eos)]
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
-    def save(self, path: str | Path) -> None:
-        """``save_pretrained`` layout (safetensors) for model and tokenizer."""
-        self.model.save_pretrained(path, safe_serialization=True)
+    def save(self, path: str | Path, state_dict: dict | None = None) -> None:
+        """``save_pretrained`` layout (safetensors) for model and tokenizer; ``state_dict``: weights to
+        write instead of the model's own (a full copy gathered from FSDP shards)."""
+        self.model.save_pretrained(path, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
         self.tokenizer.save_pretrained(path)
 
 

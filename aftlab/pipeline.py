@@ -7,6 +7,12 @@ sampling from the questions already in its JSONL cache). Data and model are chec
 folder is touched, and result files are written atomically, so a bad input or a kill never leaves
 a half-written ``metrics.json``.
 
+Under a launcher (``torchrun``/``accelerate launch``, ``WORLD_SIZE`` > 1) every process runs this
+same function: VFT and alignment split each step's batch, sampling and evaluation take whole
+batches of questions each (``aftlab.shards``), only the main process writes the run folder's files,
+and all wait for each other at every stage boundary. Each stage after training reloads the model
+from its checkpoint, so sampling and evaluation never run through a sharded (FSDP) model.
+
 >>> stage_dirs("runs/x")["vft"].as_posix()
 'runs/x/vft'
 """
@@ -18,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .align import align_from_vft, batch_seed, train_align
 from .config import RunConfig, to_dict
 from .data import synthetic_from_config
 from .evaluate import evaluate, own_sampling
 from .metrics import misranked_examples
-from .model import build_lm
+from .model import build_lm, load_lm
 from .sampling import groups, open_sampler, sample_cots
 from .stats import comparisons_for_run
 from .vft import train_vft
@@ -42,6 +48,8 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
 
     ``sampler``: ``"hf"`` or ``"vllm"`` draws every round's COTs (``aftlab.sampling.sample_cots``)."""
     t0 = time.time()
+    dist = distributed.runner()  # Plain in one process
+    log = log if dist.is_main else (lambda *_: None)
     vft_sampler, close_sampler = open_sampler(sampler)  # one engine for both VFT-model calls; a missing
     # vllm fails here, before any training
     torch.manual_seed(cfg.seed)
@@ -51,26 +59,31 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
     tick = time.time()
     train, test = synthetic_from_config(cfg.data)
     lm = build_lm(cfg.model, train + test, cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_atomic(out / "config.json", json.dumps(to_dict(cfg), indent=1))
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_atomic(out / "config.json", json.dumps(to_dict(cfg), indent=1))
+    dist.wait()
     vft_hist = train_vft(lm, train, cfg.vft, out=paths["vft"], seed=cfg.seed, progress=progress)
     seconds["vft"] = time.time() - tick
     log(f"VFT done: loss {vft_hist[-1]['loss']:.3f}")
+    if dist.world > 1:
+        lm = _reload(paths["vft"], lm, cfg)
     s = cfg.sample
     tick = time.time()
     try:
         eval_records = sample_cots(lm, test, k=cfg.eval_k, temperature=s.temperature, top_p=s.top_p,
                                    max_new_tokens=s.max_new_tokens, seed=cfg.seed + 1,
                                    batch_questions=s.batch_questions, cache=paths["eval_samples"], progress=progress,
-                                   sampler=vft_sampler)
+                                   sampler=vft_sampler, dist=dist)
         train_records = sample_cots(lm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
                                     max_new_tokens=s.max_new_tokens, seed=cfg.seed, batch_questions=s.batch_questions,
-                                    cache=out / "samples_r1.jsonl", progress=progress, sampler=vft_sampler)
+                                    cache=out / "samples_r1.jsonl", progress=progress, sampler=vft_sampler,
+                                    dist=dist)
     finally:
         close_sampler()
     seconds["sampling"] = time.time() - tick
     tick = time.time()
-    own = own_sampling(cfg)  # the VFT model's own samples are the fixed set itself
+    own = own_sampling(cfg) | {"dist": dist}  # the VFT model's own samples are the fixed set itself
     results = {"vft": evaluate(lm, test, eval_records, s.max_new_tokens, **own, own_records=eval_records)}
     seconds["eval_vft"] = time.time() - tick
     log(f"VFT: {json.dumps({k: round(v, 4) for k, v in results['vft']['metrics'].items()})}")
@@ -82,17 +95,23 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
                                        max_prompt_tokens=cfg.model.max_prompt_tokens, progress=progress,
                                        out=paths["align"] / f"{method}_r1")
         method_log = [dict(x, round=1) for x in step_log]
+        if dist.world > 1:
+            mlm = _reload(paths["align"] / f"{method}_r1", mlm, cfg)
         for rnd in range(2, cfg.rounds + 1):  # later rounds: the method's own samples, fresh optimizer moments
             records = sample_cots(mlm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
                                   max_new_tokens=s.max_new_tokens, seed=cfg.seed + 100 * rnd,
-                                  batch_questions=s.batch_questions,
-                                  cache=out / f"samples_{method}_r{rnd}.jsonl", progress=progress, sampler=sampler)
+                                  batch_questions=s.batch_questions, cache=out / f"samples_{method}_r{rnd}.jsonl",
+                                  progress=progress, sampler=sampler, dist=dist)
             g = groups(records, acfg.strict_positives, acfg.include_reference)
             step_log = train_align(mlm, g, acfg, seed=batch_seed(cfg.seed, rnd), progress=progress,
                                    out=paths["align"] / f"{method}_r{rnd}")
             method_log += [dict(x, round=rnd) for x in step_log]
-        checkpoint.save(out / method, mlm, step=len(method_log), history=method_log,
-                        extra={"kind": "align", "method": method})
+            if dist.world > 1:
+                mlm = _reload(paths["align"] / f"{method}_r{rnd}", mlm, cfg)
+        if dist.is_main:
+            checkpoint.save(out / method, mlm, step=len(method_log), history=method_log,
+                            extra={"kind": "align", "method": method})
+        dist.wait()
         seconds[f"align_{method}"] = time.time() - tick
         tick = time.time()
         results[method] = evaluate(mlm, test, eval_records, s.max_new_tokens, **own)
@@ -108,13 +127,23 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
     }
     paired = comparisons_for_run(results, eval_records)  # method vs rft / vft, question by question
     metrics.update({k: paired[k] for k in ("comparisons", "n_eval_questions", "n_assess_questions")})
-    for name, obj in [("align_logs.json", logs), ("vft_history.json", vft_hist),
-                      ("eval_scores.json", {m: r["scores"] for m, r in results.items()}),
-                      ("greedy.json", {m: r["greedy"][:50] for m, r in results.items()}),
-                      ("per_question.json", paired["per_question"]),
-                      ("metrics.json", metrics)]:  # metrics last: its presence means the others are complete
-        checkpoint.write_atomic(out / name, json.dumps(obj, indent=1 if name == "metrics.json" else None))
-    from .report import write_report
-    write_report(out)
+    if dist.is_main:
+        for name, obj in [("align_logs.json", logs), ("vft_history.json", vft_hist),
+                          ("eval_scores.json", {m: r["scores"] for m, r in results.items()}),
+                          ("greedy.json", {m: r["greedy"][:50] for m, r in results.items()}),
+                          ("per_question.json", paired["per_question"]),
+                          ("metrics.json", metrics)]:  # metrics last: its presence means the others are complete
+            checkpoint.write_atomic(out / name, json.dumps(obj, indent=1 if name == "metrics.json" else None))
+        from .report import write_report
+        write_report(out)
+    dist.wait()
     return metrics
+
+
+def _reload(folder: Path, lm, cfg: RunConfig):
+    """The model a training stage checkpointed at ``folder``, unwrapped and whole on every process
+    (a sharded FSDP model cannot decode different questions on different processes)."""
+    fresh = load_lm(checkpoint.find(folder), device=str(lm.device))
+    fresh.max_prompt_tokens = cfg.model.max_prompt_tokens
+    return fresh
 

@@ -86,11 +86,13 @@ def set_threads(n: int | str = "auto") -> int:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """The device to use: ``auto`` prefers CUDA, then MPS, then CPU; anything else is taken as given."""
+    """The device to use: ``auto`` prefers CUDA, then MPS, then CPU; anything else is taken as given.
+    Under a launcher (``LOCAL_RANK`` set) ``auto`` is this process's own GPU, not every process's GPU 0."""
     if name != "auto":
         return torch.device(name)
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        rank = os.environ.get("LOCAL_RANK")
+        return torch.device(f"cuda:{rank}") if rank else torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

@@ -4,7 +4,8 @@ Place in the data path: data → model → VFT → **sampling** → scoring → 
 
 Each batch of questions is seeded from (seed, index of its first question), so the same seed
 gives the same COTs, and a resumed run (the JSONL cache already holds some questions) produces
-the rest exactly as an uninterrupted run would.
+the rest exactly as an uninterrupted run would. Under a launcher each process draws whole batches
+(``aftlab.shards``), so the process count does not change the COTs either.
 
 >>> rec = label("3 * 4 = 12. 12 + 5 = 17. #### 17", "17")
 >>> rec["correct"], rec["strict"], rec["label"]
@@ -71,7 +72,7 @@ def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0,
 
 def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 48,
                 seed: int = 0, batch_questions: int = 64, cache: str | Path | None = None,
-                progress: bool = True, sampler="hf") -> list[Record]:
+                progress: bool = True, sampler="hf", dist=None) -> list[Record]:
     """One record per question: its k samples de-duplicated and labelled against the gold answer.
 
     A record is ``{"id", "question", "answer", "reference", "samples": [label(...) + {"count"}],
@@ -82,37 +83,63 @@ def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float 
     ``sampler`` draws the COTs: ``"hf"`` (``generate`` above), ``"vllm"`` (one vLLM engine for this
     call, ``aftlab.sampling_vllm``) or any callable with ``generate``'s signature; records, labels
     and cache are the same whichever draws.
+
+    ``dist`` (an ``aftlab.distributed`` runner, under a launcher): each process samples whole batches
+    (``aftlab.shards``), so the records, and the merged cache, are those of one process.
     """
     from tqdm.auto import tqdm
 
+    from . import shards
+    from .distributed import Plain
+
+    dist = dist or Plain()
     done: dict[str, dict] = {}
-    if cache is not None and Path(cache).is_file():
-        for rec in read_samples(cache):
-            done[rec["id"]] = rec
-        _end_with_newline(Path(cache))
-    todo = [(i, e) for i, e in enumerate(examples) if e.id not in done]
+    leftover = shards.parts(cache) if cache is not None else []  # a sharded run killed before its merge
+    for path in ([Path(cache)] if cache is not None else []) + leftover:
+        if path.is_file():
+            for rec in read_samples(path):
+                done[rec["id"]] = rec
+    dist.wait()  # every process has read the same caches before any appends to one
+    target = None if cache is None else Path(cache) if dist.world == 1 else shards.part_path(cache, dist.rank)
+    if target is not None and target.is_file():
+        _end_with_newline(target)
     gen, close = open_sampler(sampler)
-    f = open(cache, "a", encoding="utf-8") if cache is not None else None
-    bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc="sampling", disable=not progress)
+    f = open(target, "a", encoding="utf-8") if target is not None else None
+    bar = tqdm(total=len(examples), initial=sum(e.id in done for e in examples), desc="sampling",
+               disable=not (progress and dist.is_main))
+    mine = []
+    # the batches of an uninterrupted run; one a kill left half done is drawn again whole, so its
+    # missing questions get the COTs they would have had
+    grid = [c for c in shards.batches(list(enumerate(examples)), batch_questions)
+            if any(e.id not in done for _, e in c)]
     try:
-        for start in range(0, len(todo), batch_questions):
-            chunk = todo[start:start + batch_questions]
+        for chunk in grid[dist.rank::dist.world]:
             gens = gen(lm, [e.question for _, e in chunk], k, temperature, top_p, max_new_tokens,
                        seed=seed * 1_000_003 + chunk[0][0])
             for (_, e), row in zip(chunk, gens):
+                if e.id in done:
+                    continue
                 rec = _record(e, row)
-                done[e.id] = rec
+                mine.append(rec)
                 if f is not None:
                     f.write(json.dumps(rec) + "\n")
             if f is not None:
                 f.flush()
                 os.fsync(f.fileno())
-            bar.update(len(chunk))
+            bar.update(sum(e.id not in done for _, e in chunk) * dist.world)
     finally:
         bar.close()
         close()
         if f is not None:
             f.close()
+    for part in dist.gather(mine):
+        done.update((rec["id"], rec) for rec in part)
+    if cache is not None and (dist.world > 1 or leftover):
+        if dist.is_main:
+            ids = {e.id for e in examples}
+            shards.merge(cache, [done[e.id] for e in examples if e.id in done]
+                         + [r for i, r in done.items() if i not in ids])  # kept, as a single process keeps them
+        dist.wait()
     return [done[e.id] for e in examples]
 
 

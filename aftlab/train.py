@@ -123,8 +123,8 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
             running = []
         bar.update(1)
-        if out and dist.is_main and ((checkpoint_every and step % checkpoint_every == 0) or step == total):
-            checkpoint.save(out, lm, optimizer, scheduler, step, history, {**(extra or {}), "running": running})
+        if out and ((checkpoint_every and step % checkpoint_every == 0) or step == total):  # every rank: FSDP gathers
+            dist.save(out, lm, optimizer, scheduler, step, history, {**(extra or {}), "running": running})
         if stop_after is not None and step >= stop_after:
             break
     bar.close()

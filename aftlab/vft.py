@@ -69,7 +69,9 @@ def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path |
 
     def step_fn(model, step: int, dist):
         idx = dist.shard(batch_indices(len(pairs), cfg.batch_size, step, seed))
-        return nll_backward(model, [pairs[i] for i in idx], pad, length_buckets, dist.backward), {}
+        share, = dist.shares(sum(len(pairs[i][1]) for i in idx))  # of the step's COT tokens (1.0 alone)
+        loss = nll_backward(model, [pairs[i] for i in idx], pad, length_buckets, lambda x: dist.backward(x * share))
+        return loss * share, {}  # this process's part of the global batch's loss: the mean over processes sums them
 
     start = train.resume(out, lm, opt, sched) if resume else (0, [], {})
     return train.fit(lm, opt, sched, cfg.steps, step_fn, clip=cfg.clip, what="VFT", out=out,

@@ -43,3 +43,25 @@ def test_labels_and_groups():
     loose = groups([rec], strict=False)[0]
     assert len(loose["pos"]) == 2
     assert g["levels"][0] > g["levels"][1]
+
+
+def test_resume_after_a_killed_two_process_run_writes_the_uninterrupted_file(trained, small_task, tmp_path):
+    # a 2-process run over 6 questions in batches of 2: rank 0 owns batches 0 and 2, rank 1 batch 1;
+    # killed after rank 0 finished batch 0 and half of batch 2, rank 1 one question and a torn line
+    import json
+
+    import pytest
+    lm, _, _ = trained
+    _, test = small_task
+    ref = tmp_path / "ref.jsonl"
+    sample_cots(lm, test[:6], k=3, temperature=1.0, seed=5, batch_questions=2, cache=ref, progress=False)
+    lines = ref.read_text().splitlines(keepends=True)
+    cache = tmp_path / "s.jsonl"
+    (tmp_path / "s.jsonl.rank0").write_text(lines[0] + lines[1] + lines[4])
+    (tmp_path / "s.jsonl.rank1").write_text(lines[2] + lines[3][:25])
+    with pytest.warns(UserWarning, match="incomplete last record"):
+        recs = sample_cots(lm, test[:6], k=3, temperature=1.0, seed=5, batch_questions=2, cache=cache,
+                           progress=False)
+    assert cache.read_text() == ref.read_text()  # merged in question order, half-done batches redrawn exactly
+    assert recs == [json.loads(x) for x in lines]
+    assert not list(tmp_path.glob("s.jsonl.rank*"))

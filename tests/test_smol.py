@@ -232,13 +232,6 @@ def test_accelerate_path_equals_plain_path_on_tiny(small_task):
     assert apart < 0.02 * update, (float(apart), float(update))
 
 
-def test_run_refuses_to_start_in_many_processes(monkeypatch, capsys):
-    from aftlab.cli import main
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["run", "--preset", "smoke", "--out", "/nonexistent/never-written"]) == 2
-    assert "accelerate launch" in capsys.readouterr().err
-
-
 @pytest.mark.parametrize("name", ["accelerate_fsdp.yaml", "accelerate_deepspeed.yaml"])
 def test_shipped_accelerate_configs_load(name):
     from accelerate.commands.config.config_args import load_config_from_file
