@@ -25,7 +25,7 @@ from .metrics import (assessment_accuracy, mean_kendall_tau, repetition_rate, re
 from .sampling import generate, quality_level, sample_cots
 from .model import LM
 from .records import EvalResult, GreedyRow, Record
-from .scoring import score, score_texts
+from .scoring import score, score_grouped
 
 
 def flat_eval_set(records: list[Record]) -> tuple[list[str], list[str]]:
@@ -39,14 +39,12 @@ def flat_eval_set(records: list[Record]) -> tuple[list[str], list[str]]:
 
 
 def rescore(lm: LM, records: list[Record]) -> list[list[float]]:
-    """Scores of every sample of every record under ``lm``, grouped per record."""
-    qs, cots = flat_eval_set(records)
-    flat = score_texts(lm, qs, cots).tolist()
-    out, i = [], 0
-    for r in records:
-        out.append(flat[i:i + len(r["samples"])])
-        i += len(r["samples"])
-    return out
+    """Scores of every sample of every record under ``lm``, grouped per record; each question is encoded
+    once and its samples continue from its KV cache (``scoring.score_grouped``, equal to scoring every
+    (question, COT) row in full up to float rounding)."""
+    prompts = [lm.prompt_ids(r["question"]) for r in records]
+    groups = [[lm.cot_ids(s["cot"]) for s in r["samples"]] for r in records]
+    return [s.tolist() for s in score_grouped(lm, prompts, groups)[0]]
 
 
 def greedy(lm: LM, examples: list[Example], max_new_tokens: int = 48, batch: int = 128) -> list[GreedyRow]:

@@ -51,10 +51,11 @@ def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0,
     width = ids.shape[1]
     torch.manual_seed(seed)
     sample = temperature > 0
-    out = model.generate(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), do_sample=sample,
-                         temperature=temperature if sample else None, top_p=top_p if sample else None,
-                         top_k=None, num_return_sequences=k if sample else 1, max_new_tokens=max_new_tokens,
-                         eos_token_id=tok.eos_token_id, pad_token_id=pad, use_cache=True)
+    with lm.precision():  # opt-in bf16 autocast (model.autocast)
+        out = model.generate(input_ids=ids.to(lm.device), attention_mask=att.to(lm.device), do_sample=sample,
+                             temperature=temperature if sample else None, top_p=top_p if sample else None,
+                             top_k=None, num_return_sequences=k if sample else 1, max_new_tokens=max_new_tokens,
+                             eos_token_id=tok.eos_token_id, pad_token_id=pad, use_cache=True)
     new = out[:, width:].cpu()
     if not sample:  # greedy: the k copies are identical, decode once
         new = new.repeat_interleave(k, dim=0)
