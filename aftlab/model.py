@@ -214,6 +214,12 @@ def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tenso
     return ids, att
 
 
+def cache_arg() -> str:
+    """The KV-cache keyword of this transformers version (``cache`` since 5.x, ``past_key_values`` before)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
 def build_lm(cfg, examples, seed: int = 0) -> LM:
     """A fresh model for a ``ModelConfig``: ``tiny`` built over the words of the ``examples`` (questions
     and reference COTs of the task), or a loaded one (with fresh LoRA adapters when ``cfg.lora``)."""

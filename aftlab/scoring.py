@@ -22,7 +22,7 @@ import contextlib
 import torch
 
 from .head import split_head, taken_logprobs
-from .model import left_pad
+from .model import cache_arg, left_pad
 
 
 def normalised(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -130,12 +130,6 @@ def score_texts(lm, questions: list[str], cots: list[str], batch_tokens: int | N
     return score(lm, prompts, [lm.cot_ids(c) for c in cots], batch_tokens)[0]
 
 
-def _cache_arg() -> str:
-    """The KV-cache keyword of this transformers version (``cache`` since 5.x, ``past_key_values`` before)."""
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
 def grouped_token_logprobs(model, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int = 0,
                            fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Like :func:`token_logprobs` for questions that each have several COTs, with every prompt run once.
@@ -153,7 +147,7 @@ def grouped_token_logprobs(model, prompts: list[list[int]], groups: list[list[li
     ids, att = left_pad(prompts, pad_id)  # (B, P)
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp(min=0)
-    key = _cache_arg()
+    key = cache_arg()
     out = body(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True,
                **({} if split else {"logits_to_keep": 1}), **{key: DynamicCache()})
     first = (out.last_hidden_state if split else out.logits)[:, -1]  # (B, H or V): predicts each COT's first token

@@ -15,7 +15,7 @@ from unittest import mock
 
 import torch
 
-from common import cli_main, interleaved, load, matmul_flops
+from common import cli_main, interleaved, load, matmul_flops, set_bench_threads
 
 
 def _arm(step, name: str):
@@ -60,11 +60,14 @@ def run(preset: str = "tiny", device: str = "cpu", reps: int = 3, arms=("plain",
 
     groups = _groups(train, cfg.align.questions_per_step, 4, 4)
     aft, _, aft_tokens = _aft(lm, groups)
+    vocab = model.get_output_embeddings().weight.shape[0]
     out = {"preset": preset, "threads": torch.get_num_threads(), "matmul_gflops": peak / 1e9,
            "matmul_bf16_gflops": peak_bf16 / 1e9, "s_per_step": {}, "mfu": {}, "speedup": {}}
     tokens = sum(len(p) + len(c) for b in batches for p, c in b) / len(batches)
     heads = sum(len(c) for b in batches for _, c in b) / len(batches)
     aft_heads = sum(len(lm.cot_ids(c)) for g in groups for c in g["pos"] + g["neg"])
+    # the plain path holds fp32 logits of every COT position (the fused head: one chunk of 2^22)
+    out["plain_logits_mib"] = {"vft": heads * vocab * 4 / 2 ** 20, "aft": aft_heads * vocab * 4 / 2 ** 20}
     flops = {"vft": train_flops(model, tokens, heads), "aft": train_flops(model, aft_tokens, aft_heads)}
     for stage, step in (("vft", vft), ("aft", aft)):
         t = interleaved({a: _arm(step, a) for a in arms}, reps=reps)
@@ -77,6 +80,7 @@ def run(preset: str = "tiny", device: str = "cpu", reps: int = 3, arms=("plain",
 
 
 def main(argv=None):
+    set_bench_threads()
     cli_main(run, __doc__, argv, with_k=False)
 
 

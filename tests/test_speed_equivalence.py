@@ -124,3 +124,14 @@ def test_bf16_autocast_keeps_loss_scores_and_gradient_direction(tiny, small_task
     s_fp32 = score(tiny, flat_p, flat_c)[0]
     assert not torch.equal(s_bf16, s_fp32)  # autocast did run
     assert torch.allclose(s_bf16, s_fp32, rtol=BF16_RTOL, atol=1e-3), (s_bf16 - s_fp32).abs().max()
+
+
+def test_shared_prompt_sampling_draws_the_same_cots(tiny, small_task):
+    """k samples per question from one prefilled prompt cache: the same COTs for the seed as k full prompts."""
+    from aftlab.sampling import generate
+    _, test = small_task
+    qs = [e.question for e in test[:6]]
+    shared = generate(tiny, qs, k=4, temperature=0.8, max_new_tokens=12, seed=3, share_prompt=True)
+    full = generate(tiny, qs, k=4, temperature=0.8, max_new_tokens=12, seed=3, share_prompt=False)
+    assert shared == full
+    assert len({t for row in full for t, _ in row}) > 6  # really sampled, not one repeated text
