@@ -196,14 +196,14 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
 
 
 def align_from_vft(vft_dir: str | Path, records: list[Record], cfg: AlignConfig, seed: int, *, device: str = "auto",
-                   max_prompt_tokens: int = 96, **kw) -> tuple[LM, list[LogRow]]:
+                   max_prompt_tokens: int = 96, autocast: str = "off", **kw) -> tuple[LM, list[LogRow]]:
     """The one way to align from a run's VFT checkpoint: load it and its optimizer moments, build the
     groups of ``records`` as ``cfg`` asks, and train; returns ``(lm, per-step log)``. ``seed`` is the
     batch-order seed (:func:`batch_seed` of the run's seed); ``kw`` go to :func:`train_align`."""
     from .model import load_lm
     from .sampling import groups
 
-    lm = load_lm(vft_dir, device, max_prompt_tokens=max_prompt_tokens)
+    lm = load_lm(vft_dir, device, max_prompt_tokens=max_prompt_tokens, autocast=autocast)
     found = checkpoint.find(vft_dir)
     state = checkpoint.load_state(found) if found else None
     g = groups(records, cfg.strict_positives, cfg.include_reference)

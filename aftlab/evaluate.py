@@ -25,7 +25,7 @@ from .metrics import (assessment_accuracy, mean_kendall_tau, repetition_rate, re
 from .sampling import generate, quality_level, sample_cots
 from .model import LM
 from .records import EvalResult, GreedyRow, Record
-from .scoring import score, score_texts
+from .scoring import score, score_grouped
 from .shards import map_batches
 
 
@@ -40,16 +40,14 @@ def flat_eval_set(records: list[Record]) -> tuple[list[str], list[str]]:
 
 
 def rescore(lm: LM, records: list[Record], dist=None) -> list[list[float]]:
-    """Scores of every sample of every record under ``lm``, grouped per record; with ``dist`` (an
-    ``aftlab.distributed`` runner) each process scores a contiguous block of records."""
+    """Scores of every sample of every record under ``lm``, grouped per record; each question is encoded
+    once and its samples continue from its KV cache (``scoring.score_grouped``, equal to scoring every
+    (question, COT) row in full up to float rounding). With ``dist`` (an ``aftlab.distributed`` runner)
+    each process scores a contiguous block of records."""
     def block(recs):
-        qs, cots = flat_eval_set(recs)
-        flat = score_texts(lm, qs, cots).tolist()
-        out, i = [], 0
-        for r in recs:
-            out.append(flat[i:i + len(r["samples"])])
-            i += len(r["samples"])
-        return out
+        prompts = [lm.prompt_ids(r["question"]) for r in recs]
+        groups = [[lm.cot_ids(s["cot"]) for s in r["samples"]] for r in recs]
+        return [s.tolist() for s in score_grouped(lm, prompts, groups)[0]]
     world = dist.world if dist else 1
     return map_batches(block, records, -(-len(records) // world), dist)
 

@@ -13,6 +13,7 @@ token, so a wrong step is a large share of a COT's tokens. Both save and load wi
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,10 +80,15 @@ class LM:
     tokenizer: object
     chat: bool = False  # wrap the question in the tokenizer's chat template
     max_prompt_tokens: int = 96
+    autocast: str = "off"  # "bfloat16": forward passes under torch.autocast (``ModelConfig.autocast``)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def precision(self):
+        """The autocast context every forward of this LM runs in (a no-op unless ``autocast`` is set)."""
+        return autocast_context(self.autocast, self.device)
 
     def prompt_ids(self, question: str) -> list[int]:
         """Token ids of the prompt for ``question`` (BOS included where the model uses one)."""
@@ -117,6 +123,13 @@ class LM:
         self.tokenizer.save_pretrained(path)
 
 
+def autocast_context(name: str, device: torch.device):
+    """``torch.autocast`` in dtype ``name`` on ``device``'s type, or a no-op for ``"off"``."""
+    if name == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, name))
+
+
 def tiny_lm(texts: list[str], hidden=128, layers=3, heads=4, ffn=512, seed=0, max_number=999) -> LM:
     """A fresh ``tiny`` LM whose tokenizer covers ``texts``."""
     tok = build_word_tokenizer(texts, max_number=max_number)
@@ -128,7 +141,7 @@ def _is_tiny_tokenizer(tok) -> bool:
 
 
 def load_lm(name_or_path: str | Path, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
-            max_prompt_tokens: int = 96) -> LM:
+            max_prompt_tokens: int = 96, autocast: str = "off") -> LM:
     """Load a saved LM (a folder written by ``LM.save``, a PEFT adapter folder, ``smol``, or a HF id
     available offline). Only safetensors weights are loaded."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -163,7 +176,7 @@ def load_lm(name_or_path: str | Path, device: str = "auto", dtype: str = "auto",
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return LM(model, tok, chat=not _is_tiny_tokenizer(tok) and getattr(tok, "chat_template", None) is not None,
-              max_prompt_tokens=max_prompt_tokens)
+              max_prompt_tokens=max_prompt_tokens, autocast=autocast)
 
 
 def add_lora(lm: LM, r: int = 8, alpha: int = 16, seed: int = 0) -> LM:
@@ -176,7 +189,7 @@ def add_lora(lm: LM, r: int = 8, alpha: int = 16, seed: int = 0) -> LM:
     torch.manual_seed(seed)
     peft_model = get_peft_model(lm.model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0,
                                                      target_modules=targets, task_type="CAUSAL_LM"))
-    return LM(peft_model, lm.tokenizer, lm.chat, lm.max_prompt_tokens)
+    return LM(peft_model, lm.tokenizer, lm.chat, lm.max_prompt_tokens, lm.autocast)
 
 
 def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
@@ -202,13 +215,19 @@ def left_pad(seqs: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tenso
     return ids, att
 
 
+def cache_arg() -> str:
+    """The KV-cache keyword of this transformers version (``cache`` since 5.x, ``past_key_values`` before)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
 def build_lm(cfg, examples, seed: int = 0) -> LM:
     """A fresh model for a ``ModelConfig``: ``tiny`` built over the words of the ``examples`` (questions
     and reference COTs of the task), or a loaded one (with fresh LoRA adapters when ``cfg.lora``)."""
     if cfg.name == "tiny":
         lm = tiny_lm([e.question + " " + e.solution for e in examples], cfg.hidden, cfg.layers, cfg.heads, cfg.ffn, seed=seed)
         lm.model.to(pick_device(cfg.device))
-        lm.max_prompt_tokens = cfg.max_prompt_tokens
+        lm.max_prompt_tokens, lm.autocast = cfg.max_prompt_tokens, cfg.autocast
         return lm
-    lm = load_lm(cfg.name, cfg.device, cfg.dtype, cfg.trust_remote_code, cfg.max_prompt_tokens)
+    lm = load_lm(cfg.name, cfg.device, cfg.dtype, cfg.trust_remote_code, cfg.max_prompt_tokens, cfg.autocast)
     return add_lora(lm, cfg.lora_r, cfg.lora_alpha, seed) if cfg.lora else lm

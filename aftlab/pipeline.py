@@ -92,7 +92,8 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
         tick = time.time()
         acfg = cfg.align_for(method)
         mlm, step_log = align_from_vft(paths["vft"], train_records, acfg, batch_seed(cfg.seed), device=str(lm.device),
-                                       max_prompt_tokens=cfg.model.max_prompt_tokens, progress=progress,
+                                       max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
+                                       progress=progress,
                                        out=paths["align"] / f"{method}_r1")
         method_log = [dict(x, round=1) for x in step_log]
         if dist.world > 1:

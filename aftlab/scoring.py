@@ -5,8 +5,10 @@ Place in the data path: data → model → VFT → sampling → **scoring** → 
     s(c) = (1/|c|) * sum_j log P(c_j | q, c_<j)      (COT tokens only; prompt tokens excluded)
 
 Sequences are left-padded so every COT ends at the same position; the LM head then runs only on
-the last ``max |c|`` positions (``logits_to_keep``), and log-probs are a gather minus a logsumexp —
-no ``[B, T, V]`` log-softmax copy is made.
+the COT positions, fused with the log-prob of the taken token (``aftlab.head``): no ``[N, C, V]``
+logits are held, only one chunk of rows at a time. ``fused=False`` is the plain path (logits of the
+last ``max |c|`` positions via ``logits_to_keep``, a gather minus a logsumexp), kept for models whose
+head is not a plain linear map and for the equality tests.
 
 >>> import torch
 >>> lp = torch.tensor([[-1.0, -3.0], [0.0, -2.0]]); mask = torch.tensor([[1, 1], [0, 1]])
@@ -15,9 +17,12 @@ no ``[B, T, V]`` log-softmax copy is made.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
-from .model import left_pad
+from .head import split_head, taken_logprobs
+from .model import cache_arg, left_pad
 
 
 def normalised(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -31,7 +36,13 @@ def summed(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (token_logprobs * mask.to(token_logprobs.dtype)).sum(-1)
 
 
-def token_logprobs(model, prompts: list[list[int]], cots: list[list[int]], pad_id: int = 0
+def _fused(weight, hidden, target, mask) -> torch.Tensor:
+    """Log-probs (N, C) of ``target`` from ``hidden`` (N, C, H) at the ``mask``ed positions only, 0 elsewhere."""
+    lp = taken_logprobs(hidden[mask], weight, target[mask])  # (M,): valid positions only
+    return torch.zeros(mask.shape, dtype=lp.dtype, device=lp.device).masked_scatter(mask, lp)
+
+
+def token_logprobs(model, prompts: list[list[int]], cots: list[list[int]], pad_id: int = 0, fused: bool = True
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable log P(c_j | q, c_<j) for each COT token.
 
@@ -43,19 +54,28 @@ def token_logprobs(model, prompts: list[list[int]], cots: list[list[int]], pad_i
     pos = (att.cumsum(-1) - 1).clamp(min=0)  # positions restart at 0 after the left padding
     n_cot = torch.tensor([len(c) for c in cots], device=device)  # (N,)
     width = int(n_cot.max())
+    target = ids[:, -width:]  # (N, C)
+    col = torch.arange(width, device=device)
+    mask = col.unsqueeze(0) >= (width - n_cot).unsqueeze(1)  # (N, C)
+    split = split_head(model) if fused else None
+    if split is not None:
+        hidden = split[0](input_ids=ids, attention_mask=att, position_ids=pos, use_cache=False).last_hidden_state
+        return _fused(split[1], hidden[:, -(width + 1):-1], target, mask), mask  # predictions for the last C tokens
     try:
         logits = model(input_ids=ids, attention_mask=att, position_ids=pos, logits_to_keep=width + 1).logits
     except TypeError:  # architectures without logits_to_keep
         logits = model(input_ids=ids, attention_mask=att, position_ids=pos).logits
     logits = logits[:, -(width + 1):-1].float()  # (N, C, V): predictions for the last C tokens
-    target = ids[:, -width:]  # (N, C)
     lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (N, C)
-    col = torch.arange(width, device=device)
-    mask = col.unsqueeze(0) >= (width - n_cot).unsqueeze(1)  # (N, C)
     return lp * mask, mask
 
 
 CPU_BATCH_TOKENS, GPU_BATCH_TOKENS = 1024, 16384
+
+
+def precision(lm):
+    """``lm``'s autocast context (``LM.precision``), or a no-op for a bare model."""
+    return lm.precision() if hasattr(lm, "precision") else contextlib.nullcontext()
 
 
 def batch_tokens_for(model, batch_tokens: int | None = None) -> int:
@@ -92,7 +112,8 @@ def score(lm, prompts: list[list[int]], cots: list[list[int]], batch_tokens: int
                 break
             end += 1
         idx = order[start:end]
-        lp, mask = token_logprobs(model, [prompts[i] for i in idx], [cots[i] for i in idx], pad)
+        with precision(lm):
+            lp, mask = token_logprobs(model, [prompts[i] for i in idx], [cots[i] for i in idx], pad)
         s = normalised(lp, mask).cpu()
         for row, i in enumerate(idx):
             scores[i] = s[row]
@@ -109,14 +130,8 @@ def score_texts(lm, questions: list[str], cots: list[str], batch_tokens: int | N
     return score(lm, prompts, [lm.cot_ids(c) for c in cots], batch_tokens)[0]
 
 
-def _cache_arg() -> str:
-    """The KV-cache keyword of this transformers version (``cache`` since 5.x, ``past_key_values`` before)."""
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-
-
-def grouped_token_logprobs(model, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int = 0
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+def grouped_token_logprobs(model, prompts: list[list[int]], groups: list[list[list[int]]], pad_id: int = 0,
+                           fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Like :func:`token_logprobs` for questions that each have several COTs, with every prompt run once.
 
     The B prompts (left-padded) go through the model once; their KV cache is repeated to one row per
@@ -127,13 +142,15 @@ def grouped_token_logprobs(model, prompts: list[list[int]], groups: list[list[li
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
+    split = split_head(model) if fused else None
+    body = model if split is None else split[0]
     ids, att = left_pad(prompts, pad_id)  # (B, P)
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp(min=0)
-    key = _cache_arg()
-    out = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1,
-                **{key: DynamicCache()})
-    first = out.logits[:, -1].float()  # (B, V): predicts each COT's first token
+    key = cache_arg()
+    out = body(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True,
+               **({} if split else {"logits_to_keep": 1}), **{key: DynamicCache()})
+    first = (out.last_hidden_state if split else out.logits)[:, -1]  # (B, H or V): predicts each COT's first token
     rows = torch.tensor([b for b, g in enumerate(groups) for _ in g], device=device)  # (N,)
     cache = getattr(out, key)
     cache.batch_select_indices(rows)  # (B, ...) -> (N, ...): one copy of its prompt's cache per COT
@@ -142,16 +159,19 @@ def grouped_token_logprobs(model, prompts: list[list[int]], groups: list[list[li
     width = int(n_cot.max())
     col = torch.arange(width, device=device)
     mask = col.unsqueeze(0) < n_cot.unsqueeze(1)  # (N, C)
-    target = torch.full((len(cots), width), pad_id, dtype=torch.long, device=device)
+    target = torch.full((len(cots), width), pad_id, dtype=torch.long)
     for i, c in enumerate(cots):
         target[i, :len(c)] = torch.tensor(c, dtype=torch.long)
+    target = target.to(device)
     start = att.sum(-1)[rows]  # (N,): prompt length = position of each COT's first token
-    logits = first[rows].unsqueeze(1)  # (N, 1, V)
+    states = first[rows].unsqueeze(1)  # (N, 1, H or V)
     if width > 1:
-        rest = model(input_ids=target[:, :-1], attention_mask=torch.cat([att[rows], mask[:, :-1].long()], 1),
-                     position_ids=start.unsqueeze(1) + col[:-1].unsqueeze(0), use_cache=True,
-                     **{key: cache}).logits.float()  # (N, C-1, V)
-        logits = torch.cat([logits, rest], 1)  # (N, C, V)
+        rest = body(input_ids=target[:, :-1], attention_mask=torch.cat([att[rows], mask[:, :-1].long()], 1),
+                    position_ids=start.unsqueeze(1) + col[:-1].unsqueeze(0), use_cache=True, **{key: cache})
+        states = torch.cat([states, rest.last_hidden_state if split else rest.logits], 1)  # (N, C, H or V)
+    if split is not None:
+        return _fused(split[1], states, target, mask), mask
+    logits = states.float()
     lp = logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)  # (N, C)
     return lp * mask, mask
 
@@ -183,7 +203,8 @@ def score_grouped(lm, prompts: list[list[int]], groups: list[list[list[int]]], b
                 break
             end += 1
         idx = order[start:end]
-        lp, mask = grouped_token_logprobs(model, [prompts[b] for b in idx], [groups[b] for b in idx], pad)
+        with precision(lm):
+            lp, mask = grouped_token_logprobs(model, [prompts[b] for b in idx], [groups[b] for b in idx], pad)
         s = normalised(lp, mask).cpu()
         i = 0
         for b in idx:

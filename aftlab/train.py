@@ -109,7 +109,8 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
     bar = tqdm(total=total, initial=step, desc=what, disable=not (progress and dist.is_main))
     while step < total:
         optimizer.zero_grad(set_to_none=True)
-        loss, fields = step_fn(model, step, dist)
+        with lm.precision():  # opt-in bf16 autocast (model.autocast); a no-op by default
+            loss, fields = step_fn(model, step, dist)
         check_finite(loss, f"{what} step {step}: loss", out)
         gnorm = dist.clip(model, clip)
         check_finite(gnorm, f"{what} step {step}: gradient norm", out)

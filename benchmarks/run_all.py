@@ -19,15 +19,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_core  # noqa: E402
 import bench_e2e  # noqa: E402
 import bench_mfu  # noqa: E402
+import bench_profile  # noqa: E402
 import bench_sampling  # noqa: E402
 import bench_scoring  # noqa: E402
 import bench_train  # noqa: E402
 from common import Skip, set_bench_threads  # noqa: E402
 
 BENCHES = {"scoring": bench_scoring.run, "sampling": bench_sampling.run, "train": bench_train.run,
-           "mfu": bench_mfu.run}
+           "mfu": bench_mfu.run, "core": bench_core.run, "profile": bench_profile.run}
 
 
 def table(res: dict) -> str:
@@ -50,6 +52,9 @@ def table(res: dict) -> str:
         if "batched_vs_naive" in g:
             add("sampling: batched k/question vs one at a time (COTs/s)", preset, f"{g['batched_vs_naive']:.2f}x",
                 ">= 5x", g["batched_vs_naive"] >= 5)
+            add("sampling: prompt prefilled once vs k times", preset, f"{g['shared_vs_unshared']:.2f}x", "report", None)
+            for name, sec in g["projected_s"].items():
+                add(f"projected {name} ({g['threads']} threads)", preset, f"{sec:.0f} s", "< 60 s", sec < 60)
         t = r.get("train", {})
         if "aft_vs_dpo_pairs_per_s" in t:
             a, d = t["arms"]["aft"], t["arms"]["dpo"]
@@ -66,6 +71,15 @@ def table(res: dict) -> str:
                 add(f"MFU {k} ({m['s_per_step'][k]:.3f} s/step)", preset, f"{100 * v:.1f}%", ">= 50% (smol)",
                     v >= 0.5 if preset == "smol" else None)
             add("VFT step: 2 length buckets vs 1", preset, f"{m['vft_bucket_speedup']:.2f}x", "report", None)
+        c = r.get("core", {})
+        for stage, sp in c.get("speedup", {}).items():
+            goal = 0.5 if preset == "smol" else 0.6
+            for arm, ratio in sp.items():
+                mfu = c["mfu"][stage][arm]
+                add(f"{stage} step: {arm} vs plain head (MFU {100 * mfu:.0f}% of fp32 peak)", preset, f"{ratio:.2f}x",
+                    f"MFU >= {100 * goal:.0f}%", mfu >= goal)
+        for stage, p in r.get("profile", {}).items():
+            add(f"profile {stage}: matmul share of op time", preset, f"{100 * p['matmul_share']:.0f}%", "report", None)
         for name, err in r.get("skipped", {}).items():
             add(name, preset, "skipped", err[:70], None)
     e = res.get("e2e", {})

@@ -1,0 +1,137 @@
+"""The faster core computes what the plain path computes: the fused log-prob head (values and gradients,
+full and LoRA), and the opt-in bf16 autocast within its stated tolerance."""
+import pytest
+import torch
+
+from aftlab.head import taken_logprobs
+from aftlab.scoring import grouped_token_logprobs, token_logprobs
+
+ATOL = 1e-5  # fp32 rounding of a differently ordered softmax/matmul; a wrong token or term is >1e-2
+
+
+def _batch(lm, train, n=6):
+    """Prompts and COTs of mixed lengths (one COT a single EOS token), grouped 1-4 per question."""
+    prompts = [lm.prompt_ids(e.question) for e in train[:n]]
+    groups = [[lm.cot_ids(train[(3 * b + j) % len(train)].solution if j % 2 else "#### 3") for j in range(1 + b % 4)]
+              for b in range(n)]
+    groups[0].append([lm.tokenizer.eos_token_id])
+    return prompts, groups
+
+
+def _loss_and_grads(lm, fn):
+    """A loss that weights every token differently (so a misplaced log-prob shows), and its gradients."""
+    lm.model.zero_grad()
+    lp, mask = fn()
+    weights = torch.linspace(0.5, 1.5, lp.numel()).view_as(lp)
+    loss = (lp * weights * mask).sum() / mask.sum()
+    loss.backward()
+    return lp.detach(), loss.item(), {n: p.grad.clone() for n, p in lm.model.named_parameters() if p.grad is not None}
+
+
+def _assert_same(a, b, atol=ATOL):
+    (lp_a, loss_a, g_a), (lp_b, loss_b, g_b) = a, b
+    assert torch.allclose(lp_a, lp_b, atol=atol), (lp_a - lp_b).abs().max()
+    assert abs(loss_a - loss_b) < atol
+    assert g_a.keys() == g_b.keys() and g_a
+    for n in g_a:
+        assert torch.allclose(g_a[n], g_b[n], atol=atol, rtol=1e-4), (n, (g_a[n] - g_b[n]).abs().max())
+
+
+def test_fused_head_equals_log_softmax_gather_with_gradients():
+    torch.manual_seed(0)
+    h = torch.randn(300, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 50, (300,))
+    g = torch.randn(300, dtype=torch.float64)
+    import aftlab.head as head
+    old, head.CHUNK_ELEMENTS = head.CHUNK_ELEMENTS, 50 * 7  # several chunks, the last one short
+    try:
+        (taken_logprobs(h, w, t).double() * g).sum().backward()
+    finally:
+        head.CHUNK_ELEMENTS = old
+    fused = (h.grad.clone(), w.grad.clone())
+    h.grad = w.grad = None
+    (torch.log_softmax(h @ w.T, -1).gather(-1, t[:, None])[:, 0] * g).sum().backward()
+    assert torch.allclose(fused[0], h.grad, atol=1e-5) and torch.allclose(fused[1], w.grad, atol=1e-5)
+
+
+def test_fused_scoring_gives_the_plain_log_probs_and_gradients(tiny, small_task):
+    train, _ = small_task
+    prompts, groups = _batch(tiny, train)
+    flat_p = [p for p, g in zip(prompts, groups) for _ in g]
+    flat_c = [c for g in groups for c in g]
+    pad = tiny.tokenizer.pad_token_id
+    tiny.model.train()
+    for fn in (lambda fused: token_logprobs(tiny.model, flat_p, flat_c, pad, fused=fused),
+               lambda fused: grouped_token_logprobs(tiny.model, prompts, groups, pad, fused=fused)):
+        _assert_same(_loss_and_grads(tiny, lambda: fn(True)), _loss_and_grads(tiny, lambda: fn(False)))
+
+
+def test_fused_scoring_with_lora_frozen_head(tiny, small_task):
+    """LoRA freezes the tied head: the fused head forms its input gradient in the forward."""
+    from aftlab.model import add_lora
+    train, _ = small_task
+    lm = add_lora(tiny, r=4, alpha=8)
+    with torch.no_grad():  # LoRA's B starts at zero; make the adapters matter
+        for n, p in lm.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    prompts, groups = _batch(lm, train)
+    pad = lm.tokenizer.pad_token_id
+    lm.model.train()
+    fused = _loss_and_grads(lm, lambda: grouped_token_logprobs(lm.model, prompts, groups, pad, fused=True))
+    plain = _loss_and_grads(lm, lambda: grouped_token_logprobs(lm.model, prompts, groups, pad, fused=False))
+    _assert_same(fused, plain)
+    assert all("lora_" in n for n in fused[2])
+
+
+def test_fused_scores_without_gradients(tiny, small_task):
+    from aftlab.scoring import score
+    train, _ = small_task
+    prompts, groups = _batch(tiny, train)
+    flat_p = [p for p, g in zip(prompts, groups) for _ in g]
+    flat_c = [c for g in groups for c in g]
+    with torch.inference_mode():
+        plain, mask = token_logprobs(tiny.model, flat_p, flat_c, tiny.tokenizer.pad_token_id, fused=False)
+    s, per_token = score(tiny, flat_p, flat_c)
+    assert torch.allclose(torch.cat(per_token), plain[mask], atol=ATOL)
+
+
+BF16_RTOL = 2e-2  # bf16 keeps 8 mantissa bits (rel. 4e-3 per rounding); sums of ~100 of them stay within 2e-2
+
+
+def test_bf16_autocast_keeps_loss_scores_and_gradient_direction(tiny, small_task):
+    """Opt-in ``model.autocast="bfloat16"``: fp32 master weights, the same loss and scores within
+    BF16_RTOL, gradients pointing the same way (cosine > 0.99)."""
+    from aftlab.scoring import score
+    train, _ = small_task
+    prompts, groups = _batch(tiny, train)
+    pad = tiny.tokenizer.pad_token_id
+    tiny.model.train()
+    fp32 = _loss_and_grads(tiny, lambda: grouped_token_logprobs(tiny.model, prompts, groups, pad))
+    tiny.autocast = "bfloat16"
+    with tiny.precision():
+        bf16 = _loss_and_grads(tiny, lambda: grouped_token_logprobs(tiny.model, prompts, groups, pad))
+    assert all(p.dtype == torch.float32 for p in tiny.model.parameters())
+    assert bf16[0].dtype == torch.float32
+    assert abs(bf16[1] - fp32[1]) <= BF16_RTOL * abs(fp32[1])
+    flat = lambda g: torch.cat([x.flatten() for x in g.values()])  # noqa: E731
+    assert torch.nn.functional.cosine_similarity(flat(bf16[2]), flat(fp32[2]), dim=0) > 0.99
+    flat_p = [p for p, g in zip(prompts, groups) for _ in g]
+    flat_c = [c for g in groups for c in g]
+    s_bf16 = score(tiny, flat_p, flat_c)[0]
+    tiny.autocast = "off"
+    s_fp32 = score(tiny, flat_p, flat_c)[0]
+    assert not torch.equal(s_bf16, s_fp32)  # autocast did run
+    assert torch.allclose(s_bf16, s_fp32, rtol=BF16_RTOL, atol=1e-3), (s_bf16 - s_fp32).abs().max()
+
+
+def test_shared_prompt_sampling_draws_the_same_cots(tiny, small_task):
+    """k samples per question from one prefilled prompt cache: the same COTs for the seed as k full prompts."""
+    from aftlab.sampling import generate
+    _, test = small_task
+    qs = [e.question for e in test[:6]]
+    shared = generate(tiny, qs, k=4, temperature=0.8, max_new_tokens=12, seed=3, share_prompt=True)
+    full = generate(tiny, qs, k=4, temperature=0.8, max_new_tokens=12, seed=3, share_prompt=False)
+    assert shared == full
+    assert len({t for row in full for t, _ in row}) > 6  # really sampled, not one repeated text
