@@ -273,7 +273,8 @@ def cmd_align(args) -> None:
         raise DataError(f"{args.samples}: no sample records to align on (empty file)")
     # checkpoints go to --out as training runs: re-running the same command resumes a killed run
     _, log = align_from_vft(args.model, records, acfg, batch_seed(cfg.seed), device=cfg.model.device,
-                            max_prompt_tokens=cfg.model.max_prompt_tokens, progress=not args.no_progress,
+                            max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
+                            progress=not args.no_progress,
                             out=args.out, accelerate=args.accelerate or None)
     if _main_process():
         print(f"wrote {args.out}; last step: {json.dumps(log[-1])}")

@@ -11,8 +11,9 @@ out. The tiny model writes many of those (its final answer does not always follo
 a model that learns the arithmetic better ranks them lower, which the answer-labelled figure counts
 as an error.
 
->>> flat_eval_set([{"question": "q", "answer": "1", "samples": [{"cot": "#### 1", "correct": True}]}])[1]
-['#### 1']
+>>> self_consistency_of([{"answer": "1", "samples": [{"answer": "1", "correct": True, "count": 2},
+...                                                  {"answer": "2", "correct": False, "count": 1}]}])
+{'self_consistency': 1.0, 'sample_accuracy': 0.6666666666666666}
 """
 from __future__ import annotations
 
@@ -27,16 +28,6 @@ from .model import LM
 from .records import EvalResult, GreedyRow, Record
 from .scoring import score, score_grouped
 from .shards import map_batches
-
-
-def flat_eval_set(records: list[Record]) -> tuple[list[str], list[str]]:
-    """(question per COT, COT text) for every sample of every record, in order."""
-    qs, cots = [], []
-    for r in records:
-        for s in r["samples"]:
-            qs.append(r["question"])
-            cots.append(s["cot"])
-    return qs, cots
 
 
 def rescore(lm: LM, records: list[Record], dist=None) -> list[list[float]]:

@@ -179,7 +179,7 @@ def ensure_aligned(cfg: RunConfig, d: Path, name: str, method: str | None = None
     train_records, _ = ensure_samples(cfg, d, progress=progress)
     lm, log = align_from_vft(checkpoint.find(d / "vft"), train_records, acfg, batch_seed(cfg.seed),
                              device=cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens,
-                             progress=progress)
+                             autocast=cfg.model.autocast, progress=progress)
     if out.exists():
         shutil.rmtree(out)
     lm.save(out)

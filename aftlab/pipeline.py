@@ -67,7 +67,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
     seconds["vft"] = time.time() - tick
     log(f"VFT done: loss {vft_hist[-1]['loss']:.3f}")
     if dist.world > 1:
-        lm = _reload(paths["vft"], lm, cfg)
+        lm = _reload(paths["vft"], lm)
     s = cfg.sample
     tick = time.time()
     try:
@@ -97,7 +97,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
                                        out=paths["align"] / f"{method}_r1")
         method_log = [dict(x, round=1) for x in step_log]
         if dist.world > 1:
-            mlm = _reload(paths["align"] / f"{method}_r1", mlm, cfg)
+            mlm = _reload(paths["align"] / f"{method}_r1", mlm)
         for rnd in range(2, cfg.rounds + 1):  # later rounds: the method's own samples, fresh optimizer moments
             records = sample_cots(mlm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
                                   max_new_tokens=s.max_new_tokens, seed=cfg.seed + 100 * rnd,
@@ -108,7 +108,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
                                    out=paths["align"] / f"{method}_r{rnd}")
             method_log += [dict(x, round=rnd) for x in step_log]
             if dist.world > 1:
-                mlm = _reload(paths["align"] / f"{method}_r{rnd}", mlm, cfg)
+                mlm = _reload(paths["align"] / f"{method}_r{rnd}", mlm)
         if dist.is_main:
             checkpoint.save(out / method, mlm, step=len(method_log), history=method_log,
                             extra={"kind": "align", "method": method})
@@ -141,10 +141,10 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
     return metrics
 
 
-def _reload(folder: Path, lm, cfg: RunConfig):
+def _reload(folder: Path, lm):
     """The model a training stage checkpointed at ``folder``, unwrapped and whole on every process
-    (a sharded FSDP model cannot decode different questions on different processes)."""
-    fresh = load_lm(checkpoint.find(folder), device=str(lm.device))
-    fresh.max_prompt_tokens = cfg.model.max_prompt_tokens
-    return fresh
+    (a sharded FSDP model cannot decode different questions on different processes), with ``lm``'s
+    prompt cap and precision."""
+    return load_lm(checkpoint.find(folder), device=str(lm.device), max_prompt_tokens=lm.max_prompt_tokens,
+                   autocast=lm.autocast)
 

@@ -36,7 +36,8 @@ def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = Tru
         acfg = replace(cfg.align_for(over.pop("method", "aft_bc")), **over)
         lm, train_log = align_from_vft(run_dir / "vft", train_records[:n_questions], acfg,
                                        batch_seed(cfg.seed, batch_order), device=cfg.model.device,
-                                       max_prompt_tokens=cfg.model.max_prompt_tokens, progress=progress)
+                                       max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
+                                       progress=progress)
         m = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own_sampling(cfg))["metrics"]
         out[name] = {**m, "gap": m["mean_pos_score"] - m["mean_neg_score"], "train_gap": train_log[-1]["gap"],
                      "train_neg_score": train_log[-1]["neg_score"], "train_log": train_log}
