@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, losses, train
+from . import checkpoint, distributed, losses, train
 from .credit import credit_bounds, credited, error_span, flat, scope_mask, shared_prefix, step_end, step_end_ids
 from .config import AlignConfig
 from .methods import REGISTRY, Scores
 from .model import LM
 from .records import Group, LogRow, Packed, Record
-from .scoring import grouped_token_logprobs, normalised, score, summed, token_logprobs
+from .scoring import gap_quantile, grouped_token_logprobs, normalised, score, score_grouped, summed, token_logprobs
 from .train import batch_indices
 
 
@@ -102,6 +102,38 @@ def align_loss(cfg: AlignConfig, s, summed_lp, ref, pos, neg, lev) -> torch.Tens
     return fn(cfg, Scores(s, pos, neg, lev, summed_lp, ref))
 
 
+def calibrated_beta(lm: LM, packed: list[Packed], q: float, limit: int = 1000) -> float:
+    """BC's margin beta (nats/token) from the starting model's own scores of the first ``limit`` training
+    questions: the ``q``-quantile of its per-negative gaps ``min(s_p) - s_n`` (``scoring.gap_quantile``)."""
+    part = packed[:limit]
+    with torch.no_grad():
+        scores = score_grouped(lm, [p["prompt"] for p in part], [p["cots"] for p in part])[0]
+    return gap_quantile([s.tolist() for s in scores], [p["n_pos"] for p in part], q)
+
+
+def balance_gradients(params: list[torch.Tensor], main: torch.Tensor, aux: torch.Tensor, fraction: float) -> float:
+    """Set ``p.grad`` to ∇main + c·∇aux with c = fraction·|∇main| / |∇aux| (0 when ∇aux is 0): the auxiliary
+    (alignment) gradient at a fixed share of the main (NLL) one, whatever their natural sizes. Returns c.
+
+    >>> w = torch.tensor([1.0, 2.0], requires_grad=True)
+    >>> c = balance_gradients([w], (3 * w).sum(), (w ** 2).sum(), 0.5)   # ∇main = (3, 3), ∇aux = (2, 4)
+    >>> round(c, 4), [round(x, 4) for x in w.grad.tolist()]              # |∇main| 4.243, |∇aux| 4.472
+    (0.4743, [3.9487, 4.8974])
+    """
+    def grads(t, retain):
+        if not t.requires_grad:
+            return [torch.zeros_like(p) for p in params]
+        return [torch.zeros_like(p) if g is None else g
+                for p, g in zip(params, torch.autograd.grad(t, params, retain_graph=retain, allow_unused=True))]
+    g_main, g_aux = grads(main, True), grads(aux, False)
+    n_main = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in g_main]))
+    n_aux = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in g_aux]))
+    c = float(fraction * n_main / n_aux) if float(n_aux) > 0 else 0.0
+    for p, a, b in zip(params, g_main, g_aux):
+        p.grad = a + c * b
+    return c
+
+
 def fingerprint(cfg: AlignConfig, groups: list[Group], seed: int, weight_decay: float) -> str:
     """What a resumable AFT checkpoint must agree with: settings (bar checkpoint frequency) and data."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "checkpoint_every"}
@@ -151,6 +183,12 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
     if not groups:
         raise ValueError("train_align: no questions to train on (empty samples)")
     packed, dropped = pack(lm, groups, cfg.max_cots, error_spans=cfg.neg_credit == "first_error")
+    fp = fingerprint(cfg, groups, seed, weight_decay)  # of the settings as given (a calibrated beta follows from them)
+    if cfg.beta_quantile > 0:
+        cfg = dataclasses.replace(cfg, beta=calibrated_beta(lm, packed, cfg.beta_quantile))
+    if cfg.balance and distributed.wanted(accelerate):
+        raise ValueError("align.balance: the balanced gradient runs in one process (plain, not under a launcher): "
+                         "its gradient norms would be per process")
     if dropped:
         warnings.warn(f"AFT ({cfg.method}): {dropped} COTs over align.max_cots={cfg.max_cots} per question "
                       "left out of training (negatives first); raise align.max_cots to keep them")
@@ -161,7 +199,6 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
     checkpoint.continue_optimizer(opt, init_state, cfg.lr, weight_decay)
     total = max(1, math.ceil(cfg.epochs * len(packed) / cfg.questions_per_step))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, checkpoint.warmup_cosine(cfg.warmup, total, cfg.min_lr_ratio))
-    fp = fingerprint(cfg, groups, seed, weight_decay)
 
     def step_fn(model, step: int, dist):
         idx = dist.shard(batch_indices(len(packed), cfg.questions_per_step, step, seed))
@@ -181,11 +218,18 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
         l_nll = losses.nll_loss(lp[pos_rows], mask[pos_rows]) if pos_rows.any() else s.new_zeros(())
         l_align = align_loss(cfg, s, sum_lp, ref, pos, neg, lev)
         w_nll, w_align = dist.shares(float(mask[pos_rows].sum()),  # this process's part of the step (1.0 alone)
-                                     losses.averaged_over(method.unit, cfg.gamma * s, pos, neg, lev, cfg.beta,
+                                     losses.averaged_over(method.unit, cfg.gamma * s, pos, neg, lev, cfg.gamma * cfg.beta,
                                                           cfg.truncate))
-        loss = cfg.nll_weight * l_nll * w_nll + cfg.lam * l_align * w_align
-        dist.backward(loss)
-        return loss.detach(), {"align_loss": dist.mean(l_align.item() * w_align),
+        nll_term, align_term = cfg.nll_weight * l_nll * w_nll, cfg.lam * l_align * w_align
+        scale = {}
+        if cfg.balance:  # the alignment gradient at a set share of the NLL one (one process: checked above)
+            c = balance_gradients([p for p in model.parameters() if p.requires_grad], nll_term, align_term,
+                                  cfg.balance)
+            loss, scale = nll_term + c * align_term, {"align_scale": c}
+        else:
+            loss = nll_term + align_term
+            dist.backward(loss)
+        return loss.detach(), {"align_loss": dist.mean(l_align.item() * w_align), **scale,
                                **step_stats(*dist.gather_rows(s.detach(), pos, neg), cfg)}
 
     start = train.resume(out, lm, opt, sched, fingerprint=fp) if resume else (0, [], {})
@@ -215,8 +259,8 @@ def step_stats(s, pos, neg, cfg: AlignConfig) -> dict[str, float]:
     of negatives below it, over one step's (B, K) scores."""
     both = pos.any(1) & neg.any(1)
     big = torch.finfo(s.dtype).max
-    bound = torch.where(pos, s, big).min(1).values - cfg.beta / cfg.gamma  # (B,) in raw score units
+    bound = torch.where(pos, s, big).min(1).values - cfg.beta  # (B,), nats/token
     below = (neg & (s < bound.unsqueeze(1)))[both].sum() / neg[both].sum().clamp(min=1)
     mp, mn = float(s[pos].mean()), float(s[neg].mean()) if neg.any() else float("nan")
-    return {"pos_score": mp, "neg_score": mn, "gap": mp - mn,
+    return {"pos_score": mp, "neg_score": mn, "gap": mp - mn, "beta": cfg.beta,
             "boundary": float(bound[both].mean()) if both.any() else float("nan"), "neg_below_boundary": float(below)}

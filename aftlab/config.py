@@ -144,8 +144,15 @@ class SampleConfig:
 class AlignConfig:
     method: str = F("aft_bc", "alignment method, an entry of the registry aftlab.methods (aftlab config --methods)")
     constraint: str | None = F(None, "None, \"detach\" (DC) or \"boundary\" (BC); set by aft_* methods, a choice for dpo/rrhf/pro")
-    beta: float = F(0.1, "BC boundary margin below the worst positive (in gamma-scaled score units)")
-    gamma: float = F(10.0, "score scale: losses see gamma * s (as SimPO scales length-normalised log-probs)")
+    beta: float = F(0.1, "BC boundary margin below the worst positive, in nats/token (the scores' units, whatever "
+                    "gamma is); replaced by the calibrated value when beta_quantile > 0")
+    beta_quantile: float = F(0.0, "0: use align.beta; q in (0, 1): beta = the q-quantile of the starting model's "
+                             "per-negative gaps min(s_p) - s_n on the training samples (nats/token), so a share q of "
+                             "negatives start above the boundary (pushed down) and 1 - q below it (pulled up)")
+    gamma: float = F(1.0, "score scale: losses see gamma * s (the paper: 1; SimPO-style scaling multiplies the "
+                     "alignment gradient by gamma)")
+    balance: float = F(0.0, "0: off; > 0: each step the alignment gradient is rescaled to this fraction of the NLL "
+                       "gradient's norm (one process only), so NLL progresses as in RFT")
     lam: float = F(1.0, "weight of the alignment term")
     nll_weight: float = F(1.0, "weight of the VFT (NLL on positives) term")
     dpo_beta: float = F(0.1, "DPO inverse temperature on summed log-ratios")
@@ -173,6 +180,8 @@ class AlignConfig:
         _check(self.constraint in CONSTRAINTS, "align.constraint", f"must be one of {CONSTRAINTS}")
         _check(self.beta >= 0, "align.beta", f"must be >= 0, got {self.beta}")
         _check(self.gamma > 0, "align.gamma", f"must be > 0, got {self.gamma}")
+        _check(0 <= self.beta_quantile < 1, "align.beta_quantile", f"must be in [0, 1), got {self.beta_quantile}")
+        _check(self.balance >= 0, "align.balance", f"must be >= 0, got {self.balance}")
         _check(self.lam >= 0 and self.nll_weight >= 0, "align.lam/nll_weight", "must be >= 0")
         _check(self.lr > 0, "align.lr", "must be > 0")
         _check(self.epochs > 0, "align.epochs", "must be > 0")
@@ -193,6 +202,8 @@ class RunConfig:
     method_overrides: dict = F({}, "per-method AlignConfig overrides {method: {field: value}}")
     rounds: int = F(1, "sample → align rounds (iterative AFT)")
     eval_k: int = F(8, "samples per held-out question in the fixed assessment set")
+    assess_questions: int = F(2000, "held-out questions (the first of data.n_test) in the fixed assessment set: "
+                              "assessment, strict assessment and rerank; greedy task accuracy uses all n_test")
     sc_questions: int = F(200, "held-out questions on which each model's own eval_k samples give self-consistency (0: off)")
 
     def __post_init__(self):
@@ -202,6 +213,7 @@ class RunConfig:
         _check(self.rounds >= 1, "rounds", "must be >= 1")
         _check(1 <= self.eval_k <= 64, "eval_k", "must be in [1, 64]")
         _check(self.sc_questions >= 0, "sc_questions", "must be >= 0")
+        _check(self.assess_questions >= 1, "assess_questions", "must be >= 1")
 
     def align_for(self, method: str) -> AlignConfig:
         """The AlignConfig used for ``method``: the shared one, the method, then its overrides."""

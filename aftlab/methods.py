@@ -3,13 +3,16 @@
 Place in the data path: … → scoring → losses → **methods** (which loss each method trains with, what it
 needs, its defaults) → align (the AFT objective) → metrics.
 
+The losses see scaled scores ``gamma * s`` and a boundary margin ``gamma * beta``: ``align.beta`` is in
+the scores' own units, nats per token, whatever ``gamma`` is (DPO's ``beta`` margin is in its reward units).
+
 An entry names its loss (a pure function of :class:`Scores`, built from ``aftlab.losses``), what it
 needs beyond the scores (``reference``: a frozen copy of the starting model's summed log-probs, as
 DPO uses), and the ``AlignConfig`` fields it sets on top of the run's shared ones. Adding a method
 is one entry here plus its loss in ``losses`` and a test — see the README's "Extending" section.
 
 >>> sorted(REGISTRY)[:3], REGISTRY["aft_bc"].defaults
-(['aft_bc', 'aft_dc', 'aft_rbc'], {'constraint': 'boundary'})
+(['aft_bc', 'aft_bc_bal', 'aft_dc'], {'constraint': 'boundary'})
 >>> s = torch.tensor([[-0.1, -0.3]]); pos = torch.tensor([[True, False]]); neg = ~pos
 >>> class Cfg: gamma, beta, constraint, truncate = 1.0, 0.1, "boundary", False
 >>> round(float(REGISTRY["aft_bc"].loss(Cfg, Scores(s, pos, neg, levels=torch.tensor([[1.0, 0.0]])))), 4)  # log(1 + e^-0.2 + e^0)
@@ -51,12 +54,12 @@ class Method:
 
 
 def _pairwise(cfg, b: Scores) -> torch.Tensor:
-    return losses.aft_loss_batched(cfg.gamma * b.s, b.pos, b.neg, constraint=cfg.constraint, beta=cfg.beta,
-                                   truncate=cfg.truncate)
+    return losses.aft_loss_batched(cfg.gamma * b.s, b.pos, b.neg, constraint=cfg.constraint,
+                                   beta=cfg.gamma * cfg.beta, truncate=cfg.truncate)
 
 
 def _rbc(cfg, b: Scores) -> torch.Tensor:
-    return losses.rbc_loss(cfg.gamma * b.s, b.levels, b.pos | b.neg, beta=cfg.beta)
+    return losses.rbc_loss(cfg.gamma * b.s, b.levels, b.pos | b.neg, beta=cfg.gamma * cfg.beta)
 
 
 def _dpo(cfg, b: Scores) -> torch.Tensor:
@@ -69,7 +72,7 @@ def _dpo(cfg, b: Scores) -> torch.Tensor:
 
 def _ranked(fn) -> LossFn:
     def loss(cfg, b: Scores) -> torch.Tensor:
-        return fn(cfg.gamma * b.s, b.levels, b.pos | b.neg, constraint=cfg.constraint, beta=cfg.beta)
+        return fn(cfg.gamma * b.s, b.levels, b.pos | b.neg, constraint=cfg.constraint, beta=cfg.gamma * cfg.beta)
     loss.__name__ = fn.__name__
     return loss
 
@@ -83,6 +86,9 @@ REGISTRY: dict[str, Method] = {
                      _pairwise, {"constraint": "detach"}),
     "align_only": Method("alignment without constraint: every negative pushed down without bound (degrades)",
                          _pairwise, {"constraint": None}),
+    "aft_bc_bal": Method("AFT-BC with a balanced gradient: each step the alignment gradient is rescaled to "
+                         "align.balance times the NLL gradient's norm, so NLL progresses as in RFT",
+                         _pairwise, {"constraint": "boundary", "balance": 0.25}),
     "aft_rbc": Method("ranking feedback: the boundary-constrained loss at every quality level", _rbc,
                       {"constraint": "boundary"}, unit="level_questions"),
     "dpo": Method("DPO (sigmoid, summed log-probs, frozen reference); align.constraint adds DC/BC", _dpo,

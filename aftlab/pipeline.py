@@ -71,7 +71,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
     s = cfg.sample
     tick = time.time()
     try:
-        eval_records = sample_cots(lm, test, k=cfg.eval_k, temperature=s.temperature, top_p=s.top_p,
+        eval_records = sample_cots(lm, test[:cfg.assess_questions], k=cfg.eval_k, temperature=s.temperature, top_p=s.top_p,
                                    max_new_tokens=s.max_new_tokens, seed=cfg.seed + 1,
                                    batch_questions=s.batch_questions, cache=paths["eval_samples"], progress=progress,
                                    sampler=vft_sampler, dist=dist)

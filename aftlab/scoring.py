@@ -215,3 +215,18 @@ def score_grouped(lm, prompts: list[list[int]], groups: list[list[list[int]]], b
         start = end
     model.train(was_training)
     return scores, per_token
+
+
+def gap_quantile(scores: list[list[float]], n_pos: list[int], q: float) -> float:
+    """The ``q``-quantile of the gaps ``min(s_p) - s_n`` over every negative of every question that has
+    positives and negatives (scores per question, positives first, ``n_pos`` of them): a boundary margin
+    beta at this value leaves a share ``q`` of the negatives above B = min(s_p) - beta (in nats/token).
+
+    >>> round(gap_quantile([[-0.1, -0.2, -0.15, -0.4], [-0.3, -0.3]], [2, 2], 0.5), 4)  # gaps -0.05, 0.2
+    0.075
+    """
+    gaps = torch.tensor([min(s[:p]) - x for s, p in zip(scores, n_pos) if 0 < p < len(s) for x in s[p:]],
+                        dtype=torch.float64)
+    if not len(gaps):
+        raise ValueError("gap_quantile: no question has both a positive and a negative COT")
+    return float(torch.quantile(gaps, q))

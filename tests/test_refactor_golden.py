@@ -21,6 +21,7 @@ RTOL = 1e-4  # loss histories over 40 + 3 steps: CPU-to-CPU float differences st
 
 
 def golden_config():
+    # beta is in nats/token since the stored run was made: 0.01 nats at gamma 10 is that run's 0.1 in scaled units
     from aftlab.config import AlignConfig, DataConfig, ModelConfig, RunConfig, SampleConfig, VFTConfig
     return RunConfig(
         preset="golden", seed=0,
@@ -28,7 +29,7 @@ def golden_config():
         model=ModelConfig(hidden=32, layers=1, heads=2, ffn=64),
         vft=VFTConfig(steps=40, batch_size=16, lr=3e-3, warmup=4, checkpoint_every=0, log_every=5),
         sample=SampleConfig(k=4, n_questions=24, max_new_tokens=24, batch_questions=24),
-        align=AlignConfig(epochs=1.0, questions_per_step=8, warmup=1, gamma=10.0, beta=0.1, lam=1.0, lr=1e-4),
+        align=AlignConfig(epochs=1.0, questions_per_step=8, warmup=1, gamma=10.0, beta=0.01, lam=1.0, lr=1e-4),
         methods=METHODS, eval_k=4)
 
 

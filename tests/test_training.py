@@ -1,3 +1,4 @@
+import math
 import dataclasses
 
 import pytest
@@ -209,3 +210,58 @@ def test_divergent_scope_and_credit_train(trained, small_task, scope, credit):
                                           epochs=1, questions_per_step=8), progress=False)
     assert log and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
     assert any(not torch.equal(before[k], v) for k, v in lm.model.state_dict().items())
+
+
+def test_calibrated_beta_is_the_gap_quantile_of_the_starting_models_own_scores(trained, small_task):
+    out, gs, _ = _groups(trained, small_task)
+    both = [g for g in gs if g["pos"] and g["neg"]]
+    assert len(both) >= 5
+    # independent: score each COT alone (score_texts), then take the quantile of min(s_p) - s_n by sorting
+    base = load_lm(out)
+    gaps = []
+    for g in both:
+        sp = score_texts(base, [g["question"]] * len(g["pos"]), g["pos"]).tolist()
+        sn = score_texts(base, [g["question"]] * len(g["neg"]), g["neg"]).tolist()
+        gaps += [min(sp) - x for x in sn]
+    gaps.sort()
+    lo, hi = gaps[int(0.8 * (len(gaps) - 1))], gaps[int(0.8 * (len(gaps) - 1)) + 1]
+    cfg = AlignConfig(method="aft_bc", beta=5.0, beta_quantile=0.8, epochs=1, questions_per_step=8, warmup=1,
+                      max_cots=64)
+    log = train_align(load_lm(out), gs, cfg, progress=False)
+    assert {r["beta"] for r in log} == {log[0]["beta"]}  # fixed for the run, from the starting model
+    assert lo - 1e-4 <= log[0]["beta"] <= hi + 1e-4, (lo, log[0]["beta"], hi)
+    assert log[0]["beta"] != 5.0
+    plain = train_align(load_lm(out), gs, dataclasses.replace(cfg, beta_quantile=0.0), progress=False)
+    assert plain[0]["beta"] == 5.0
+
+
+def test_balanced_alignment_gradient_is_the_set_share_of_the_nll_gradient(trained, small_task):
+    out, gs, _ = _groups(trained, small_task)
+    cfg = AlignConfig(method="aft_bc_bal", constraint="boundary", balance=0.25, epochs=1, questions_per_step=8,
+                      warmup=1)
+    log = train_align(load_lm(out), gs, cfg, progress=False)
+    scales = [r["align_scale"] for r in log]
+    assert all(c > 0 for c in scales)
+    assert len(set(scales)) > 1  # recomputed each step from that step's two gradients
+    assert all(math.isfinite(r["loss"]) for r in log)
+    plain = train_align(load_lm(out), gs, dataclasses.replace(cfg, balance=0.0), progress=False)
+    assert "align_scale" not in plain[0] and plain[-1]["loss"] != log[-1]["loss"]
+
+
+def test_balance_gradients_sets_the_share_exactly():
+    from aftlab.align import balance_gradients
+    w = torch.randn(3, requires_grad=True)
+    c = balance_gradients([w], (w * torch.tensor([1.0, 0.0, 0.0])).sum(), (w * torch.tensor([0.0, 4.0, 0.0])).sum(),
+                          0.25)
+    assert c == pytest.approx(0.25 * 1.0 / 4.0)
+    assert w.grad.tolist() == pytest.approx([1.0, 0.25, 0.0])  # |c * grad(aux)| = 0.25 |grad(main)|
+    v = torch.randn(2, requires_grad=True)
+    assert balance_gradients([v], v.sum(), (v * 0).sum(), 0.5) == 0.0  # no alignment gradient: nothing to scale
+    assert v.grad.tolist() == [1.0, 1.0]
+
+
+def test_balance_is_refused_under_a_launcher(trained, small_task):
+    out, gs, _ = _groups(trained, small_task, n=8)
+    cfg = AlignConfig(method="aft_bc_bal", constraint="boundary", balance=0.25, epochs=1, questions_per_step=8)
+    with pytest.raises(ValueError, match="align.balance"):
+        train_align(load_lm(out), gs, cfg, progress=False, accelerate=True)
