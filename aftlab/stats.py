@@ -181,6 +181,27 @@ def mcnemar_exact(a, b) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
+def merge_orders(runs: list[Outcomes]) -> Outcomes:
+    """One method's outcomes over several training runs on the same questions (e.g. batch orders):
+    per question, the mean of the 0/1 outcomes and the summed wins and pairs, so each metric is its
+    mean over the runs and the bootstrap still resamples questions (the runs of a question together).
+
+    >>> merge_orders([{"task": [1, 0], "rerank": [1], "assess": [[1.0, 2]], "assess_strict": []},
+    ...               {"task": [1, 1], "rerank": [0], "assess": [[2.0, 2]], "assess_strict": []}])
+    {'task': [1.0, 0.5], 'rerank': [0.5], 'assess': [[3.0, 4]], 'assess_strict': []}
+    """
+    def lengths(key):
+        return {len(r[key]) for r in runs}
+    for key in ("task", "rerank", "assess", "assess_strict"):
+        if len(lengths(key)) != 1:
+            raise ValueError(f"merge_orders: runs disagree on the number of {key!r} questions: {sorted(lengths(key))}")
+    return {"task": [float(np.mean(x)) for x in zip(*(r["task"] for r in runs))],
+            "rerank": [float(np.mean(x)) for x in zip(*(r["rerank"] for r in runs))],
+            "assess": [[float(sum(w for w, _ in x)), sum(p for _, p in x)] for x in zip(*(r["assess"] for r in runs))],
+            "assess_strict": [[float(sum(w for w, _ in x)), sum(p for _, p in x)]
+                              for x in zip(*(r["assess_strict"] for r in runs))]}
+
+
 def pooled_comparisons(runs: list[dict[str, Outcomes]], baselines=BASELINES, n_resamples: int = N_RESAMPLES,
                        seed: int = 0) -> dict:
     """``{method: {vs: {metric: {"diff", "lo", "hi"}}}}`` for every method against each baseline
@@ -198,7 +219,8 @@ def pooled_comparisons(runs: list[dict[str, Outcomes]], baselines=BASELINES, n_r
                 if any(not len(a) for a, _ in pairs):
                     continue
                 res[metric] = pooled_bootstrap(pairs, n_resamples, seed)
-            if "task_accuracy" in res:
+            binary = all(x in (0, 1) for r in runs for x in r[method]["task"] + r[vs]["task"])
+            if "task_accuracy" in res and binary:  # McNemar needs 0/1 outcomes (not order-averaged ones)
                 res["task_accuracy"]["mcnemar_p"] = mcnemar_exact(
                     [x for r in runs for x in r[method]["task"]], [x for r in runs for x in r[vs]["task"]])
             out.setdefault(method, {})[vs] = res

@@ -17,13 +17,16 @@ from .config import from_dict
 from .data import synthetic_from_config
 from .evaluate import evaluate, own_sampling
 from .sampling import read_samples
+from .stats import question_outcomes
 
 
 def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = True, batch_order: int = 1,
-                  log=None) -> dict[str, dict]:
+                  log=None, outcomes: bool = False) -> dict[str, dict]:
     """Train each variant (``{name: {"method": ..., AlignConfig field: value}}``) from the run's VFT
     model and samples, evaluate on the run's held-out set; returns ``{name: metrics + last train log}``.
-    ``batch_order`` 1 is the run's own batch order (``align.batch_seed``); 2, 3, … are others."""
+    ``batch_order`` 1 is the run's own batch order (``align.batch_seed``); 2, 3, … are others.
+    ``outcomes``: also return each variant's per-question outcomes (``stats.question_outcomes``), as the
+    run's ``per_question.json`` holds them, for paired comparisons."""
     run_dir = Path(run_dir)
     cfg = from_dict(json.loads((run_dir / "config.json").read_text()))
     _, test = synthetic_from_config(cfg.data)
@@ -38,9 +41,12 @@ def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = Tru
                                        batch_seed(cfg.seed, batch_order), device=cfg.model.device,
                                        max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
                                        progress=progress)
-        m = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own_sampling(cfg))["metrics"]
+        res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own_sampling(cfg))
+        m = res["metrics"]
         out[name] = {**m, "gap": m["mean_pos_score"] - m["mean_neg_score"], "train_gap": train_log[-1]["gap"],
                      "train_neg_score": train_log[-1]["neg_score"], "train_log": train_log}
+        if outcomes:
+            out[name]["outcomes"] = question_outcomes(res, eval_records)
         if log:
             log(name, out[name])
     return out

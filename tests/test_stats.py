@@ -185,3 +185,25 @@ def test_a_metric_without_questions_is_left_out():
     c = stats.comparisons(o, n_resamples=100)
     assert set(c["rft"]["vft"]) == set(stats.METRICS) - {"assessment_accuracy_strict"}
     assert c["rft"]["vft"]["rerank_accuracy"]["diff"] == -1.0
+
+
+def test_merge_orders_gives_each_metric_as_its_mean_over_the_runs():
+    """Merged over batch orders, every metric equals the mean of the runs' own metrics (pairs per
+    question are the same in every run, since they depend on the labels only); McNemar, which needs
+    0/1 outcomes, is left out of order-averaged comparisons rather than run on fractions."""
+    rng = np.random.default_rng(3)
+    pairs = rng.integers(1, 5, size=40)
+    runs = [{"task": rng.integers(0, 2, 60).tolist(), "rerank": rng.integers(0, 2, 40).tolist(),
+             "assess": [[float(rng.integers(0, p + 1)), int(p)] for p in pairs],
+             "assess_strict": [[float(rng.integers(0, p + 1)), int(p)] for p in pairs[:25]]} for _ in range(3)]
+    merged = stats.merge_orders(runs)
+    for metric in stats.METRICS:
+        want = np.mean([stats._diff(stats._per_question(r, metric), np.zeros((1, 2)) + [0, 1]) for r in runs])
+        got = stats._diff(stats._per_question(merged, metric), np.zeros((1, 2)) + [0, 1])
+        if metric != "assessment_per_question":  # a mean of per-question shares is not linear in wins
+            assert got == pytest.approx(want, abs=1e-12), metric
+    c = stats.pooled_comparisons([{"vft": runs[0], "rft": merged, "aft_bc": stats.merge_orders(runs[::-1])}])
+    assert c["aft_bc"]["rft"]["task_accuracy"]["diff"] == pytest.approx(0, abs=1e-12)
+    assert "mcnemar_p" not in c["aft_bc"]["rft"]["task_accuracy"]
+    with pytest.raises(ValueError, match="task"):
+        stats.merge_orders([runs[0], dict(runs[1], task=runs[1]["task"][:-1])])
