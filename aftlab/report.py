@@ -137,10 +137,9 @@ def _headline_html(comps: dict) -> str:
 
 
 def _table(rows, head=None) -> str:
-    """A left-aligned HTML table of already-escaped cells; without ``head`` the first cell of a row is its header."""
+    """A left-aligned HTML table of already-escaped cells, the first cell of each row its header."""
     h = "<tr>" + "".join(f"<th class='l'>{html.escape(x)}</th>" for x in head) + "</tr>" if head else ""
-    first = "td" if head else "th"
-    body = "".join("<tr>" + "".join(f"<{t} class='l'>{x}</{t}>" for t, x in zip([first] + ["td"] * len(r), r))
+    body = "".join("<tr>" + "".join(f"<{t} class='l'>{x}</{t}>" for t, x in zip(["th"] + ["td"] * len(r), r))
                    + "</tr>" for r in rows)
     return f"<div class='scroll'><table class='settings'>{h}{body}</table></div>"
 
