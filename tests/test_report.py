@@ -222,3 +222,22 @@ def test_real_run_metrics_are_all_defined_and_its_report_shows_its_beta(smoke_ru
     doc = write_report(out).read_text()
     beta = json.loads((out / "config.json").read_text())["align"]["beta"]
     assert re.search(rf"<b>aft_bc</b></th><td class='l'>boundary</td><td class='l'>{beta:g}</td>", doc)
+
+
+@pytest.mark.browser
+def test_report_reads_at_800_px_in_headless_chromium(tmp_path):
+    """No sideways scrolling of the page, every figure drawn, no figure title cut off at its edge."""
+    import importlib.util
+    from pathlib import Path
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    if not Path("/usr/bin/chromium").is_file():
+        pytest.skip("no /usr/bin/chromium (`make browser` installs Debian's chromium)")
+    spec = importlib.util.spec_from_file_location("report_screenshot", Path(__file__).parents[1] / "docs" /
+                                                  "report_screenshot.py")
+    shots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shots)
+    out, _ = fake_run(tmp_path / "run")
+    facts = shots.render(write_report(out), tmp_path / "report.png", width=800)
+    assert facts["page_width"] <= 800 and facts["figures"] == facts["drawn"] >= 5, facts
+    assert facts["clipped_titles"] == [], facts
+    assert (tmp_path / "report.png").stat().st_size > 10_000
