@@ -192,13 +192,16 @@ def settings(out: Path, metrics: dict, logs: dict | None = None, n_records: int 
         for m in cfg.methods:
             a, entry = cfg.align_for(m), REGISTRY.get(m)
             aligns = entry is not None and entry.loss is not None and a.lam > 0
+            bounded = aligns and a.constraint == "boundary"  # β places the boundary; no boundary, no β
             beta = a.beta if not a.beta_quantile else (logs.get(m) or [{}])[0].get("beta")
             note = f" (calibrated: quantile {a.beta_quantile:g})" if a.beta_quantile else ""
             per.append((f"<b>{html.escape(m)}</b>", _g(a.constraint or "none") if aligns else "—",
-                        (_g(beta) + note) if aligns else "—", _g(a.gamma) if aligns else "—",
+                        (_g(beta) + note) if bounded else "—",
+                        _g(a.gamma) if aligns and not entry.reference else "—",  # DPO scales by dpo_beta instead
                         _g(a.lam), _g(a.nll_weight), _g(a.lr), html.escape(entry.doc if entry else "")))
         parts.append("<p>Per method (β: boundary margin below the worst right COT, in nats/token, the scores' "
-                     "units; γ: score scale inside the loss; λ: weight of the alignment term):</p>"
+                     "units; γ: score scale inside the loss; λ: weight of the alignment term; —: the setting "
+                     "does not enter this method's loss):</p>"
                      + _table(per, ("method", "constraint", "β (nats/token)", "γ", "λ", "NLL weight", "lr", "what it trains")))
     return "".join(parts)
 

@@ -83,14 +83,14 @@ def _section(doc: str, title: str) -> str:
 def test_settings_show_the_runs_beta_gamma_and_counts(tmp_path):
     out, _ = fake_run(tmp_path / "run", align__beta=0.37, align__gamma=2.5)
     cfg = json.loads((out / "config.json").read_text())
-    cfg["method_overrides"] = {"aft_dc": {"beta": 0.05}}
+    cfg["method_overrides"] = {"align_only": {"constraint": "boundary", "beta": 0.05}}  # shown as the method runs
     (out / "config.json").write_text(json.dumps(cfg))
     part = _section(write_report(out).read_text(), "Settings")
     rows = {m: re.search(rf"<b>{m}</b>(.*?)</tr>", part).group(1) for m in ("rft", "aft_bc", "aft_dc", "align_only")}
     cells = {m: re.findall(r"<td class='l'>(.*?)</td>", r) for m, r in rows.items()}
     assert "β (nats/token)" in part and cells["aft_bc"][:3] == ["boundary", "0.37", "2.5"]
-    assert cells["aft_dc"][:3] == ["detach", "0.05", "2.5"]          # a per-method override is what it shows
-    assert cells["align_only"][:3] == ["none", "0.37", "2.5"]
+    assert cells["aft_dc"][:3] == ["detach", "—", "2.5"]  # no boundary, so β does not enter the loss
+    assert cells["align_only"][:3] == ["boundary", "0.05", "2.5"]
     assert cells["rft"][:3] == ["—", "—", "—"] and cells["rft"][3] == "0"  # no alignment term: no β, no γ, λ 0
     assert "40 for greedy task accuracy" in part and "40 in the fixed sample set" in part
     assert "48 sampled, k = 4" in part and "2000 generated" in part
