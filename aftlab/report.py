@@ -88,7 +88,8 @@ def verdict(comparisons: dict, vs: str, metrics=PRIMARY + SECONDARY, baselines=t
             d = comparisons[m][vs].get(k)
             if d and (d["lo"] > 0 or d["hi"] < 0):
                 pts = f"{100 * d['diff']:+.1f}".replace("-", "−")
-                found.append(f"{method_label(m)} is {'higher' if d['lo'] > 0 else 'lower'} on {label(k)} ({pts} points)")
+                way = "higher" if d["lo"] > 0 else "lower"
+                found.append(f"{method_label(m)} is {way} on {label(k)} ({pts} points)")
     if not found:
         return (f"Against {method_label(vs)}: no method differs beyond the noise on "
                 f"{', '.join(label(k) for k in metrics)}.")
@@ -202,7 +203,8 @@ def settings(out: Path, metrics: dict, logs: dict | None = None, n_records: int 
         parts.append("<p>Per method (β: boundary margin below the worst right COT, in nats/token, the scores' "
                      "units; γ: score scale inside the loss; λ: weight of the alignment term; —: the setting "
                      "does not enter this method's loss):</p>"
-                     + _table(per, ("method", "constraint", "β (nats/token)", "γ", "λ", "NLL weight", "lr", "what it trains")))
+                     + _table(per, ("method", "constraint", "β (nats/token)", "γ", "λ", "NLL weight", "lr",
+                                    "what it trains")))
     return "".join(parts)
 
 
@@ -268,7 +270,8 @@ def write_report(out: str | Path) -> Path:
     body = [f"<h1>aftlab run: preset {html.escape(str(metrics['preset']))}, seed {metrics['seed']}</h1>"]
     if str(metrics["preset"]).endswith("smoke") or metrics.get("n_eval_questions", 0) < 200:
         body.append("<p class='warn'><b>⚠ A smoke-sized run: its figures are not meaningful</b> — "
-                    f"{metrics.get('n_eval_questions')} held-out questions; intervals below say how little it can tell.</p>")
+                    f"{metrics.get('n_eval_questions')} held-out questions; the intervals below say how little it "
+                    "can tell.</p>")
     body.append("<h2>What this run found</h2><div class='headline'>" + _headline_html(comps) + "</div>")
     body.append("<h2>Settings</h2>" + settings(out, metrics, logs, len(records)))
     accuracy = [c for c in ACCURACY_COLUMNS if any(c in m for m in metrics["methods"].values())]
