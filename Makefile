@@ -49,3 +49,7 @@ app: install
 
 clean:
 	rm -rf runs .pytest_cache
+
+.PHONY: screenshots-report
+screenshots-report: install browser  ## docs/report_smoke.png: a smoke run's report in headless Chromium at 800 px
+	$(BIN)/python docs/report_screenshot.py

@@ -9,6 +9,7 @@ overrides and calls the library.
     aftlab sample --model runs/a/vft --data train.jsonl --out runs/a/samples.jsonl
     aftlab align --model runs/a/vft --samples runs/a/samples.jsonl --method aft_bc --out runs/a/aft_bc
     aftlab eval --model runs/a/aft_bc --data test.jsonl --eval-samples runs/a/eval_samples.jsonl
+    aftlab report runs/tiny-0                                   # rewrite report.html from a run's files
     aftlab sweep-beta --run runs/tiny-0 --betas 0.01,0.1,1,10   # E4 on a finished run
     aftlab app --runs runs                                      # the COT ranker on http://127.0.0.1:7860
     aftlab assess --model smol --solutions model_solutions.jsonl --limit 100   # E6: judge real GSM8K COTs
@@ -148,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--eval-samples", required=True, help="samples JSONL of held-out questions to rescore")
     p.add_argument("--out", help="write metrics JSON here (default: print)")
+    p = sub.add_parser("report", help="rewrite report.html of finished run folders from their files (no training)")
+    p.add_argument("runs", nargs="+", help="folders written by `aftlab run` (a --seeds folder: each seed's)")
     p = sub.add_parser("sweep-beta", help="E4: train aft_bc at several beta on a finished run's VFT and samples")
     _common(p)
     p.add_argument("--run", required=True, help="a folder written by `aftlab run`")
@@ -301,6 +304,14 @@ def cmd_eval(args) -> None:
     print(text)
 
 
+def cmd_report(args) -> None:
+    from .report import write_report
+    for run in map(Path, args.runs):
+        seeds = sorted(run.glob("seed-*/metrics.json")) if not (run / "metrics.json").is_file() else []
+        for folder in [m.parent for m in seeds] or [run]:
+            print(f"wrote {write_report(folder)}")
+
+
 def cmd_sweep_beta(args) -> None:
     from .sweep import beta_sweep
     betas = _numbers(args.betas, float, "--betas")
@@ -364,7 +375,7 @@ def cmd_export(args) -> None:
 
 
 COMMANDS = {"run": cmd_run, "vft": cmd_vft, "sample": cmd_sample, "align": cmd_align, "eval": cmd_eval,
-            "sweep-beta": cmd_sweep_beta, "app": cmd_app, "assess": cmd_assess, "export": cmd_export,
+            "report": cmd_report, "sweep-beta": cmd_sweep_beta, "app": cmd_app, "assess": cmd_assess, "export": cmd_export,
             "config": cmd_config}
 
 

@@ -16,6 +16,52 @@ from collections import Counter
 
 from .records import Record
 
+# What every metric of ``evaluate()`` means, in one place: the report's tables and definitions, the
+# notebooks and the app read them from here. ``LABELS``: the short plain name a reader sees.
+LABELS = {
+    "task_accuracy": "task accuracy", "assessment_accuracy": "assessment", "assessment_per_question":
+    "assessment per question", "n_pairs": "pairs", "assessment_accuracy_strict": "strict assessment",
+    "assessment_strict_per_question": "strict assessment per question", "n_pairs_strict": "strict pairs",
+    "lucky_share": "lucky share", "rerank_accuracy": "rerank accuracy", "self_consistency": "self-consistency",
+    "sample_accuracy": "sample accuracy", "mean_pos_score": "mean right score", "mean_neg_score": "mean wrong score",
+    "perplexity": "perplexity", "repetition_rate": "repetition", "unfinished_rate": "unfinished",
+    "ranking_tau": "ranking tau",
+}
+DEFINITIONS = {
+    "task_accuracy": "share of held-out questions whose greedy COT ends in the right answer",
+    "assessment_accuracy": "over (right, wrong) pairs of sampled COTs of the same held-out question (the fixed "
+                           "sample set, drawn once from VFT and rescored by every model), the share where the model "
+                           "scores the right one higher (ties count ½), pooled over pairs",
+    "assessment_per_question": "the same share averaged per question (over questions with a right and a wrong COT)",
+    "n_pairs": "(right, wrong) pairs behind assessment",
+    "assessment_accuracy_strict": "assessment over pairs whose right COT also has every arithmetic step right "
+                                  "(lucky COTs — right answer, a wrong step — left out)",
+    "assessment_strict_per_question": "strict assessment averaged per question",
+    "n_pairs_strict": "(step-valid right, wrong) pairs behind strict assessment",
+    "lucky_share": "share of right-answer sampled COTs with a wrong arithmetic step",
+    "rerank_accuracy": "share of held-out questions whose top-scored sampled COT is right (the model as its "
+                       "own verifier over the fixed sample set)",
+    "self_consistency": "share of questions whose majority answer over the model's own k samples is right",
+    "sample_accuracy": "share of the model's own k samples per question whose answer is right",
+    "mean_pos_score": "mean score s(c) (nats/token) of the right sampled COTs",
+    "mean_neg_score": "mean score s(c) (nats/token) of the wrong sampled COTs",
+    "perplexity": "exp of the mean token NLL of the held-out reference COTs",
+    "repetition_rate": "mean share of repeated word 3-grams in greedy COTs (near 1: the model loops)",
+    "unfinished_rate": "share of greedy COTs that hit the token cap without an end-of-sequence token",
+    "ranking_tau": "Kendall τ, per question, between the model's scores of the sampled COTs and their quality "
+                   "levels (a right answer above a wrong one, then by the share of valid steps), averaged over "
+                   "questions",
+}
+
+
+def label(key: str) -> str:
+    """The plain name of a metric key (the key itself, spaced, when it has none).
+
+    >>> label("assessment_accuracy_strict"), label("my_metric")
+    ('strict assessment', 'my metric')
+    """
+    return LABELS.get(key, key.replace("_", " "))
+
 
 def task_accuracy(correct: list[bool]) -> float:
     """Share of questions whose greedy COT has the right answer.

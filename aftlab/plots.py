@@ -11,21 +11,66 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .metrics import label
+
 POS, NEG = "#2a9d8f", "#e76f51"  # right / wrong COTs: never used for a method or a checkpoint
 # One colour per method, the same in every figure, distinct from each other and from POS/NEG
+# (every pair at least ΔE 20 apart in CIELAB; tests/test_plots.py checks it)
 METHOD_COLORS = {"vft": "#6c757d", "rft": "#1f77b4", "aft_bc": "#7b2cbf", "aft_dc": "#b5a000",
-                 "align_only": "#8c564b", "aft_rbc": "#e377c2", "dpo": "#17becf", "rrhf": "#393b79", "pro": "#ff7f0e"}
+                 "align_only": "#8c564b", "aft_bc_bal": "#c77dff", "aft_rbc": "#e377c2", "dpo": "#17becf",
+                 "rrhf": "#393b79", "pro": "#ff7f0e"}
 _SPARE = ["#3a0ca3", "#9c6644", "#577590", "#b5179e", "#4d908e", "#f9844a", "#90be6d", "#43aa8b"]
+# How a method is named in sentences (the report's headline); figures and tables keep the registry names
+METHOD_LABELS = {"vft": "VFT", "rft": "RFT", "aft_bc": "AFT-BC", "aft_dc": "AFT-DC", "align_only": "alignment only",
+                 "aft_bc_bal": "AFT-BC balanced", "aft_rbc": "AFT-RBC", "dpo": "DPO", "rrhf": "RRHF", "pro": "PRO"}
+
+# What the per-step AFT log keys (``records.LogRow``) show, as subplot titles
+LOG_LABELS = {"neg_score": "wrong-COT score", "pos_score": "right-COT score", "gap": "gap (right − wrong)",
+              "boundary": "boundary B", "neg_below_boundary": "share of wrong below B", "loss": "loss",
+              "align_loss": "alignment loss", "grad_norm": "gradient norm", "lr": "learning rate"}
+_LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0)
+
+
+def _base(name: str) -> str:
+    return name.split("/")[-1].split(" ")[0]
+
+
+def method_label(name: str) -> str:
+    """The name of a method in a sentence: ``"aft_bc"`` → ``"AFT-BC"``; other names as they are.
+
+    >>> method_label("aft_bc"), method_label("rft"), method_label("my_method")
+    ('AFT-BC', 'RFT', 'my_method')
+    """
+    return METHOD_LABELS.get(name, name)
 
 
 def method_color(name: str, i: int = 0) -> str:
     """The colour of a method (or checkpoint) in every figure; names outside the registry get a spare one.
+    Figures with several names outside the registry use :func:`method_colors`, which never repeats one.
 
     >>> method_color("aft_bc") != method_color("align_only") and POS not in METHOD_COLORS.values()
     True
     """
-    base = name.split("/")[-1].split(" ")[0]
-    return METHOD_COLORS.get(base, _SPARE[i % len(_SPARE)])
+    return METHOD_COLORS.get(_base(name), _SPARE[i % len(_SPARE)])
+
+
+def method_colors(names) -> dict[str, str]:
+    """``{name: colour}`` for the names one figure shows: registry methods keep their own colour, other
+    names take the spare colours in order, and no two names share one while colours last.
+
+    >>> method_colors(["vft", "run A", "run B"])
+    {'vft': '#6c757d', 'run A': '#3a0ca3', 'run B': '#9c6644'}
+    """
+    out, used = {}, set()
+    for name in names:
+        if _base(name) in METHOD_COLORS and METHOD_COLORS[_base(name)] not in used:
+            out[name] = METHOD_COLORS[_base(name)]
+            used.add(out[name])
+    spare = [c for c in _SPARE + list(METHOD_COLORS.values()) if c not in used]
+    for name in names:
+        if name not in out:
+            out[name] = spare.pop(0) if spare else _SPARE[len(out) % len(_SPARE)]
+    return {name: out[name] for name in names}
 
 
 def score_distributions(by_method: dict[str, tuple[list[float], list[float]]]) -> go.Figure:
@@ -37,8 +82,10 @@ def score_distributions(by_method: dict[str, tuple[list[float], list[float]]]) -
             fig.add_trace(go.Violin(x=[method] * len(vals), y=vals, name=name, legendgroup=name,
                                     showlegend=i == 0, side=side, line_color=color, meanline_visible=True,
                                     points=False, scalegroup=method))
-    fig.update_layout(title="Scores of correct vs wrong COTs (length-normalised log-likelihood)",
-                      yaxis_title="score s(c) (nats / token)", violingap=0.1, violinmode="overlay")
+    fig.update_layout(title="Scores of right vs wrong sampled COTs<br><sup>length-normalised log-likelihood of the "
+                            "fixed sample set under each model</sup>",
+                      yaxis_title="score s(c) (nats / token)", violingap=0.1, violinmode="overlay",
+                      legend=_LEGEND_BELOW, margin=dict(b=110))
     return fig
 
 
@@ -56,14 +103,15 @@ def moving_average(values: list[float], window: int) -> list[float]:
 
 
 def training_curves(logs: dict[str, list[dict]], keys=("neg_score", "gap"), smooth: int = 25) -> go.Figure:
-    """Per-step AFT logs (e.g. negative score and score gap), one line per method.
+    """Per-step AFT logs (e.g. negative score and score gap), one line per method in its own colour.
 
     Each step's batch is 16 questions, so raw curves are noisy: with ``smooth`` > 1 the raw values
     are drawn faint and a trailing ``smooth``-step moving average on top.
     """
-    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=list(keys))
-    for i, (method, log) in enumerate(logs.items()):
-        color = method_color(method, i)
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[LOG_LABELS.get(k, k) for k in keys])
+    colors = method_colors(list(logs))
+    for method, log in logs.items():
+        color = colors[method]
         steps = [r["step"] for r in log]
         for c, key in enumerate(keys, 1):
             raw = [r[key] for r in log]
@@ -74,8 +122,9 @@ def training_curves(logs: dict[str, list[dict]], keys=("neg_score", "gap"), smoo
                 raw = moving_average(raw, smooth)
             fig.add_trace(go.Scatter(x=steps, y=raw, mode="lines", name=method, legendgroup=method,
                                      showlegend=c == 1, line_color=color), row=1, col=c)
-    note = f" ({smooth}-step moving average over the faint raw values)" if smooth > 1 else ""
-    fig.update_layout(title="AFT training: " + ", ".join(keys) + " per step" + note)
+    note = f"<br><sup>{smooth}-step moving average over the faint raw values; scores in nats/token</sup>" \
+        if smooth > 1 else "<br><sup>scores in nats/token</sup>"
+    fig.update_layout(title="AFT training, per step" + note, legend=_LEGEND_BELOW, margin=dict(b=100))
     fig.update_xaxes(title_text="step")
     return fig
 
@@ -108,20 +157,27 @@ def assessment_vs_task(points: dict[str, tuple[float, float]], intervals: dict[s
                        min_span: float = 0.1) -> go.Figure:
     """Assessment accuracy against task accuracy, one point per model or checkpoint, each in its own
     colour and named in the legend (no text labels to collide). ``intervals``: ``{name: {"task": (lo, hi),
-    "assess": (lo, hi)}}`` drawn as 95% error bars; axes span at least ``min_span``."""
+    "assess": (lo, hi)}}`` drawn as 95% error bars. Each axis spans at least ``min_span`` (10 points by
+    default) and covers every interval, so gaps smaller than the noise cannot fill the plot; the
+    subtitle states the spans."""
     fig = go.Figure()
+    colors = method_colors(list(points))
     xs, ys, xlo, xhi, ylo, yhi = [], [], [], [], [], []
-    for i, (name, (x, y)) in enumerate(points.items()):
+    for name, (x, y) in points.items():
         ci = (intervals or {}).get(name, {})
         (tl, th), (al, ah) = ci.get("task", (x, x)), ci.get("assess", (y, y))
-        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name, marker=dict(size=11, color=method_color(name, i)),
+        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=name, marker=dict(size=11, color=colors[name]),
                                  error_x=dict(type="data", symmetric=False, array=[th - x], arrayminus=[x - tl]),
-                                 error_y=dict(type="data", symmetric=False, array=[ah - y], arrayminus=[y - al])))
+                                 error_y=dict(type="data", symmetric=False, array=[ah - y], arrayminus=[y - al]),
+                                 hovertemplate=f"{name}: task %{{x:.1%}}, assessment %{{y:.1%}}<extra></extra>"))
         xs.append(x), ys.append(y), xlo.append(tl), xhi.append(th), ylo.append(al), yhi.append(ah)
-    bars = " with 95% intervals" if intervals else ""
-    fig.update_layout(title=f"Assessment vs task accuracy{bars}", xaxis_title="task accuracy (greedy)",
-                      yaxis_title="assessment accuracy (pairs)",
-                      xaxis_range=_span(xs, xlo, xhi, min_span), yaxis_range=_span(ys, ylo, yhi, min_span))
+    xr, yr = _span(xs, xlo, xhi, min_span), _span(ys, ylo, yhi, min_span)
+    bars = "bars: 95% intervals; " if intervals else ""
+    fig.update_layout(title=f"Assessment vs task accuracy<br><sup>{bars}x spans {100 * (xr[1] - xr[0]):.0f} points, "
+                            f"y spans {100 * (yr[1] - yr[0]):.0f} points (never less than {100 * min_span:.0f})</sup>",
+                      xaxis_title="task accuracy (greedy)", yaxis_title="assessment accuracy (pairs)",
+                      xaxis=dict(range=xr, tickformat=".0%"), yaxis=dict(range=yr, tickformat=".0%"),
+                      legend=_LEGEND_BELOW, margin=dict(b=110))
     return fig
 
 
@@ -131,23 +187,27 @@ def comparison_forest(comparisons: dict, vs: str = "rft",
     one row per method, one panel per metric, a line at zero. An interval that crosses zero is a
     difference this run cannot tell from noise."""
     rows = [m for m in comparisons if vs in comparisons[m]]
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[m.replace("_", " ") for m in metrics],
-                        shared_yaxes=True)
+    colors = method_colors(rows)
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[label(m) for m in metrics],
+                        shared_yaxes=True, horizontal_spacing=0.06)
     for c, metric in enumerate(metrics, 1):
-        for i, m in enumerate(rows):
+        for m in rows:
             d = comparisons[m][vs].get(metric)
             if not d:
                 continue
             fig.add_trace(go.Scatter(x=[100 * d["diff"]], y=[m], mode="markers", showlegend=False,
-                                     marker=dict(size=10, color=method_color(m, i)),
+                                     marker=dict(size=10, color=colors[m]),
                                      error_x=dict(type="data", symmetric=False, array=[100 * (d["hi"] - d["diff"])],
                                                   arrayminus=[100 * (d["diff"] - d["lo"])]),
-                                     hovertemplate=f"{m}: %{{x:+.1f}} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"),
+                                     hovertemplate=f"{m}: %{{x:+.1f}} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}]"
+                                                   "<extra></extra>"),
                           row=1, col=c)
         fig.add_vline(x=0, line_dash="dot", line_color="#999", row=1, col=c)
-    fig.update_xaxes(title_text=f"difference vs {vs} (points)")
-    fig.update_layout(title=f"Each method minus {vs}, paired over the same held-out questions (95% intervals)",
-                      height=120 + 45 * max(len(rows), 1))
+    fig.update_xaxes(title_text="points", zeroline=False)
+    fig.update_yaxes(autorange="reversed")  # rows top to bottom in the order of the tables
+    fig.update_layout(title=f"Each method minus {vs}, paired over the same held-out questions<br>"
+                            "<sup>95% intervals; one that crosses the dotted zero line is not distinguishable</sup>",
+                      height=160 + 45 * max(len(rows), 1))
     return fig
 
 
