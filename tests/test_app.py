@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from aftlab.ranker import (DEMO, NONE, Limits, ModelCache, RankerError, check_inputs, default_pair,
-                           discover_checkpoints, gsm8k_examples, rank_request, rank_rows, split_cots)
+from aftlab.ranker import (DEMO, NONE, Limits, ModelCache, RankerError, check_inputs, checkpoint_tasks, default_pair,
+                           discover_checkpoints, export_files, gsm8k_examples, rank_request, rank_rows, split_cots)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -66,6 +66,9 @@ def test_pasted_cots_split_on_blank_lines_only():
     (dict(question="x" * 2001), "2001 characters; the limit is 2000"),
     (dict(cots=["y" * 2001]), "pasted COT 1 has 2001 characters"),
     (dict(k=9), "k = 9"),
+    (dict(k=50), "k = 50 COTs to sample: choose a whole number from 0 to 8"),
+    (dict(k=-3), "k = -3 COTs"),
+    (dict(k=2.5), "k = 2.5 COTs"),
     (dict(cots=[RIGHT] * 10, k=8), "at most 16 per request"),
     (dict(temperature=5.0), "temperature 5.0"),
     (dict(max_new_tokens=10_000), "max new tokens 10000"),
@@ -75,6 +78,83 @@ def test_inputs_out_of_bounds_are_refused_with_a_clear_message(kw, message):
     args = dict(question=Q, cots=[RIGHT], k=2, temperature=0.8, max_new_tokens=32) | kw
     with pytest.raises(RankerError, match=message):
         check_inputs(args["question"], args["cots"], args["k"], args["temperature"], args["max_new_tokens"], Limits())
+
+
+def test_k_out_of_range_is_refused_not_clipped(demo_cache):
+    for k in (50, -3, 2.5):
+        with pytest.raises(RankerError, match=f"k = {k:g} COTs to sample"):
+            rank_request(demo_cache, Q, "19", RIGHT, DEMO, k=k)
+
+
+LUCKY = "2 * 2 = 5. 5 + 2 = 7. 11 + 8 = 19. #### 19"  # the right answer through a wrong step
+
+
+def test_step_valid_option_counts_lucky_answers_as_wrong(demo_cache):
+    loose = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{LUCKY}\n\n{WRONG}", DEMO)
+    strict = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{LUCKY}\n\n{WRONG}", DEMO, strict=True)
+    assert loose.correct == [True, True, False] and strict.correct == [True, False, False]
+    mark = {row["#"]: row["correct"] for row in strict.rows}
+    assert mark == {1: "✓", 2: "✗ (step)", 3: "✗"}
+    assert "every arithmetic step checks out" in strict.message
+    assert "every arithmetic step" not in loose.message
+    # the lucky COT now sits among the wrong ones: flagged when it outscores the right one
+    s = strict.scores[DEMO]
+    assert (mark_flag(strict, 2) != "") == (s[1] > s[0])
+
+
+def mark_flag(r, number: int) -> str:
+    return next(row["flag"] for row in r.rows if row["#"] == number)
+
+
+def test_a_gold_answer_that_is_no_number_is_reported_not_used(demo_cache):
+    r = rank_request(demo_cache, Q, "banana", f"{RIGHT}\n\n{WRONG}", DEMO)
+    assert "gold answer `banana` is not a number" in r.message
+    assert r.correct == [None, None] and {row["correct"] for row in r.rows} == {"?"}
+    r = rank_request(demo_cache, Q, "$19.00", f"{RIGHT}\n\n{WRONG}", DEMO)
+    assert "read as **19**" in r.message and r.correct == [True, False]
+    assert "gold answer" not in rank_request(demo_cache, Q, "19", RIGHT, DEMO).message
+
+
+def test_exports_hold_the_table_the_json_and_the_comparison(demo_cache, tmp_path):
+    import csv
+    import json
+    r = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{WRONG}\n\n{ALSO_RIGHT}", DEMO, DEMO)
+    paths = export_files(r, tmp_path / "out")
+    assert [p.name for p in paths] == ["cot_ranking.csv", "cot_ranking.json", "cot_comparison_A_vs_B.csv"]
+    table = list(csv.DictReader(paths[0].open(encoding="utf-8")))
+    assert [int(row["#"]) for row in table] == [row["#"] for row in r.rows]  # the table's order, best first
+    assert [row["COT"] for row in table] == [row["COT"] for row in r.rows]
+    doc = json.loads(paths[1].read_text(encoding="utf-8"))
+    assert doc["question"] == Q and doc["gold"] == "19" and doc["checkpoints"]["A"]["name"] == DEMO
+    ok, total = doc["checkpoints"]["A"]["right_over_wrong_pairs"]
+    assert total == 2 and f"{ok}/{total} right-vs-wrong pairs" in r.message
+    assert [c["scores"]["A"] for c in doc["cots"]] == [r.scores[DEMO][i] for i in r.order]  # full precision
+    cmp = list(csv.DictReader(paths[2].open(encoding="utf-8")))
+    assert all(float(row["B - A"]) == 0.0 for row in cmp)  # the same checkpoint twice
+    solo = export_files(rank_request(demo_cache, Q, "19", RIGHT, DEMO), tmp_path / "solo")
+    assert [p.name for p in solo] == ["cot_ranking.csv", "cot_ranking.json"]  # no B, no comparison
+
+
+def test_checkpoints_of_another_task_are_labelled(tmp_path):
+    import json
+    from aftlab.config import preset, to_dict
+    from aftlab.notebook import smoke_config
+    for run, cfg in (("demo", preset("tiny")), ("nb", smoke_config()), ("sm", preset("smoke"))):
+        (tmp_path / run / "vft").mkdir(parents=True)
+        (tmp_path / run / "config.json").write_text(json.dumps(to_dict(cfg)))
+        (tmp_path / run / "vft" / "config.json").write_text("{}")
+        (tmp_path / run / "vft" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "bare").mkdir()  # a model folder without a run config: nothing known, nothing claimed
+    (tmp_path / "bare" / "config.json").write_text("{}")
+    (tmp_path / "bare" / "model.safetensors").write_bytes(b"")
+    found = discover_checkpoints(tmp_path)
+    notes = checkpoint_tasks(found, tmp_path)
+    assert sorted(notes) == ["nb/vft", "sm/vft"]  # the default task's run and the bare folder carry none
+    assert notes["nb/vft"] == "other task: 2-step problems, numbers ≤ 5, preset notebook-smoke"
+    assert notes["sm/vft"].startswith("other task: 2–3-step problems")
+    cache = ModelCache(found, root=tmp_path)
+    assert cache.label("nb/vft") == "nb/vft — other task: 2-step problems, numbers ≤ 5, preset notebook-smoke"
+    assert cache.label("demo/vft") == "demo/vft"
 
 
 def test_unknown_checkpoint_is_refused_before_anything_loads():
