@@ -1,20 +1,15 @@
-"""The COT ranker: its handlers (aftlab.ranker) and the Gradio app in a real headless browser."""
+"""The COT ranker's handlers (aftlab.ranker); the app in a real headless browser is tests/test_app_browser.py."""
 import importlib.util
-import shutil
 import socket
 import threading
 from pathlib import Path
 
 import pytest
-import torch
 
 from aftlab.ranker import (DEMO, NONE, Limits, ModelCache, RankerError, check_inputs, checkpoint_tasks, default_pair,
                            discover_checkpoints, export_files, gsm8k_examples, rank_request, rank_rows, split_cots)
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run"]
 Q = "Mia has 7 shells. She buys 3 bags with 4 shells in each. How many shells does Mia have now?"
 RIGHT, ALSO_RIGHT = "3 * 4 = 12. 7 + 12 = 19. #### 19", "7 + 12 = 19. #### 19"
 WRONG = "3 * 4 = 12. 7 + 12 = 20. #### 20"
@@ -269,71 +264,3 @@ def test_cli_app_binds_loopback_by_default():
     from aftlab.cli import build_parser
     args = build_parser().parse_args(["app"])
     assert (args.host, args.runs, args.solutions) == ("127.0.0.1", "runs", None)
-
-
-# ---------------------------------------------------------------- the browser
-@pytest.mark.browser
-@pytest.mark.slow
-def test_app_in_headless_chromium(smoke_run, tmp_path):
-    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    if not CHROMIUM.is_file():
-        pytest.skip("no /usr/bin/chromium (`make browser` installs Debian's chromium)")
-    runs = tmp_path / "runs"  # only this run: pytest's temp folder also holds other tests' models
-    runs.mkdir()
-    (runs / "smoke").symlink_to(smoke_run[0], target_is_directory=True)
-    shot = drive_app(runs, tmp_path)
-    (ROOT / "runs").mkdir(exist_ok=True)
-    shutil.copy(shot, ROOT / "runs" / "app_screenshot.png")  # for a human to look at
-
-
-def drive_app(runs: Path, tmp_path: Path) -> Path:
-    """Serve the app over ``runs`` (holding a smoke run ``smoke``), use it like a person would, return a
-    screenshot's path."""
-    from playwright.sync_api import expect, sync_playwright
-    mod = load_app_module()
-    app = mod.build_app(runs_dir=runs)
-    port, threads = free_port(), torch.get_num_threads()
-    mod.launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle", timeout=120_000)
-            expect(page.get_by_text("COT ranker").first).to_be_visible(timeout=120_000)
-            # what a newcomer sees: checkpoint A preset to the run's VFT model
-            ckpt_a = page.get_by_role("combobox", name="Checkpoint A", exact=True)
-            expect(ckpt_a).to_have_value("smoke/vft", timeout=10_000)
-
-            page.get_by_role("combobox", name="Example (optional)").click()
-            page.get_by_role("option").nth(1).click()
-            expect(page.get_by_label("Question", exact=True)).not_to_have_value("", timeout=10_000)
-            assert page.get_by_label("Gold answer (optional)", exact=True).input_value().strip()
-
-            page.get_by_role("button", name="Rank").click()
-            status = page.locator("#status")
-            expect(status).to_contain_text("Ranked", timeout=180_000)
-            n = int(status.inner_text().split("Ranked ")[1].split()[0])
-            rows = page.locator("#ranking .virtual-row")
-            expect(rows).to_have_count(n, timeout=10_000)
-            assert page.locator('#ranking [data-testid="cell-0-3"]').inner_text().strip() == "1"  # rank A
-            bars = page.locator("#scores .js-plotly-plot g.point")
-            expect(bars.first).to_be_visible(timeout=10_000)
-            assert bars.count() == n * (2 if "B = " in status.inner_text() else 1)
-            shot = tmp_path / "app.png"
-            page.screenshot(path=str(shot), full_page=True)
-
-            page.get_by_label("Question", exact=True).fill("")
-            page.get_by_role("button", name="Rank").click()
-            expect(status).to_contain_text("Error", timeout=30_000)
-            expect(status).to_contain_text("question is empty")
-            expect(rows).to_have_count(0)
-
-            page.get_by_label("Question", exact=True).fill(Q)  # the app still serves after the error
-            page.get_by_role("button", name="Rank").click()
-            expect(status).to_contain_text("Ranked", timeout=180_000)
-            browser.close()
-    finally:
-        app.close()
-        torch.set_num_threads(threads)
-    assert app.cache.loads <= 3  # each checkpoint in use (A, B, sampler) loaded once
-    return shot
