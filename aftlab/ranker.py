@@ -114,6 +114,16 @@ def task_summary(data: dict) -> str:
     return f"{steps} problems, numbers ≤ {data.get('max_number')}{extra}"
 
 
+def default_task() -> str:
+    """The embedded default task (``DataConfig()``, what `make demo` trains on) in a few words.
+
+    >>> default_task()
+    '3–4-step problems, numbers ≤ 12'
+    """
+    from .config import DataConfig, to_dict
+    return task_summary(to_dict(DataConfig()))
+
+
 def _run_config(model_dir: Path, root: Path) -> dict | None:
     """The ``config.json`` of the run a checkpoint belongs to: the nearest one above its folder, up to ``root``."""
     for folder in model_dir.parents:
@@ -132,7 +142,7 @@ def _run_config(model_dir: Path, root: Path) -> dict | None:
 
 def checkpoint_tasks(paths: dict[str, Path], root: str | Path | None = None) -> dict[str, str]:
     """For each checkpoint trained on another task than the embedded default (``DataConfig()``, the task
-    `make demo` runs) a note saying which task and preset, e.g. the notebooks' ``notebook-smoke`` runs on
+    `make demo` runs) the task and preset it was trained on, e.g. the notebooks' ``notebook-smoke`` runs on
     2-step problems with numbers ≤ 5: their scores of the default task's questions are out of domain.
     Checkpoints without a run config (a bare model folder) get no note."""
     from .config import DataConfig, to_dict
@@ -145,8 +155,7 @@ def checkpoint_tasks(paths: dict[str, Path], root: str | Path | None = None) -> 
             continue
         data = conf["data"]
         if any(data.get(f, default[f]) != default[f] for f in TASK_FIELDS):
-            notes[name] = (f"other task: {task_summary({**default, **data})}"
-                           + (f", preset {conf['preset']}" if conf.get("preset") else ""))
+            notes[name] = task_summary({**default, **data}) + (f", preset {conf['preset']}" if conf.get("preset") else "")
     return notes
 
 
@@ -197,7 +206,7 @@ class ModelCache:
 
     def label(self, name: str) -> str:
         """The checkpoint's name as the menus show it: with its task note when it has one."""
-        return f"{name} — {self.tasks[name]}" if name in self.tasks else name
+        return f"{name} — other task: {self.tasks[name]}" if name in self.tasks else name
 
     def _lock(self, name: str) -> threading.Lock:
         if name not in self.names:
@@ -457,7 +466,8 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
         notes.append("right = right answer **and** every arithmetic step checks out.")
     for key, name in names.items():
         if name in cache.tasks:
-            notes.append(f"⚠️ checkpoint {key} `{name}` was trained on another task ({cache.tasks[name]}).")
+            notes.append(f"⚠️ checkpoint {key} `{name}` was trained on another task: {cache.tasks[name]} (the "
+                         f"default task: {default_task()}).")
     return Ranking(rows, labels, {names[key]: s for key, s in scores.items()}, correct,
                    _summary(names, scores, correct, sources, k, notes), cots, question, (gold or "").strip(),
                    names, strict, notes)

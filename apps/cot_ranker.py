@@ -40,7 +40,7 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
 
     from aftlab.plots import cot_scores
     from aftlab.ranker import (COLUMNS, DEMO, NONE, SMOL, Limits, ModelCache, RankerError, default_pair,
-                               discover_checkpoints, export_files, gsm8k_examples, rank_request,
+                               default_task, discover_checkpoints, export_files, gsm8k_examples, rank_request,
                                synthetic_examples)
 
     limits = limits or Limits()
@@ -56,8 +56,8 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
              f"No trained run in `{runs_dir}` yet (`aftlab run --preset smoke --out runs/smoke` makes one in "
              f"about a minute); the untrained demo model ranks COTs meanwhile.")
     if cache.tasks:
-        where += (f" {len(cache.tasks)} of them were trained on another task than the default one (3–4-step "
-                  "problems, numbers ≤ 12) and say so in the menus.")
+        where += (f" {len(cache.tasks)} of them were trained on another task than the default one "
+                  f"({default_task()}) and say so in the menus.")
 
     def pick(label):
         e = by_label.get(label)

@@ -145,8 +145,8 @@ def test_checkpoints_of_another_task_are_labelled(tmp_path):
     found = discover_checkpoints(tmp_path)
     notes = checkpoint_tasks(found, tmp_path)
     assert sorted(notes) == ["nb/vft", "sm/vft"]  # the default task's run and the bare folder carry none
-    assert notes["nb/vft"] == "other task: 2-step problems, numbers ≤ 5, preset notebook-smoke"
-    assert notes["sm/vft"].startswith("other task: 2–3-step problems")
+    assert notes["nb/vft"] == "2-step problems, numbers ≤ 5, preset notebook-smoke"
+    assert notes["sm/vft"].startswith("2–3-step problems")
     cache = ModelCache(found, root=tmp_path)
     assert cache.label("nb/vft") == "nb/vft — other task: 2-step problems, numbers ≤ 5, preset notebook-smoke"
     assert cache.label("demo/vft") == "demo/vft"
