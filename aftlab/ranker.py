@@ -155,7 +155,8 @@ def checkpoint_tasks(paths: dict[str, Path], root: str | Path | None = None) -> 
             continue
         data = conf["data"]
         if any(data.get(f, default[f]) != default[f] for f in TASK_FIELDS):
-            notes[name] = task_summary({**default, **data}) + (f", preset {conf['preset']}" if conf.get("preset") else "")
+            preset = f", preset {conf['preset']}" if conf.get("preset") else ""
+            notes[name] = task_summary({**default, **data}) + preset
     return notes
 
 
