@@ -465,10 +465,14 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
     labels = [f"COT {i + 1}{marks[c]}" for i, c in enumerate(correct)]
     if strict and usable_gold:
         notes.append("right = right answer **and** every arithmetic step checks out.")
+    by_task: dict[str, list[str]] = {}
     for key, name in names.items():
         if name in cache.tasks:
-            notes.append(f"⚠️ checkpoint {key} `{name}` was trained on another task: {cache.tasks[name]} (the "
-                         f"default task: {default_task()}).")
+            by_task.setdefault(cache.tasks[name], []).append(f"{key} `{name}`")
+    for task, who in by_task.items():
+        notes.append(f"⚠️ checkpoint{'s' * (len(who) > 1)} {' and '.join(who)} "
+                     f"{'were' if len(who) > 1 else 'was'} trained on another task: {task} "
+                     f"(the default task: {default_task()}).")
     return Ranking(rows, labels, {names[key]: s for key, s in scores.items()}, correct,
                    _summary(names, scores, correct, sources, k, notes), cots, question, (gold or "").strip(),
                    names, strict, notes)

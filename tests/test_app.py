@@ -150,6 +150,12 @@ def test_checkpoints_of_another_task_are_labelled(tmp_path):
     cache = ModelCache(found, root=tmp_path)
     assert cache.label("nb/vft") == "nb/vft — other task: 2-step problems, numbers ≤ 5, preset notebook-smoke"
     assert cache.label("demo/vft") == "demo/vft"
+    demo = ModelCache({})
+    demo.tasks[DEMO] = notes["nb/vft"]  # as if the demo model had been trained on the notebooks' task
+    r = rank_request(demo, Q, "19", RIGHT, DEMO, DEMO)
+    assert (f"checkpoints A `{DEMO}` and B `{DEMO}` were trained on another task: 2-step problems, numbers ≤ 5, "
+            "preset notebook-smoke (the default task: 3–4-step problems, numbers ≤ 12)") in r.message
+    assert "another task" not in rank_request(ModelCache({}), Q, "19", RIGHT, DEMO).message
 
 
 def test_unknown_checkpoint_is_refused_before_anything_loads():

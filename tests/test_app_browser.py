@@ -92,13 +92,14 @@ def table_column(page, n: int, col: int) -> list[str]:
     return [page.locator(f'#ranking [data-testid="cell-{r}-{col}"]').inner_text().strip() for r in range(n)]
 
 
-def test_rank_compare_export_and_refuse_bad_inputs(smoke_run, tmp_path):
+def test_rank_compare_export_and_refuse_bad_inputs(smoke_run, tmp_path, monkeypatch):
     need_browser()
     from playwright.sync_api import expect
+    monkeypatch.chdir(tmp_path)  # the page names its runs folder: `runs`, as after `make demo`
     runs = tmp_path / "runs"  # only this run: pytest's temp folder also holds other tests' models
     runs.mkdir()
     (runs / "smoke").symlink_to(smoke_run[0], target_is_directory=True)
-    with served(runs_dir=runs) as page:
+    with served(runs_dir="runs") as page:
         # checkpoint A preset to the run's VFT model, labelled as trained on the smoke preset's task
         ckpt_a = page.get_by_role("combobox", name="Checkpoint A", exact=True)
         expect(ckpt_a).to_have_value("smoke/vft — other task: 2–3-step problems, numbers ≤ 12, preset smoke",
@@ -108,7 +109,8 @@ def test_rank_compare_export_and_refuse_bad_inputs(smoke_run, tmp_path):
         assert page.get_by_label("Gold answer (optional)", exact=True).input_value().strip()
 
         status = rank(page)
-        assert "B = smoke/aft_bc" in status and "B smoke/aft_bc was trained on another task: 2–3-step" in status
+        assert "B = smoke/aft_bc" in status
+        assert "checkpoints A smoke/vft and B smoke/aft_bc were trained on another task: 2–3-step" in status
         n = int(status.split("Ranked ")[1].split()[0])
         expect(page.locator("#ranking .virtual-row")).to_have_count(n, timeout=10_000)
         numbers = table_column(page, n, 0)
@@ -156,13 +158,14 @@ def test_rank_compare_export_and_refuse_bad_inputs(smoke_run, tmp_path):
         assert page.app.cache.loads <= 2  # A (also the sampler) and B, each loaded once
 
 
-def test_gsm8k_refused_on_a_word_level_checkpoint_and_ranked_by_smol(tmp_path):
+def test_gsm8k_refused_on_a_word_level_checkpoint_and_ranked_by_smol(tmp_path, monkeypatch):
     need_browser()
     from playwright.sync_api import expect
     solutions = GSM8K / "model_solutions.jsonl"
     if not solutions.is_file():
         pytest.skip(f"GSM8K model_solutions.jsonl not found at {solutions} (set AFTLAB_GSM8K)")
-    with served(runs_dir=tmp_path, solutions_path=solutions, n_examples=3) as page:
+    monkeypatch.chdir(tmp_path)  # an empty `runs` folder: only the built-in checkpoints
+    with served(runs_dir="runs", solutions_path=solutions.resolve(), n_examples=3) as page:
         choose(page, "Example (optional)", "GSM8K 0")
         expect(page.get_by_label("Question", exact=True)).to_have_value(re.compile("Janet"), timeout=10_000)
         page.locator("#k input").fill("0")  # rank the four model-written COTs only
