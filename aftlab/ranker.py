@@ -244,7 +244,7 @@ def split_cots(text: str) -> list[str]:
     return [c.strip() for c in re.split(r"\n[ \t]*\n", text or "") if c.strip()]
 
 
-def check_inputs(question: str, cots: list[str], k: float, temperature: float, max_new_tokens: int,
+def check_inputs(question: str, cots: list[str], k: float, temperature: float, max_new_tokens: float,
                  limits: Limits = Limits()) -> None:
     """Raise `RankerError` with a message a user can act on when an input is out of bounds."""
     L = limits
@@ -263,8 +263,8 @@ def check_inputs(question: str, cots: list[str], k: float, temperature: float, m
         raise RankerError(f"{len(cots)} pasted + {k} sampled COTs; at most {L.max_cots} per request")
     if k and not 0 <= temperature <= L.max_temperature:
         raise RankerError(f"temperature {temperature}; choose 0 to {L.max_temperature}")
-    if k and not 1 <= max_new_tokens <= L.max_new_tokens:
-        raise RankerError(f"max new tokens {max_new_tokens}; choose 1 to {L.max_new_tokens}")
+    if k and (max_new_tokens != int(max_new_tokens) or not 1 <= max_new_tokens <= L.max_new_tokens):
+        raise RankerError(f"max new tokens {max_new_tokens:g}; choose a whole number from 1 to {L.max_new_tokens}")
     if not cots and not k:
         raise RankerError("no COTs: paste some (separated by a blank line) or set k > 0 to sample them")
 
@@ -420,15 +420,14 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
                  seed: int = 0, limits: Limits = Limits(), *, strict: bool = False) -> Ranking:
     """Sample (optional), de-duplicate, score under A (and B), rank and check: the app's one handler.
 
-    ``k`` is refused, not rounded or clipped, when it is not a whole number in range; ``strict`` counts
+    ``k`` and ``max_new_tokens`` are refused, not rounded or clipped, when not whole numbers in range; ``strict`` counts
     only step-valid COTs as right."""
     from .sampling import generate
     question = (question or "").strip()
     cots = split_cots(pasted)
-    k = float(k or 0)
-    max_new_tokens, seed = int(max_new_tokens or 0), int(seed or 0)
+    k, max_new_tokens, seed = float(k or 0), float(max_new_tokens or 0), int(seed or 0)
     check_inputs(question, cots, k, float(temperature or 0), max_new_tokens, limits)
-    k = int(k)
+    k, max_new_tokens = int(k), int(max_new_tokens)
     if len(gold or "") > 100:
         raise RankerError(f"the gold answer has {len(gold)} characters; give just the final answer (≤ 100)")
     usable_gold, notes = gold_notes(gold)

@@ -106,11 +106,13 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
                 ckpt_a = gr.Dropdown(menu, value=a0, label="Checkpoint A")
                 ckpt_b = gr.Dropdown([(NONE, NONE)] + menu, value=b0, label="Checkpoint B (optional)")
                 sample_with = gr.Dropdown(menu, value=a0, label="Sample COTs with")
-                # a number box, not a slider: a slider clips 50 to the maximum without a word, the ranker says why
+                # number boxes, not sliders: a slider clips 50 to its maximum without a word; the ranker refuses
+                # an out-of-range value and says why
                 k = gr.Number(4, label=f"k (COTs to sample, 0 to {limits.max_k}; 0 = only pasted)", elem_id="k")
-                temperature = gr.Slider(0, limits.max_temperature, value=0.8, step=0.05, label="temperature")
-                max_new = gr.Slider(8, limits.max_new_tokens, value=min(48, limits.max_new_tokens), step=8,
-                                    label="max new tokens")
+                temperature = gr.Number(0.8, label=f"temperature (0 to {limits.max_temperature:g})",
+                                        elem_id="temperature")
+                max_new = gr.Number(min(48, limits.max_new_tokens), elem_id="max-new-tokens",
+                                    label=f"max new tokens (1 to {limits.max_new_tokens})")
                 seed = gr.Number(0, precision=0, label="seed")
                 strict = gr.Checkbox(False, label="step-valid only: right = right answer and every step checks out")
                 go = gr.Button("Rank", variant="primary")

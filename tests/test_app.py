@@ -67,6 +67,7 @@ def test_pasted_cots_split_on_blank_lines_only():
     (dict(cots=[RIGHT] * 10, k=8), "at most 16 per request"),
     (dict(temperature=5.0), "temperature 5.0"),
     (dict(max_new_tokens=10_000), "max new tokens 10000"),
+    (dict(max_new_tokens=40.5), "max new tokens 40.5; choose a whole number"),
     (dict(cots=[], k=0), "no COTs"),
 ])
 def test_inputs_out_of_bounds_are_refused_with_a_clear_message(kw, message):
