@@ -420,8 +420,8 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
                  seed: int = 0, limits: Limits = Limits(), *, strict: bool = False) -> Ranking:
     """Sample (optional), de-duplicate, score under A (and B), rank and check: the app's one handler.
 
-    ``k`` and ``max_new_tokens`` are refused, not rounded or clipped, when not whole numbers in range; ``strict`` counts
-    only step-valid COTs as right."""
+    ``k`` and ``max_new_tokens`` are refused, not rounded or clipped, when not whole numbers in range;
+    ``strict`` counts only step-valid COTs as right."""
     from .sampling import generate
     question = (question or "").strip()
     cots = split_cots(pasted)
@@ -511,7 +511,8 @@ def comparison_rows(r: Ranking) -> list[dict]:
 def export_texts(r: Ranking) -> dict[str, str]:
     """File name -> contents of a ranking's downloads: the table as CSV, everything as JSON (question,
     gold answer, checkpoints, per-COT full-precision scores, per-checkpoint pair accuracy, notes) and,
-    when B is set, the A-vs-B comparison as CSV.
+    when B is set, the A-vs-B comparison as CSV. A CSV text cell that a spreadsheet would run as a formula
+    (starting with = + - @) gets a leading ``'``; the JSON keeps every text as typed.
 
     >>> r = Ranking(rows=rank_rows(["2 + 3 = 5. #### 5", "#### 6"], "5", {"A": [-0.9, -0.4]}),
     ...             labels=[], scores={"vft": [-0.9, -0.4]}, correct=[True, False], message="",
@@ -522,12 +523,15 @@ def export_texts(r: Ranking) -> dict[str, str]:
     >>> json.loads(files["cot_ranking.json"])["checkpoints"]["A"]["right_over_wrong_pairs"]
     [0, 1]
     """
+    def cell(v):
+        return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+
     def table(rows: list[dict]) -> str:
         buf = io.StringIO()
         if rows:
             writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows({k: cell(v) for k, v in row.items()} for row in rows)
         return buf.getvalue()
 
     correct = [r.correct[i] for i in r.order]

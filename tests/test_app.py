@@ -129,6 +129,11 @@ def test_exports_hold_the_table_the_json_and_the_comparison(demo_cache, tmp_path
     assert all(float(row["B - A"]) == 0.0 for row in cmp)  # the same checkpoint twice
     solo = export_files(rank_request(demo_cache, Q, "19", RIGHT, DEMO), tmp_path / "solo")
     assert [p.name for p in solo] == ["cot_ranking.csv", "cot_ranking.json"]  # no B, no comparison
+    formula = "=1+1 #### 2"  # a pasted COT must not run as a spreadsheet formula when the CSV is opened
+    paths = export_files(rank_request(demo_cache, Q, "", formula, DEMO, limits=Limits(max_unknown_share=1)),
+                         tmp_path / "formula")
+    assert next(csv.DictReader(paths[0].open(encoding="utf-8")))["COT"] == "'" + formula
+    assert json.loads(paths[1].read_text(encoding="utf-8"))["cots"][0]["COT"] == formula
 
 
 def test_checkpoints_of_another_task_are_labelled(tmp_path):
