@@ -144,6 +144,7 @@ def test_rank_compare_export_and_refuse_bad_inputs(smoke_run, tmp_path, monkeypa
             rank(page, f"k = {bad} COTs to sample", timeout=60_000)
             expect(k).to_have_value(bad)
             expect(page.locator("#ranking .virtual-row")).to_have_count(0)
+            expect(page.locator("#dl-csv")).to_be_hidden(timeout=10_000)  # no stale download of the last ranking
         k.fill("2")
         page.locator("#temperature input").fill("5")
         rank(page, "temperature 5.0; choose 0 to 2.0", timeout=60_000)
