@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export GRADIO_ANALYTICS_ENABLED ?= False
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast lab app bench smol browser clean
+.PHONY: install demo test test-fast lab app bench smol browser screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,9 @@ test-fast: install
 
 bench: install  ## speed benchmarks (tiny and smol presets; DEVICE=cuda on a GPU), table + benchmarks/results.json
 	$(BIN)/python benchmarks/run_all.py --device $(or $(DEVICE),cpu)
+
+screenshots: install browser  ## the README's app screenshots (docs/app_ranker.png, docs/app_refusal.png), by the browser tests
+	AFTLAB_SCREENSHOTS=docs $(BIN)/python -m pytest -q -p no:randomly tests/test_app_browser.py
 
 lab: install
 	AFTLAB_SMOKE=0 $(BIN)/jupyter lab notebooks

@@ -169,10 +169,27 @@ def is_correct(cot_text: str, reference: str) -> bool:
     letter = _LETTER_REFERENCE_RE.fullmatch(reference)
     if letter:
         return extract_choice(cot_text) == letter[1].upper()
-    gold = normalize_number(reference)
-    if gold is None:
-        gold = _final_number(reference)
+    gold = _reference_number(reference)
     return gold is not None and _final_number(cot_text) == gold
+
+
+def _reference_number(reference: str) -> Fraction | None:
+    gold = normalize_number(reference)
+    return _final_number(reference) if gold is None else gold
+
+
+def reference_answer(reference: str) -> str | None:
+    """What `is_correct` compares COTs with: the gold answer's number in canonical form or its choice
+    letter; None when it holds neither, so that no COT can ever be marked right against it.
+
+    >>> reference_answer("$1,050.00"), reference_answer("(c)"), reference_answer("banana")
+    ('1050', 'C', None)
+    """
+    letter = _LETTER_REFERENCE_RE.fullmatch(reference)
+    if letter:
+        return letter[1].upper()
+    gold = _reference_number(reference)
+    return None if gold is None else _canonical(gold)
 
 
 @dataclass(frozen=True)

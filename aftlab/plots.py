@@ -237,14 +237,49 @@ def token_logprobs_view(a: tuple[list[str], list[float]], b: tuple[list[str], li
     return fig
 
 
-def cot_scores(labels: list[str], scores: dict[str, list[float]], correct: list[bool | None]) -> go.Figure:
-    """Scores of a handful of COTs under one or more checkpoints (bars coloured by correctness)."""
+def cot_scores(labels: list[str], scores: dict[str, list[float]], correct: list[bool | None],
+               texts: list[str] | None = None) -> go.Figure:
+    """A dot plot of a handful of COTs' scores under one or two checkpoints, read like the ranked table.
+
+    One row per COT, top to bottom in the order given (pass the table's); its score on x, so further
+    right is more likely under that checkpoint, and the axis spans the scores rather than hanging
+    them from 0. Dots are coloured by checkpoint (never the right/wrong colours) with a grey segment
+    joining a COT's two scores; the row labels carry ✓/✗ in the right (POS) / wrong (NEG) colours.
+
+    >>> fig = cot_scores(["COT 2 ✓", "COT 1 ✗"], {"vft": [-0.2, -0.5], "aft_bc": [-0.3, -0.9]}, [True, False])
+    >>> [t.mode for t in fig.data], fig.layout.yaxis.autorange, list(fig.data[1].y)
+    (['lines', 'markers', 'markers'], 'reversed', [0, 1])
+    >>> POS not in (fig.data[1].marker.color, fig.data[2].marker.color)
+    True
+    """
+    n = len(labels)
+    rows = list(range(n))
     fig = go.Figure()
-    for name, vals in scores.items():
-        fig.add_trace(go.Bar(name=name, x=labels, y=vals,
-                             marker_line_color=[POS if c else NEG if c is not None else "#999" for c in correct],
-                             marker_line_width=3))
-    fig.update_layout(barmode="group", title="COT scores per checkpoint", yaxis_title="score (nats / token)")
+    series = list(scores.items())
+    if len(series) > 1:  # the same COT's scores, joined: how far B moved it
+        xs, ys = [], []
+        for i in rows:
+            xs += [vals[i] for _, vals in series] + [None]
+            ys += [i] * len(series) + [None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#c8c8c8", width=2), showlegend=False,
+                                 hoverinfo="skip"))
+    colors: list[str] = []
+    for j, (name, vals) in enumerate(series):
+        color = method_color(name, j)
+        if color in colors:
+            color = next(c for c in _SPARE if c not in colors)
+        colors.append(color)
+        hover = [f"{labels[i]}<br>{name}: {vals[i]:.3f}" + (f"<br>{texts[i][:80]}" if texts else "") for i in rows]
+        fig.add_trace(go.Scatter(x=list(vals), y=rows, mode="markers", name=name, hovertext=hover, hoverinfo="text",
+                                 marker=dict(color=color, size=13, symbol=["circle", "diamond"][j % 2],
+                                             line=dict(color="white", width=1))))
+    tick = [f'<span style="color:{POS if c else NEG if c is not None else "#555"}">{lab}</span>'
+            for lab, c in zip(labels, correct)]
+    fig.update_yaxes(tickvals=rows, ticktext=tick, autorange="reversed", showgrid=True, gridcolor="#eee")
+    fig.update_xaxes(title="score (nats / token) — further right = more likely under the checkpoint", zeroline=False)
+    fig.update_layout(title="COT scores, in the table's order (rank 1 under A on top)", plot_bgcolor="white",
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=0), height=170 + 34 * n,
+                      margin=dict(l=10, r=10, t=80, b=50))
     return fig
 
 

