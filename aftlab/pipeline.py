@@ -127,7 +127,8 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
         "seconds": time.time() - t0, "stage_seconds": seconds, "sampler": sampler,
     }
     paired = comparisons_for_run(results, eval_records)  # method vs rft / vft, question by question
-    metrics.update({k: paired[k] for k in ("comparisons", "n_eval_questions", "n_assess_questions")})
+    metrics.update({k: paired[k] for k in ("comparisons", "n_eval_questions", "n_assess_questions",
+                                                    "n_rerank_questions")})
     if dist.is_main:
         for name, obj in [("align_logs.json", logs), ("vft_history.json", vft_hist),
                           ("eval_scores.json", {m: r["scores"] for m, r in results.items()}),

@@ -242,11 +242,15 @@ def comparisons(per_method_outcomes: dict[str, Outcomes], baselines=BASELINES, n
 
 def comparisons_for_run(results: dict[str, EvalResult], eval_records: list[Record], **kw) -> dict:
     """What a run writes: per-question outcomes of every method (``per_question.json``), their
-    ``comparisons``, and the question counts behind them, from ``{method: evaluate() result}``."""
+    ``comparisons``, and the question counts behind them, from ``{method: evaluate() result}``:
+    ``n_eval_questions`` (greedy task accuracy), ``n_rerank_questions`` (the fixed assessment set, each
+    question with its k samples: rerank) and ``n_assess_questions`` (those of them with a right and a
+    wrong COT: assessment)."""
     per_q = {m: question_outcomes(r, eval_records) for m, r in results.items()}
     first = next(iter(per_q.values()))
     return {"per_question": per_q, "comparisons": comparisons(per_q, **kw),
-            "n_eval_questions": len(first["task"]), "n_assess_questions": len(first["assess"])}
+            "n_eval_questions": len(first["task"]), "n_assess_questions": len(first["assess"]),
+            "n_rerank_questions": len(first["rerank"])}
 
 
 def describe(name: str, vs: str, metric: str, d: dict) -> str:

@@ -131,6 +131,7 @@ def test_comparisons_for_run_shape_and_json():
     assert got == pytest.approx(want)
     assert 0 <= c["aft_bc"]["vft"]["task_accuracy"]["mcnemar_p"] <= 1
     assert run["n_eval_questions"] == 40 and 0 < run["n_assess_questions"] < 40
+    assert run["n_rerank_questions"] == len(run["per_question"]["vft"]["rerank"]) > 0
     assert json.loads(json.dumps(run["per_question"])) == run["per_question"]
     no_rft = stats.comparisons_for_run({m: results[m] for m in ("vft", "aft_bc")}, records, n_resamples=200)
     assert no_rft["comparisons"] == {"aft_bc": {"vft": no_rft["comparisons"]["aft_bc"]["vft"]}}
