@@ -68,11 +68,12 @@ def _flat(config: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _needs(module: str, backend: str):
+    """``module``, imported now that ``backend`` (also its package's name) was chosen."""
     import importlib
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"--report-to {backend}: `{module.split('.')[0]}` is not installed "
+        raise ConfigError(f"--report-to {backend}: the `{backend}` package is not installed "
                           f"(pip install {backend}, or pip install 'aftlab[trackers]')") from None
 
 
