@@ -165,7 +165,7 @@ def _reference_logprobs(lm: LM, packed: list[Packed]) -> list[torch.Tensor]:
 def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict | None = None, seed: int = 0,
                 progress: bool = True, weight_decay: float = 0.0, out: str | Path | None = None,
                 resume: bool = True, stop_after: int | None = None, accelerate: bool | None = None,
-                share_prefix: bool = True) -> list[LogRow]:
+                share_prefix: bool = True, on_log: train.OnLog | None = None) -> list[LogRow]:
     """Continue training ``lm`` in place with ``cfg.method``; returns the per-step log.
 
     ``init_state``: a VFT checkpoint's trainer state, whose AdamW moments are continued (the new
@@ -178,7 +178,7 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
     from its KV cache (:func:`~aftlab.scoring.grouped_token_logprobs`; the same loss and gradient up
     to float rounding, tested, and ~2x faster on the tiny preset where the question is longer than
     the COT); ``False`` runs every (question, COT) row in full. COTs over ``cfg.max_cots`` per
-    question are left out with a warning that counts them.
+    question are left out with a warning that counts them. ``on_log``: see :func:`aftlab.train.fit`.
     """
     if not groups:
         raise ValueError("train_align: no questions to train on (empty samples)")
@@ -236,7 +236,7 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
     return train.fit(lm, opt, sched, total, step_fn, clip=cfg.clip, what=f"AFT ({cfg.method})", out=out,
                      checkpoint_every=cfg.checkpoint_every, extra={"kind": "align", "method": cfg.method,
                                                                   "fingerprint": fp},
-                     start=start, progress=progress, stop_after=stop_after, accelerate=accelerate)
+                     start=start, progress=progress, stop_after=stop_after, accelerate=accelerate, on_log=on_log)
 
 
 def align_from_vft(vft_dir: str | Path, records: list[Record], cfg: AlignConfig, seed: int, *, device: str = "auto",

@@ -16,6 +16,7 @@ overrides and calls the library.
     aftlab export --samples runs/a/samples.jsonl --format pairs --out pairs.jsonl  # TRL-style preference pairs
     aftlab config --preset tiny --section align                 # every config field: value and meaning
     aftlab config --methods                                     # the method registry
+    aftlab run --preset tiny --out runs/a --report-to tensorboard  # curves also in runs/a/tensorboard
 
 >>> build_parser().parse_args(["run", "--out", "x", "--set", "align.beta=0.2"]).set
 ['align.beta=0.2']
@@ -106,6 +107,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _report_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--report-to", metavar="NAME[,NAME]", default="none",
+                   help="also log each VFT/AFT step (loss, positive/negative scores, gap, grad norm, lr) to "
+                        "tensorboard, trackio, mlflow or wandb (each its own pip package; local/offline by "
+                        "default, see aftlab.trackers); the run folder's JSON logs are written either way")
+
+
+def _trackers(args, cfg: RunConfig, out):
+    """The ``--report-to`` trackers of a training command (none on a launch's other processes)."""
+    from .trackers import open_trackers
+    return open_trackers(args.report_to if _main_process() else None, out, to_dict(cfg))
+
+
 def _sampler_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=("hf", "vllm"), default="hf",
                    help="who draws the k COTs: hf (transformers generate, default) or vllm (needs "
@@ -124,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, help="sample → align rounds (iterative AFT)")
     p.add_argument("--model", help="HF id or local model folder instead of the preset's model")
     _sampler_arg(p)
+    _report_arg(p)
     p = sub.add_parser("vft", help="vanilla fine-tuning only")
     _common(p)
+    _report_arg(p)
     p.add_argument("--accelerate", action="store_true",
                    help="train through accelerate (automatic under `accelerate launch` with WORLD_SIZE > 1)")
     p.add_argument("--out", required=True)
@@ -144,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", required=True)
     p.add_argument("--method", default="aft_bc", choices=METHODS, help="an entry of the method registry")
     p.add_argument("--out", required=True)
+    _report_arg(p)
     p = sub.add_parser("eval", help="metrics of a model on held-out questions and a fixed sample set")
     _common(p)
     p.add_argument("--model", required=True)
@@ -213,7 +230,8 @@ def cmd_run(args) -> None:
     for seed in seeds:
         args.seed = seed
         out = Path(args.out) / f"seed-{seed}" if args.seeds else Path(args.out)
-        results.append(run(_config(args), out, progress=not args.no_progress, sampler=args.sampler))
+        results.append(run(_config(args), out, progress=not args.no_progress, sampler=args.sampler,
+                           trackers=args.report_to))
         if _main_process():
             print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
     if args.seeds and _main_process():
@@ -233,8 +251,9 @@ def cmd_vft(args) -> None:
     cfg = _config(args)
     train, test = synthetic_from_config(cfg.data)
     lm = build_lm(cfg.model, train + test, cfg.seed)
-    train_vft(lm, train, cfg.vft, out=Path(args.out) / "vft", seed=cfg.seed, progress=not args.no_progress,
-              accelerate=args.accelerate or None)
+    with _trackers(args, cfg, args.out) as trackers:
+        train_vft(lm, train, cfg.vft, out=Path(args.out) / "vft", seed=cfg.seed, progress=not args.no_progress,
+                  accelerate=args.accelerate or None, on_log=trackers.on_log("vft"))
     if _main_process():
         print(f"wrote {Path(args.out) / 'vft'}")
 
@@ -275,10 +294,12 @@ def cmd_align(args) -> None:
     if not records:
         raise DataError(f"{args.samples}: no sample records to align on (empty file)")
     # checkpoints go to --out as training runs: re-running the same command resumes a killed run
-    _, log = align_from_vft(args.model, records, acfg, batch_seed(cfg.seed), device=cfg.model.device,
-                            max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
-                            progress=not args.no_progress,
-                            out=args.out, accelerate=args.accelerate or None)
+    # beside the checkpoint folder, which every save replaces: RUN/tensorboard for --out RUN/aft_bc, as `run` does
+    with _trackers(args, cfg, Path(args.out).resolve().parent) as trackers:
+        _, log = align_from_vft(args.model, records, acfg, batch_seed(cfg.seed), device=cfg.model.device,
+                                max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
+                                progress=not args.no_progress, on_log=trackers.on_log(args.method),
+                                out=args.out, accelerate=args.accelerate or None)
     if _main_process():
         print(f"wrote {args.out}; last step: {json.dumps(log[-1])}")
 

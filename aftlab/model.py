@@ -31,6 +31,17 @@ class ModelLoadError(RuntimeError):
     """A model could not be found or loaded; the message says what to do."""
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards") and its
+    info/warning logs for this process. A notebook reloads and saves checkpoints dozens of times
+    (every training segment, every cached model); each would print a bar of its own that says nothing
+    about the stage the reader is waiting for. Errors are still logged. ``aftlab.notebook.setup`` calls it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     """``auto``: bfloat16 on a CUDA device that supports it, else float32."""
     if name != "auto":

@@ -8,6 +8,9 @@ the later ones reuse what the earlier ones computed. The folder has a pipeline r
 (``config.json``, ``vft/``, ``samples_r1.jsonl``, ``eval_samples.jsonl``), so ``aftlab.sweep`` works
 on it directly.
 
+Every notebook's setup cell calls :func:`setup`, which prepares the process as the CLI does and
+returns :func:`config`'s config:
+
 >>> cfg = config("tiny", seed=1, smoke=True)
 >>> cfg.preset, cfg.seed, cfg.model.name
 ('notebook-smoke', 1, 'tiny')
@@ -47,6 +50,23 @@ def smoke_config(seed: int = 0) -> RunConfig:
 def config(preset_name: str = "tiny", seed: int = 0, smoke: bool = False) -> RunConfig:
     """The RunConfig a notebook uses: ``smoke_config`` in smoke mode, else the named preset."""
     return smoke_config(seed) if smoke else preset(preset_name, seed=seed)
+
+
+def setup(preset_name: str = "tiny", seed: int = 0, smoke: bool = False, threads: int | str = "auto") -> RunConfig:
+    """The one call of a notebook's setup cell: torch's CPU threads chosen as ``aftlab`` on the command line
+    chooses them (``runtime.set_threads``: the usable cores minus those other work keeps busy, unless
+    ``OMP_NUM_THREADS`` is set), transformers' own bars and logs silenced (``model.quiet_transformers``),
+    and the notebook's config (:func:`config`).
+
+    A kernel left at torch's default (every core) on a machine whose cores are busy ran a notebook
+    about 100× slower than one thread would have: OpenMP workers spin waiting for each other."""
+    from .model import quiet_transformers
+    from .runtime import set_threads
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        set_threads(threads)
+    quiet_transformers()
+    return config(preset_name, seed, smoke)
 
 
 def _repo_root() -> Path:
@@ -129,16 +149,23 @@ def ensure_vft(cfg: RunConfig, d: Path, snapshots: int = 4, progress: bool = Tru
     found = checkpoint.find(d / "vft")
     if found is not None and checkpoint.load_state(found)["step"] >= cfg.vft.steps:
         return _load(cfg, found), checkpoint.load_state(found)["history"]
+    from tqdm.auto import tqdm
+
     train, test = task(cfg)
     lm = build_lm(cfg.model, train + test, cfg.seed)
     seg = max(1, cfg.vft.steps // max(1, snapshots))
     vcfg: VFTConfig = dataclasses.replace(cfg.vft, checkpoint_every=seg)
     history: list[dict] = []
-    for stop in sorted({*range(seg, cfg.vft.steps, seg), cfg.vft.steps}):
-        history = train_vft(lm, train, vcfg, out=d / "vft", seed=cfg.seed, progress=progress, stop_after=stop)
-        snap, ckpt = d / "vft_steps" / f"step_{stop}", checkpoint.find(d / "vft")
-        if not snap.exists() and ckpt is not None and checkpoint.load_state(ckpt)["step"] == stop:
-            shutil.copytree(ckpt, snap)
+    done = checkpoint.load_state(found)["step"] if found is not None else 0  # an interrupted run resumes
+    # one bar for the whole schedule: each segment's own bar would stop short of its total and be drawn as failed
+    with tqdm(total=cfg.vft.steps, initial=done, desc="VFT", disable=not progress) as bar:
+        for stop in sorted({*range(seg, cfg.vft.steps, seg), cfg.vft.steps}):
+            if stop <= done:
+                continue
+            history = train_vft(lm, train, vcfg, out=d / "vft", seed=cfg.seed, progress=bar, stop_after=stop)
+            snap, ckpt = d / "vft_steps" / f"step_{stop}", checkpoint.find(d / "vft")
+            if not snap.exists() and ckpt is not None and checkpoint.load_state(ckpt)["step"] == stop:
+                shutil.copytree(ckpt, snap)
     return lm, history
 
 

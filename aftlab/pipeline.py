@@ -19,6 +19,7 @@ from its checkpoint, so sampling and evaluation never run through a sharded (FSD
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from .metrics import misranked_examples
 from .model import build_lm, load_lm
 from .sampling import groups, open_sampler, sample_cots
 from .stats import comparisons_for_run
+from .trackers import Trackers, open_trackers
 from .vft import train_vft
 
 
@@ -43,10 +45,22 @@ def stage_dirs(out: str | Path) -> dict[str, Path]:
             "report": out / "report.html"}
 
 
-def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampler: str = "hf") -> dict:
+def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampler: str = "hf",
+        trackers: str | list[str] | Trackers | None = None) -> dict:
     """Run the experiment of ``cfg`` into folder ``out``; returns the metrics dict (also written).
 
-    ``sampler``: ``"hf"`` or ``"vllm"`` draws every round's COTs (``aftlab.sampling.sample_cots``)."""
+    ``sampler``: ``"hf"`` or ``"vllm"`` draws every round's COTs (``aftlab.sampling.sample_cots``).
+    ``trackers``: backend names (``"tensorboard"``, ``["mlflow", "wandb"]``, see ``aftlab.trackers``)
+    or open ``Trackers`` that receive every VFT and AFT log entry (stage ``vft``, then each method, its
+    later rounds as ``<method>_r2`` …); the JSON logs in ``out`` are written either way."""
+    if isinstance(trackers, Trackers):
+        return _run(cfg, out, progress, log, sampler, trackers)
+    main = int(os.environ.get("RANK", "0") or 0) == 0  # only the main process of a launch reports
+    with open_trackers(trackers if main else None, out, to_dict(cfg)) as opened:  # a missing package fails now
+        return _run(cfg, out, progress, log, sampler, opened)
+
+
+def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, trackers: Trackers) -> dict:
     t0 = time.time()
     dist = distributed.runner()  # Plain in one process
     log = log if dist.is_main else (lambda *_: None)
@@ -63,7 +77,8 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
         out.mkdir(parents=True, exist_ok=True)
         checkpoint.write_atomic(out / "config.json", json.dumps(to_dict(cfg), indent=1))
     dist.wait()
-    vft_hist = train_vft(lm, train, cfg.vft, out=paths["vft"], seed=cfg.seed, progress=progress)
+    vft_hist = train_vft(lm, train, cfg.vft, out=paths["vft"], seed=cfg.seed, progress=progress,
+                         on_log=trackers.on_log("vft"))
     seconds["vft"] = time.time() - tick
     log(f"VFT done: loss {vft_hist[-1]['loss']:.3f}")
     if dist.world > 1:
@@ -93,7 +108,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
         acfg = cfg.align_for(method)
         mlm, step_log = align_from_vft(paths["vft"], train_records, acfg, batch_seed(cfg.seed), device=str(lm.device),
                                        max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
-                                       progress=progress,
+                                       progress=progress, on_log=trackers.on_log(method),
                                        out=paths["align"] / f"{method}_r1")
         method_log = [dict(x, round=1) for x in step_log]
         if dist.world > 1:
@@ -105,7 +120,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
                                   progress=progress, sampler=sampler, dist=dist)
             g = groups(records, acfg.strict_positives, acfg.include_reference)
             step_log = train_align(mlm, g, acfg, seed=batch_seed(cfg.seed, rnd), progress=progress,
-                                   out=paths["align"] / f"{method}_r{rnd}")
+                                   out=paths["align"] / f"{method}_r{rnd}", on_log=trackers.on_log(f"{method}_r{rnd}"))
             method_log += [dict(x, round=rnd) for x in step_log]
             if dist.world > 1:
                 mlm = _reload(paths["align"] / f"{method}_r{rnd}", mlm)

@@ -74,7 +74,13 @@ def method_colors(names) -> dict[str, str]:
 
 
 def score_distributions(by_method: dict[str, tuple[list[float], list[float]]]) -> go.Figure:
-    """Positive vs negative score distributions, one pair of violins per method."""
+    """Positive vs negative score distributions, one pair of violins per method. With few methods the
+    figure is narrowed (a lone violin pair stretched across the page reads as a blob); with many it
+    takes the page's width.
+
+    >>> score_distributions({"vft": ([-0.1], [-0.3])}).layout.width
+    420
+    """
     fig = go.Figure()
     for i, (method, (pos, neg)) in enumerate(by_method.items()):
         for vals, name, color, side in ((pos, "positive (correct)", POS, "negative"),
@@ -85,7 +91,8 @@ def score_distributions(by_method: dict[str, tuple[list[float], list[float]]]) -
     fig.update_layout(title="Scores of right vs wrong sampled COTs<br><sup>length-normalised log-likelihood of the "
                             "fixed sample set under each model</sup>",
                       yaxis_title="score s(c) (nats / token)", violingap=0.1, violinmode="overlay",
-                      legend=_LEGEND_BELOW, margin=dict(b=110))
+                      legend=_LEGEND_BELOW, margin=dict(b=110),
+                      width=200 + 220 * len(by_method) if len(by_method) <= 3 else None)
     return fig
 
 
@@ -212,14 +219,21 @@ def comparison_forest(comparisons: dict, vs: str = "rft",
 
 
 def beta_sweep(rows: list[dict], metrics=("gap", "task_accuracy", "assessment_accuracy")) -> go.Figure:
-    """Metrics against the boundary margin beta (rows: ``{"beta": b, metric: value, ...}``)."""
+    """Metrics against the boundary margin beta (rows: ``{"beta": b, metric: value, ...}``), on a log
+    axis labelled only at the betas swept (plotly's own log ticks read "2 5 0.1 2 5 1 2").
+
+    >>> ax = beta_sweep([{"beta": b, "gap": 0.1} for b in (0.01, 0.1, 1.0)], metrics=("gap",)).layout.xaxis
+    >>> ax.type, ax.tickmode, list(ax.ticktext)
+    ('log', 'array', ['0.01', '0.1', '1'])
+    """
     rows = sorted(rows, key=lambda r: r["beta"])
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics))
     for c, key in enumerate(metrics, 1):
         fig.add_trace(go.Scatter(x=[r["beta"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
                                  name=key), row=1, col=c)
     betas = [r["beta"] for r in rows]
-    fig.update_xaxes(type="log", title_text="beta", tickvals=betas, ticktext=[f"{b:g}" for b in betas])
+    fig.update_xaxes(type="log", title_text="beta", tickmode="array", tickvals=betas,
+                     ticktext=[f"{b:g}" for b in betas])
     fig.update_layout(title="Beta sweep (boundary constraint)", showlegend=False)
     return fig
 

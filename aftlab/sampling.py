@@ -129,13 +129,13 @@ def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float 
         _end_with_newline(target)
     gen, close = open_sampler(sampler)
     f = open(target, "a", encoding="utf-8") if target is not None else None
-    bar = tqdm(total=len(examples), initial=sum(e.id in done for e in examples), desc="sampling",
-               disable=not (progress and dist.is_main))
     mine = []
     # the batches of an uninterrupted run; one a kill left half done is drawn again whole, so its
     # missing questions get the COTs they would have had
     grid = [c for c in shards.batches(list(enumerate(examples)), batch_questions)
             if any(e.id not in done for _, e in c)]
+    bar = tqdm(total=len(examples), initial=sum(e.id in done for e in examples), desc="sampling",
+               disable=not (progress and dist.is_main and grid))  # no bar for a cache read back whole
     try:
         for chunk in grid[dist.rank::dist.world]:
             gens = gen(lm, [e.question for _, e in chunk], k, temperature, top_p, max_new_tokens,

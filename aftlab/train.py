@@ -34,6 +34,8 @@ from .records import LogRow
 
 # (model, step, dist) -> (loss detached, extra log fields); runs forward and backward on this process's share
 StepFn = Callable[[torch.nn.Module, int, "distributed.Plain"], tuple[torch.Tensor, dict]]
+# called with each new log entry on the main process (e.g. ``aftlab.trackers``); the returned log stays the record
+OnLog = Callable[[LogRow], None]
 
 
 class NonFiniteError(RuntimeError):
@@ -86,8 +88,8 @@ def resume(out: str | Path | None, lm, optimizer, scheduler, fingerprint: str | 
 
 def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, what: str,
         out: str | Path | None = None, checkpoint_every: int = 0, log_every: int = 1, extra: dict | None = None,
-        start: tuple[int, list[LogRow], dict] = (0, [], {}), progress: bool = True, stop_after: int | None = None,
-        accelerate: bool | None = None) -> list[LogRow]:
+        start: tuple[int, list[LogRow], dict] = (0, [], {}), progress=True, stop_after: int | None = None,
+        accelerate: bool | None = None, on_log: OnLog | None = None) -> list[LogRow]:
     """Train ``lm.model`` in place for steps ``start[0]`` … ``total - 1``; returns the log.
 
     ``step_fn(model, step, dist)`` runs forward and backward on this process's share of batch
@@ -97,7 +99,10 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
     step that closed it. ``out``: checkpoint folder, written every ``checkpoint_every`` steps and at
     the end, its trainer state carrying ``extra``; ``start``: what :func:`resume` returned.
     ``what`` names the stage in errors ("VFT", "AFT (aft_bc)"). ``stop_after`` ends after that step
-    (a simulated interruption).
+    (a simulated interruption, or one segment of a longer run). ``progress``: show a bar over the
+    ``total`` steps, or an open tqdm bar to advance and leave open (one bar across segments, which
+    would otherwise each end short of their total and be drawn as failed). ``on_log``: called with
+    each new log entry on the main process (``aftlab.trackers`` mirrors them to TensorBoard & co.).
     """
     from tqdm.auto import tqdm
 
@@ -106,7 +111,8 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
     dist = distributed.runner(accelerate)  # plain single process unless WORLD_SIZE > 1 or asked
     model, optimizer = dist.prepare(lm.model, optimizer)  # after any resume: checkpoints hold the unwrapped state
     model.train()
-    bar = tqdm(total=total, initial=step, desc=what, disable=not (progress and dist.is_main))
+    own_bar = not hasattr(progress, "update")
+    bar = tqdm(total=total, initial=step, desc=what, disable=not (progress and dist.is_main)) if own_bar else progress
     while step < total:
         optimizer.zero_grad(set_to_none=True)
         with lm.precision():  # opt-in bf16 autocast (model.autocast); a no-op by default
@@ -123,11 +129,14 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
                             "lr": scheduler.get_last_lr()[0], **fields})
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
             running = []
+            if on_log is not None and dist.is_main:
+                on_log(history[-1])
         bar.update(1)
         if out and ((checkpoint_every and step % checkpoint_every == 0) or step == total):  # every rank: FSDP gathers
             dist.save(out, lm, optimizer, scheduler, step, history, {**(extra or {}), "running": running})
         if stop_after is not None and step >= stop_after:
             break
-    bar.close()
+    if own_bar:
+        bar.close()
     lm.model.eval()
     return history

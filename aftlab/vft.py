@@ -53,14 +53,15 @@ def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, 
 
 
 def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path | None = None, seed: int = 0, resume: bool = True,
-              progress: bool = True, stop_after: int | None = None, length_buckets: int = 2,
-              accelerate: bool | None = None) -> list[LogRow]:
+              progress=True, stop_after: int | None = None, length_buckets: int = 2,
+              accelerate: bool | None = None, on_log: train.OnLog | None = None) -> list[LogRow]:
     """Train ``lm`` in place on ``examples``; returns the loss history.
 
     ``out``: checkpoint folder (written every ``cfg.checkpoint_every`` steps and at the end);
     with ``resume`` an existing checkpoint there is continued. ``stop_after`` ends early after that
     many steps (to simulate an interruption in tests). ``length_buckets``: micro-batches per step
-    (see :func:`nll_backward`: the same gradient, less padding).
+    (see :func:`nll_backward`: the same gradient, less padding). ``progress`` and ``on_log``: as
+    :func:`aftlab.train.fit` takes them.
     """
     pairs = [(lm.prompt_ids(e.question), lm.cot_ids(e.solution)) for e in examples]
     pad = lm.tokenizer.pad_token_id or 0
@@ -77,4 +78,4 @@ def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path |
     return train.fit(lm, opt, sched, cfg.steps, step_fn, clip=cfg.clip, what="VFT", out=out,
                      checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
                      extra={"kind": "vft", "seed": seed}, start=start, progress=progress,
-                     stop_after=stop_after, accelerate=accelerate)
+                     stop_after=stop_after, accelerate=accelerate, on_log=on_log)

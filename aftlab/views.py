@@ -18,10 +18,12 @@ from .records import GreedyRow, Record
 
 def banner(cfg: RunConfig, smoke: bool, work: Path | None = None):
     """What a notebook shows under its setup cell: a loud warning in smoke mode, else the settings used."""
+    import torch
     from IPython.display import HTML
     where = f"; work folder <code>{html.escape(str(work))}</code>" if work else ""
     settings = (f"preset <b>{html.escape(cfg.preset)}</b>, seed {cfg.seed}, {cfg.data.n_train:,} training / "
-                f"{cfg.data.n_test:,} held-out questions, VFT {cfg.vft.steps:,} steps{where}")
+                f"{cfg.data.n_test:,} held-out questions, VFT {cfg.vft.steps:,} steps, "
+                f"{torch.get_num_threads()} torch thread(s){where}")
     if smoke:
         return HTML('<div style="border:3px solid #d62728;background:#fff3f3;padding:10px;font-size:1.1em">'
                     "<b>⚠ SMOKE MODE: figures are not meaningful.</b> A toy run that checks in a minute that "

@@ -2,6 +2,7 @@
 
 Running the notebooks themselves is nbval's job (``make test``, smoke mode by default).
 """
+import contextlib
 import json
 import re
 import subprocess
@@ -120,3 +121,109 @@ def test_beta_slider_shows_the_chosen_runs_metrics_and_curve_without_output_capt
     assert neg == pytest.approx(-0.51) and first_neg == pytest.approx(-0.21)
     slider.value = 0.1
     assert plotted_names()[0] == {"BC, beta=0.1", "BC, beta=0.1 (raw)"}
+
+
+PROBE = ("import json, aftlab, torch, transformers.utils.logging as hf\n"
+         "print(json.dumps({'preset': cfg.preset, 'smoke': SMOKE, 'threads': torch.get_num_threads(),\n"
+         "                  'bars': hf.is_progress_bar_enabled(), 'aftlab': aftlab.__file__}))")
+
+
+def _setup_cells_in_a_kernel(env: dict) -> list[tuple[str, dict]]:
+    """Each notebook's parameters and setup cells (its first two code cells: no stage runs there), run
+    in one Jupyter kernel with ``env``: per notebook, the setup cell's HTML and what a probe cell saw."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+    cells = []
+    for path in NOTEBOOKS:
+        code = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        cells += [nbformat.v4.new_code_cell(src) for src in (code[0].source, code[1].source, PROBE)]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS[0].parent)}}).execute(env=env)
+    out = []
+    for i in range(len(NOTEBOOKS)):
+        setup, probe = nb.cells[3 * i + 1], nb.cells[3 * i + 2]
+        html = "".join(o["data"].get("text/html", "") for o in setup.outputs if o.get("output_type") == "display_data")
+        text = "".join(o.get("text", "") for o in probe.outputs if o.get("output_type") == "stream")
+        out.append((html, json.loads(text.strip().splitlines()[-1])))
+    return out
+
+
+@pytest.mark.slow
+def test_each_notebooks_setup_cell_in_a_kernel_selects_full_mode_by_hand_and_smoke_mode_in_ci():
+    """What a reader of JupyterLab gets (no AFTLAB_SMOKE) and what nbval gets (AFTLAB_SMOKE=1), from the
+    notebooks' own first cells in a real kernel, without running any stage."""
+    import os
+    root = str(NOTEBOOKS[0].parents[1])
+    env = {k: v for k, v in os.environ.items() if k not in ("AFTLAB_SMOKE", "OMP_NUM_THREADS")}
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])  # this checkout's aftlab
+    for (html, seen), path in zip(_setup_cells_in_a_kernel(env), NOTEBOOKS):
+        assert seen["aftlab"].startswith(root), seen["aftlab"]
+        assert seen["smoke"] is False and seen["preset"] == "tiny", path.name
+        assert "Full mode" in html and "preset <b>tiny</b>" in html and "SMOKE" not in html, path.name
+        assert f"{seen['threads']} torch thread" in html and seen["bars"] is False, path.name
+    for (html, seen), path in zip(_setup_cells_in_a_kernel(env | {"AFTLAB_SMOKE": "1"}), NOTEBOOKS):
+        assert seen["smoke"] is True and seen["preset"] == "notebook-smoke", path.name
+        assert "SMOKE MODE: figures are not meaningful" in html and "preset <b>notebook-smoke</b>" in html, path.name
+
+
+def test_setup_picks_threads_like_the_cli_and_quiets_transformers(monkeypatch):
+    import torch
+    import transformers.utils.logging as hf
+    from aftlab import notebook, runtime
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "busy_cores", lambda window=0.3: runtime.usable_cores() - 1)  # all but one busy
+    with _restored():
+        torch.set_num_threads(max(2, runtime.usable_cores()))
+        hf.enable_progress_bar()
+        cfg = notebook.setup("tiny", 3, smoke=True)
+        assert torch.get_num_threads() == 1 and not hf.is_progress_bar_enabled()
+        assert (cfg.preset, cfg.seed) == ("notebook-smoke", 3)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # an explicit setting wins, as in the CLI
+        torch.set_num_threads(2)
+        notebook.setup("tiny", 0, smoke=False)
+        assert torch.get_num_threads() == 2
+
+
+def test_a_segmented_vft_shows_one_bar_that_ends_complete_and_none_when_cached(tmp_path, monkeypatch):
+    """ensure_vft trains in segments (snapshots for notebook 03); each segment's own bar stopped at
+    25/50/75% and the notebook drew it red, and every checkpoint reload and save added a "Loading
+    weights" / "Writing model shards" bar of transformers'. One bar over the whole schedule, complete,
+    once transformers is quieted as ``notebook.setup`` does; a cached stage none."""
+    import tqdm.auto
+    import transformers.utils.logging as hf
+    from aftlab import notebook
+    from aftlab.model import quiet_transformers
+    closed = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def close(self):
+            if not self.disable and not getattr(self, "_seen", False):
+                self._seen = True
+                closed.append((self.desc, self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    cfg = notebook.config("tiny", 0, smoke=True)
+    cfg.vft.steps, cfg.vft.log_every = 8, 2
+    with _restored():
+        quiet_transformers()  # as notebook.setup does
+        _, history = notebook.ensure_vft(cfg, tmp_path, snapshots=4, progress=True)
+        assert closed == [("VFT", 8, 8)]
+        assert [r["step"] for r in history] == [2, 4, 6, 8] and sorted(notebook.vft_snapshots(tmp_path)) == [2, 4, 6, 8]
+        notebook.ensure_vft(cfg, tmp_path, snapshots=4, progress=True)
+        assert closed == [("VFT", 8, 8)]  # read back from the work folder: no bar
+
+
+@contextlib.contextmanager
+def _restored():
+    """Torch's thread count and transformers' bars and verbosity put back after a block that changes them."""
+    import torch
+    import transformers.utils.logging as hf
+    threads, bars, level = torch.get_num_threads(), hf.is_progress_bar_enabled(), hf.get_verbosity()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        (hf.enable_progress_bar if bars else hf.disable_progress_bar)()
+        hf.set_verbosity(level)

@@ -1,0 +1,98 @@
+"""``--report-to``: every VFT and AFT log entry reaches the chosen trackers, with the values of the run's
+JSON logs (the source of truth); a tracker that is not installed fails before any training."""
+import importlib.util
+import json
+import math
+import sys
+
+import pytest
+
+from aftlab import trackers
+from aftlab.cli import main
+
+TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+
+
+class Memory:
+    """A tracker that keeps what it is given (registered as ``memory`` for the run below)."""
+    runs: list["Memory"] = []
+
+    def __init__(self, out, name, config):
+        self.out, self.name, self.config, self.rows, self.closed = out, name, config, [], False
+        Memory.runs.append(self)
+
+    def log(self, stage, step, values):
+        self.rows.append((stage, step, values))
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory):
+    """A short ``aftlab run --report-to memory[,tensorboard]`` (VFT, sampling, one AFT method)."""
+    out = tmp_path_factory.mktemp("tracked")
+    names = "memory,tensorboard" if TENSORBOARD else "memory"
+    Memory.runs.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(trackers.BACKENDS, "memory", Memory)
+        assert main(["run", "--preset", "smoke", "--methods", "aft_bc", "--out", str(out), "--no-progress",
+                     "--set", "vft.steps=30", "--set", "vft.log_every=5", "--set", "data.n_test=16",
+                     "--set", "sample.n_questions=24", "--report-to", names]) == 0
+    (run,) = Memory.runs
+    return out, run
+
+
+def _json_logs(out):
+    vft = json.loads((out / "vft_history.json").read_text())
+    aft = json.loads((out / "align_logs.json").read_text())["aft_bc"]
+    return vft, aft
+
+
+def test_every_vft_and_aft_log_entry_reaches_the_tracker_with_the_json_values(tracked_run):
+    out, run = tracked_run
+    vft, aft = _json_logs(out)
+    assert run.closed and run.name == out.resolve().name and run.config["preset"] == "smoke"
+    got = {stage: [(step, v) for s, step, v in run.rows if s == stage] for stage in ("vft", "aft_bc")}
+    assert [s for s, _ in got["vft"]] == [r["step"] for r in vft] == [5, 10, 15, 20, 25, 30]
+    assert [s for s, _ in got["aft_bc"]] == [r["step"] for r in aft] and len(aft) >= 2
+    for (_, values), row in zip(got["vft"] + got["aft_bc"], vft + aft):
+        assert values == trackers.scalars(row)
+    for key in ("loss", "grad_norm", "lr"):
+        assert all(key in v for _, v in got["vft"] + got["aft_bc"])
+    for key in ("pos_score", "neg_score", "gap", "neg_below_boundary"):
+        assert all(key in v for _, v in got["aft_bc"]), key
+    assert all(math.isfinite(x) for _, v in got["aft_bc"] for x in v.values())
+
+
+@pytest.mark.skipif(not TENSORBOARD, reason="tensorboard not installed (pip install 'aftlab[tensorboard]')")
+def test_tensorboard_event_files_hold_the_json_curves(tracked_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    out, _ = tracked_run
+    vft, aft = _json_logs(out)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"vft/loss", "vft/grad_norm", "vft/lr", "aft_bc/loss", "aft_bc/pos_score", "aft_bc/neg_score",
+            "aft_bc/gap", "aft_bc/grad_norm", "aft_bc/lr"} <= tags
+    for tag, rows, key in (("vft/loss", vft, "loss"), ("aft_bc/gap", aft, "gap"), ("aft_bc/lr", aft, "lr")):
+        points = events.Scalars(tag)
+        assert [p.step for p in points] == [r["step"] for r in rows]
+        assert [p.value for p in points] == pytest.approx([r[key] for r in rows], rel=1e-5)
+
+
+def test_a_missing_tracker_package_fails_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed, whether or not it is
+    assert main(["vft", "--preset", "smoke", "--out", str(tmp_path), "--no-progress", "--report-to", "wandb"]) == 2
+    err = capsys.readouterr().err
+    assert "--report-to wandb" in err and "pip install wandb" in err and "Traceback" not in err
+    assert not (tmp_path / "vft").exists()
+
+
+def test_an_unknown_tracker_is_refused_by_name(tmp_path, capsys):
+    assert main(["vft", "--preset", "smoke", "--out", str(tmp_path), "--report-to", "tensorbored"]) == 2
+    assert "unknown tracker" in capsys.readouterr().err
+
+
+def test_no_tracker_means_no_callback():
+    assert trackers.open_trackers("none", ".").on_log("vft") is None
