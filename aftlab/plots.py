@@ -297,12 +297,20 @@ def cot_scores(labels: list[str], scores: dict[str, list[float]], correct: list[
     return fig
 
 
-def loss_curve(history: list[dict], marks: list[int] | None = None) -> go.Figure:
-    """VFT training loss per logged step (``train_vft`` history); ``marks``: steps to flag (snapshots)."""
-    fig = go.Figure(go.Scatter(x=[h["step"] for h in history], y=[h["loss"] for h in history], mode="lines",
-                               name="loss"))
+def loss_curve(history: list[dict], marks: list[int] | None = None, accuracy: dict | None = None) -> go.Figure:
+    """VFT training loss per logged step (``train_vft`` history); ``marks``: steps to flag (snapshots);
+    ``accuracy``: {step: greedy task accuracy} drawn on a second axis (the plateau check)."""
+    fig = make_subplots(specs=[[{"secondary_y": bool(accuracy)}]])
+    fig.add_trace(go.Scatter(x=[h["step"] for h in history], y=[h["loss"] for h in history], mode="lines",
+                             name="loss"))
     for m in marks or []:
         fig.add_vline(x=m, line_dash="dot", line_color="#999")
-    fig.update_layout(title="VFT: token NLL of the reference COTs", xaxis_title="step",
-                      yaxis_title="loss (nats / token)")
+    if accuracy:
+        steps = sorted(accuracy)
+        fig.add_trace(go.Scatter(x=steps, y=[accuracy[s] for s in steps], mode="lines+markers",
+                                 name="greedy task accuracy"), secondary_y=True)
+        fig.update_yaxes(title_text="greedy task accuracy", range=[0, 1], tickformat=".0%", secondary_y=True)
+    fig.update_layout(title="VFT: token NLL of the reference COTs" + (" and greedy accuracy" if accuracy else ""),
+                      xaxis_title="step", legend=_LEGEND_BELOW)
+    fig.update_yaxes(title_text="loss (nats / token)", secondary_y=False)
     return fig
