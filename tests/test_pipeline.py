@@ -48,8 +48,10 @@ def test_self_consistency_is_the_majority_vote_of_the_models_own_samples(smoke_r
     assert metrics["methods"]["vft"]["self_consistency"] == hits / n
 
 
-def test_rerun_reuses_cached_stages(smoke_run, capsys):
-    out, metrics = smoke_run
+def test_rerun_reuses_cached_stages(smoke_run, capsys, tmp_path):
+    import shutil
+    out = tmp_path / "rerun"  # a copy: the rerun rewrites config.json / metrics.json, which other tests read
+    shutil.copytree(smoke_run[0], out)
     before = (out / "eval_samples.jsonl").read_text()
     assert main(["run", "--preset", "smoke", "--out", str(out), "--methods", "rft", "--no-progress"]) == 0
     assert (out / "eval_samples.jsonl").read_text() == before

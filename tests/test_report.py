@@ -221,7 +221,8 @@ def test_real_run_metrics_are_all_defined_and_its_report_shows_its_beta(smoke_ru
         assert set(m) <= set(DEFINITIONS), set(m) - set(DEFINITIONS)
     doc = write_report(out).read_text()
     beta = json.loads((out / "config.json").read_text())["align"]["beta"]
-    assert re.search(rf"<b>aft_bc</b></th><td class='l'>boundary</td><td class='l'>{beta:g}</td>", doc)
+    assert re.search(rf"<b>aft_bc</b></th><td class='l'>boundary</td><td class='l'>{beta:g}</td>", doc), \
+        re.findall(r"<b>aft_bc</b>.{0,120}", doc)
 
 
 @pytest.mark.browser
