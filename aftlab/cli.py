@@ -218,7 +218,8 @@ def cmd_config(args) -> None:
 
 def _main_process() -> bool:
     """Whether this process reports (always, unless it is a non-zero rank of a launch)."""
-    return int(os.environ.get("RANK", "0") or 0) == 0
+    from .distributed import main_process
+    return main_process()
 
 
 def cmd_run(args) -> None:

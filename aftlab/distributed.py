@@ -48,6 +48,17 @@ def wanted(flag: bool | None = None, env=None) -> bool:
     return int(env.get("WORLD_SIZE", "1") or 1) > 1
 
 
+def main_process(env=None) -> bool:
+    """Whether this process reports (always, unless it is a non-zero rank of a launch), before any
+    process group exists: from the launcher's ``RANK``.
+
+    >>> main_process({}), main_process({"RANK": "1"})
+    (True, False)
+    """
+    env = os.environ if env is None else env
+    return int(env.get("RANK", "0") or 0) == 0
+
+
 def scaled_shares(parts, wholes, world: int) -> list[float]:
     """``world * part / whole`` per pair; 0 where the whole batch has none (its mean is 0 then)."""
     return [world * p / w if w else 0.0 for p, w in zip(parts, wholes)]

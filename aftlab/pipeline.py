@@ -19,7 +19,6 @@ from its checkpoint, so sampling and evaluation never run through a sharded (FSD
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -55,7 +54,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
     later rounds as ``<method>_r2`` …); the JSON logs in ``out`` are written either way."""
     if isinstance(trackers, Trackers):
         return _run(cfg, out, progress, log, sampler, trackers)
-    main = int(os.environ.get("RANK", "0") or 0) == 0  # only the main process of a launch reports
+    main = distributed.main_process()  # only the main process of a launch reports
     with open_trackers(trackers if main else None, out, to_dict(cfg)) as opened:  # a missing package fails now
         return _run(cfg, out, progress, log, sampler, opened)
 
@@ -142,8 +141,7 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
         "seconds": time.time() - t0, "stage_seconds": seconds, "sampler": sampler,
     }
     paired = comparisons_for_run(results, eval_records)  # method vs rft / vft, question by question
-    metrics.update({k: paired[k] for k in ("comparisons", "n_eval_questions", "n_assess_questions",
-                                                    "n_rerank_questions")})
+    metrics.update({k: v for k, v in paired.items() if k != "per_question"})  # comparisons and question counts
     if dist.is_main:
         for name, obj in [("align_logs.json", logs), ("vft_history.json", vft_hist),
                           ("eval_scores.json", {m: r["scores"] for m, r in results.items()}),

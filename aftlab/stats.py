@@ -190,16 +190,17 @@ def merge_orders(runs: list[Outcomes]) -> Outcomes:
     ...               {"task": [1, 1], "rerank": [0], "assess": [[2.0, 2]], "assess_strict": []}])
     {'task': [1.0, 0.5], 'rerank': [0.5], 'assess': [[3.0, 4]], 'assess_strict': []}
     """
-    def lengths(key):
-        return {len(r[key]) for r in runs}
     for key in ("task", "rerank", "assess", "assess_strict"):
-        if len(lengths(key)) != 1:
-            raise ValueError(f"merge_orders: runs disagree on the number of {key!r} questions: {sorted(lengths(key))}")
-    return {"task": [float(np.mean(x)) for x in zip(*(r["task"] for r in runs))],
-            "rerank": [float(np.mean(x)) for x in zip(*(r["rerank"] for r in runs))],
-            "assess": [[float(sum(w for w, _ in x)), sum(p for _, p in x)] for x in zip(*(r["assess"] for r in runs))],
-            "assess_strict": [[float(sum(w for w, _ in x)), sum(p for _, p in x)]
-                              for x in zip(*(r["assess_strict"] for r in runs))]}
+        if len(lengths := {len(r[key]) for r in runs}) != 1:
+            raise ValueError(f"merge_orders: runs disagree on the number of {key!r} questions: {sorted(lengths)}")
+
+    def mean(key):  # 0/1 per question → its share over the runs
+        return [float(np.mean(x)) for x in zip(*(r[key] for r in runs))]
+
+    def summed(key):  # [wins, pairs] per question → summed over the runs
+        return [[float(sum(w for w, _ in x)), sum(p for _, p in x)] for x in zip(*(r[key] for r in runs))]
+    return {"task": mean("task"), "rerank": mean("rerank"), "assess": summed("assess"),
+            "assess_strict": summed("assess_strict")}
 
 
 def pooled_comparisons(runs: list[dict[str, Outcomes]], baselines=BASELINES, n_resamples: int = N_RESAMPLES,
