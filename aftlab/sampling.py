@@ -23,7 +23,7 @@ import torch
 
 from .answers import extract_answer, is_correct, is_strict_correct, step_quality
 from .data import DataError, Example, canonical, iter_records
-from .model import LM, cache_arg, left_pad
+from .model import LM, cache_arg, growing_cache, left_pad
 from .records import Group, Record, Sample
 
 
@@ -40,13 +40,14 @@ def quality_level(rec: Sample) -> float:
     return (2.0 if rec["correct"] else 0.0) + (1.0 if rec["strict"] else rec["quality"])
 
 
-def prefill(model, ids: torch.Tensor, att: torch.Tensor, repeats: int):
+def prefill(model, ids: torch.Tensor, att: torch.Tensor, repeats: int, reserve: int | None = None):
     """The KV cache of the left-padded prompts ``ids`` (B, P), at the positions ``generate`` gives them,
-    repeated to ``repeats`` rows per prompt (B * repeats, ...)."""
+    repeated to ``repeats`` rows per prompt (B * repeats, ...); with ``reserve``, a cache that has room
+    for that many more tokens (``model.growing_cache``), else transformers' ``DynamicCache``."""
     from transformers import DynamicCache
     pos = (att.cumsum(-1) - 1).masked_fill(att == 0, 0)
     out = model(input_ids=ids, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1,
-                **{cache_arg(): DynamicCache()})
+                **{cache_arg(): DynamicCache() if reserve is None else growing_cache(reserve)})
     cache = getattr(out, cache_arg())
     cache.batch_repeat_interleave(repeats)
     return cache
@@ -54,12 +55,15 @@ def prefill(model, ids: torch.Tensor, att: torch.Tensor, repeats: int):
 
 @torch.inference_mode()
 def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-             max_new_tokens: int = 48, seed: int = 0, share_prompt: bool = True) -> list[list[tuple[str, bool]]]:
+             max_new_tokens: int = 48, seed: int = 0, share_prompt: bool = True, grow_cache: bool = True
+             ) -> list[list[tuple[str, bool]]]:
     """k completions per question as (text, finished) pairs; ``temperature`` 0 means greedy.
 
     ``share_prompt``: with k > 1 samples per question, the prompt (all but its last token) is run once
     per question and its KV cache repeated k times (:func:`prefill`), instead of k times; the samples
-    for a seed are those of ``share_prompt=False`` (tested), the prompt's FLOPs k times fewer."""
+    for a seed are those of ``share_prompt=False`` (tested), the prompt's FLOPs k times fewer.
+    ``grow_cache``: keys and values go into a buffer with room for the new tokens (``model.growing_cache``)
+    instead of being concatenated at every token; the same tokens as ``grow_cache=False`` (tested)."""
     model, tok = lm.model, lm.tokenizer
     was_training = model.training
     model.eval()
@@ -70,10 +74,11 @@ def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0,
     torch.manual_seed(seed)
     sample = temperature > 0
     rows = k if sample else 1
-    extra = {}
+    reserve = max_new_tokens + 1 if grow_cache else None
+    extra = {cache_arg(): growing_cache(reserve)} if grow_cache else {}
     with lm.precision():  # opt-in bf16 autocast (model.autocast)
         if share_prompt and rows > 1 and width > 1:
-            extra[cache_arg()] = prefill(model, ids[:, :-1], att[:, :-1], rows)
+            extra[cache_arg()] = prefill(model, ids[:, :-1], att[:, :-1], rows, reserve)
             ids, att = ids.repeat_interleave(rows, 0), att.repeat_interleave(rows, 0)
             rows = 1
         out = model.generate(input_ids=ids, attention_mask=att, do_sample=sample,

@@ -1,7 +1,8 @@
 """Sampling k COTs per question: batched ``sampling.generate`` (k rows per prompt, KV cache) vs one at a time.
 
 The naive arm calls ``generate`` for one question and one sample per call; ``unshared`` is the batched
-call before prompt sharing (the prompt run k times, ``share_prompt=False``); ``greedy`` is evaluation's
+call before prompt sharing (the prompt run k times, ``share_prompt=False``); ``dynamic`` the batched call
+with transformers' ``DynamicCache``, which concatenates the whole cache at every token (``grow_cache=False``); ``greedy`` is evaluation's
 greedy pass (``evaluate.greedy``, batch 128). From the rates: projected seconds for the goals (k = 8 for
 3,000 training questions, greedy on 5,000 held-out questions). Both arms sample at
 T = 0.8 up to ``max_new_tokens``; the table reports COTs/s and the ratio. An untrained ``tiny``
@@ -22,12 +23,15 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
         max_new_tokens: int = 48, reps: int = 3) -> dict:
     from aftlab.sampling import generate
     lm, train, _ = load(preset, device)
-    n_questions = n_questions or (16 if preset == "tiny" else 2)
+    n_questions = n_questions or (64 if preset == "tiny" else 2)  # tiny: one batch of sample.batch_questions
     qs = [e.question for e in train[:n_questions]]
     n_naive = max(1, k // 2) if preset == "tiny" else 2  # naive COTs timed per rep (its rate is what counts)
 
     def batched():
         return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0)
+
+    def dynamic():
+        return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0, grow_cache=False)
 
     def unshared():
         return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0, share_prompt=False)
@@ -43,12 +47,15 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
         return [generate(lm, [qs[j % len(qs)]], k=1, temperature=0.8, max_new_tokens=max_new_tokens, seed=j)
                 for j in range(n_naive)]
 
-    t = interleaved({"naive": naive, "unshared": unshared, "batched": batched, "greedy": greedy}, reps=reps)
+    t = interleaved({"naive": naive, "unshared": unshared, "dynamic": dynamic, "batched": batched, "greedy": greedy},
+                    reps=reps)
     rate = {"naive": n_naive / t["naive"], "unshared": n_questions * k / t["unshared"],
+            "dynamic": n_questions * k / t["dynamic"],
             "batched": n_questions * k / t["batched"], "greedy": n_greedy / t["greedy"]}
     return {"preset": preset, "k": k, "n_questions": n_questions, "max_new_tokens": max_new_tokens,
             "threads": torch.get_num_threads(), "seconds": t, "cots_per_s": rate,
             "batched_vs_naive": rate["batched"] / rate["naive"], "shared_vs_unshared": rate["batched"] / rate["unshared"],
+            "grown_vs_dynamic_cache": rate["batched"] / rate["dynamic"],
             "projected_s": {"sample_3000q_k8": 3000 * k / rate["batched"], "greedy_5000q": 5000 / rate["greedy"]}}
 
 

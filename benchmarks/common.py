@@ -106,6 +106,7 @@ def cli_main(run, doc: str, argv=None, with_k: bool = True) -> None:
         ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args(argv)
+    set_bench_threads()
     kw = {"k": a.k} if with_k else {}
     try:
         print(json.dumps(run(a.preset, a.device, reps=a.reps, **kw), indent=1))

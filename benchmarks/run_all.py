@@ -53,6 +53,9 @@ def table(res: dict) -> str:
             add("sampling: batched k/question vs one at a time (COTs/s)", preset, f"{g['batched_vs_naive']:.2f}x",
                 ">= 5x", g["batched_vs_naive"] >= 5)
             add("sampling: prompt prefilled once vs k times", preset, f"{g['shared_vs_unshared']:.2f}x", "report", None)
+            if "grown_vs_dynamic_cache" in g:
+                add("sampling: KV cache grown in place vs concatenated", preset, f"{g['grown_vs_dynamic_cache']:.2f}x",
+                    "report", None)
             for name, sec in g["projected_s"].items():
                 add(f"projected {name} ({g['threads']} threads)", preset, f"{sec:.0f} s", "< 60 s", sec < 60)
         t = r.get("train", {})

@@ -135,3 +135,33 @@ def test_shared_prompt_sampling_draws_the_same_cots(tiny, small_task):
     full = generate(tiny, qs, k=4, temperature=0.8, max_new_tokens=12, seed=3, share_prompt=False)
     assert shared == full
     assert len({t for row in full for t, _ in row}) > 6  # really sampled, not one repeated text
+
+
+def test_growing_cache_returns_what_a_dynamic_cache_returns():
+    """Keys/values after a prefill, a batch repeat and single-token steps: the buffer's views equal the
+    concatenated tensors of transformers' DynamicCache, and the buffer is reallocated only when needed."""
+    from transformers import DynamicCache
+
+    from aftlab.model import growing_cache
+    g, d = growing_cache(reserve=3), DynamicCache()
+    torch.manual_seed(0)
+    steps = [torch.randn(2, 2, 5, 4)] + [torch.randn(4, 2, 1, 4) for _ in range(5)]  # 5 steps > reserve 3
+    for i, x in enumerate(steps):
+        if i == 1:
+            g.batch_repeat_interleave(2), d.batch_repeat_interleave(2)
+        kg, vg = g.update(x, -x, 0)
+        kd, vd = d.update(x, -x, 0)
+        assert torch.equal(kg, kd) and torch.equal(vg, vd)
+    assert g.get_seq_length() == d.get_seq_length() == 10
+    layer = g.layers[0]
+    assert layer.keys.data_ptr() == layer.buffer.data_ptr()  # a view, not a copy
+
+
+@pytest.mark.parametrize("k,temperature", [(1, 0.0), (4, 0.8)])
+def test_growing_cache_generates_the_same_tokens(tiny, small_task, k, temperature):
+    from aftlab.sampling import generate
+    _, test = small_task
+    qs = [e.question for e in test[:6]]
+    grown = generate(tiny, qs, k=k, temperature=temperature, max_new_tokens=12, seed=5)
+    plain = generate(tiny, qs, k=k, temperature=temperature, max_new_tokens=12, seed=5, grow_cache=False)
+    assert grown == plain
