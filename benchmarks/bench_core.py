@@ -54,7 +54,7 @@ def run(preset: str = "tiny", device: str = "cpu", reps: int = 3, arms=("plain",
 
     def vft():
         opt.zero_grad(set_to_none=True)
-        nll_backward(model, batches[state["i"] % len(batches)], pad, 2)
+        nll_backward(model, batches[state["i"] % len(batches)], pad)  # default buckets, as train_vft
         state["i"] += 1
         opt.step()
 

@@ -5,7 +5,7 @@ k x (hidden x vocab) x the positions where the LM head runs (``logits_to_keep``:
 only); k = 6 when the base weights train (forward 2, weight grads 2, input grads 2) and 4 under
 LoRA (frozen base: no weight grads). The embedding lookup costs nothing; attention's T^2 terms are
 left out (T ~ 60: under 3% here). Also times the VFT step with and without length-bucketed
-micro-batches (``vft.nll_backward``), same process.
+micro-batches (``vft.nll_backward``: 1, 2 and the default ``vft.default_buckets``), same process.
 
     python benchmarks/bench_mfu.py --preset tiny
 """
@@ -57,7 +57,12 @@ def run(preset: str = "tiny", device: str = "cpu", reps: int = 3) -> dict:
             opt.step()
         return f
 
-    t = interleaved({"vft_1bucket": vft(1), "vft_2buckets": vft(2)}, reps=reps)
+    from aftlab.vft import default_buckets
+    n_default = default_buckets(bs)
+    arms = {"vft_1bucket": vft(1), "vft_2buckets": vft(2)}
+    if n_default > 2:
+        arms["vft_default_buckets"] = vft(n_default)
+    t = interleaved(arms, reps=reps)
     tokens = sum(len(p) + len(c) for b in batches for p, c in b) / len(batches)
     heads = sum(len(c) + 1 for b in batches for _, c in b) / len(batches)
     from bench_train import _aft, _groups
@@ -66,12 +71,13 @@ def run(preset: str = "tiny", device: str = "cpu", reps: int = 3) -> dict:
     aft_heads = sum(len(lm.cot_ids(c)) + 1 for g in groups for c in g["pos"] + g["neg"])
     t.update(interleaved({"aft_step": aft_step}, reps=reps))
     vft_flops, aft_flops = train_flops(model, tokens, heads), train_flops(model, aft_tokens, aft_heads)
-    mfu = {"vft_1bucket": vft_flops / t["vft_1bucket"] / peak, "vft_2buckets": vft_flops / t["vft_2buckets"] / peak,
-           "aft_step": aft_flops / t["aft_step"] / peak}
+    mfu = {k: (aft_flops if k == "aft_step" else vft_flops) / v / peak for k, v in t.items()}
     return {"preset": preset, "threads": torch.get_num_threads(), "matmul_gflops": peak / 1e9, "params": params,
             "vft_batch": bs, "vft_tokens_per_step": tokens, "aft_tokens_per_step": aft_tokens,
             "vft_gflop_per_step": vft_flops / 1e9, "aft_gflop_per_step": aft_flops / 1e9,
-            "s_per_step": t, "mfu": mfu, "vft_bucket_speedup": t["vft_1bucket"] / t["vft_2buckets"]}
+            "s_per_step": t, "mfu": mfu, "vft_bucket_speedup": t["vft_1bucket"] / t["vft_2buckets"],
+            "vft_default_buckets": n_default,
+            "vft_default_vs_2buckets": t["vft_2buckets"] / t.get("vft_default_buckets", t["vft_2buckets"])}
 
 
 def main(argv=None):

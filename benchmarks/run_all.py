@@ -74,6 +74,9 @@ def table(res: dict) -> str:
                 add(f"MFU {k} ({m['s_per_step'][k]:.3f} s/step)", preset, f"{100 * v:.1f}%", ">= 50% (smol)",
                     v >= 0.5 if preset == "smol" else None)
             add("VFT step: 2 length buckets vs 1", preset, f"{m['vft_bucket_speedup']:.2f}x", "report", None)
+            if m.get("vft_default_buckets", 2) > 2:
+                add(f"VFT step: {m['vft_default_buckets']} length buckets (default) vs 2", preset,
+                    f"{m['vft_default_vs_2buckets']:.2f}x", "report", None)
         c = r.get("core", {})
         for stage, sp in c.get("speedup", {}).items():
             goal = 0.5 if preset == "smol" else 0.6
