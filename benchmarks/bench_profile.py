@@ -1,4 +1,5 @@
-"""Where the time goes: ``torch.profiler`` tables of the VFT step, the AFT step, greedy evaluation and
+"""Where the time goes: ``torch.profiler`` tables of the VFT step, the AFT step, scoring (one COT at a time,
+batched, prefix-shared: why batching gains only 2-3x over the loop on a CPU), greedy evaluation and
 sampling, and the share of each step spent in matmuls (``aten::mm``/``addmm``/``bmm``/``linear``) vs
 everything else (softmax, gathers, cache copies, optimizer, Python/dispatch overhead).
 
@@ -42,9 +43,18 @@ def workloads(preset: str, device: str = "cpu", autocast: bool = False) -> dict:
         opt.step()
 
     aft, _, _ = _aft(lm, _groups(train, cfg.align.questions_per_step, 4, 4))
+    from aftlab.scoring import score, score_grouped
+    n_score = 24 if preset == "tiny" else 3  # questions x k = 8 COTs (other questions' references stand in)
+    prompts = [lm.prompt_ids(e.question) for e in train[:n_score]]
+    groups = [[lm.cot_ids(train[(n_score + 8 * b + j) % len(train)].solution) for j in range(8)]
+              for b in range(n_score)]
+    flat_p, flat_c = [p for p, g in zip(prompts, groups) for _ in g], [c for g in groups for c in g]
     n_greedy = 128 if preset == "tiny" else 8
     n_sample = 16 if preset == "tiny" else 2
     return {"vft_step": vft, "aft_step": aft,
+            f"score_{n_score}q_k8_one_at_a_time": lambda: [score(lm, [p], [c]) for p, c in zip(flat_p, flat_c)],
+            f"score_{n_score}q_k8_batched": lambda: score(lm, flat_p, flat_c),
+            f"score_{n_score}q_k8_prefix_shared": lambda: score_grouped(lm, prompts, groups),
             f"greedy_{n_greedy}q": lambda: generate(lm, [e.question for e in train[:n_greedy]], k=1,
                                                     max_new_tokens=48),
             f"sample_{n_sample}q_k8": lambda: generate(lm, [e.question for e in train[:n_sample]], k=8,
