@@ -43,10 +43,13 @@ def rescore(lm: LM, records: list[Record], dist=None) -> list[list[float]]:
     return map_batches(block, records, -(-len(records) // world), dist)
 
 
-def greedy(lm: LM, examples: list[Example], max_new_tokens: int = 48, batch: int = 128, dist=None
+GREEDY_BATCH = 512  # questions per generate() call: 1.15x the rate of 128 on tiny at 1 thread, same answers
+
+
+def greedy(lm: LM, examples: list[Example], max_new_tokens: int = 48, batch: int = GREEDY_BATCH, dist=None
            ) -> list[GreedyRow]:
     """Greedy COT, answer correctness and whether it finished, per example; with ``dist`` each process
-    decodes whole batches (``aftlab.shards``), so the answers are those of one process."""
+    decodes whole batches of ``batch`` questions (``aftlab.shards``), so the answers are those of one process."""
     def run(chunk):
         gens = generate(lm, [e.question for e in chunk], k=1, temperature=0.0, max_new_tokens=max_new_tokens)
         return [{"id": e.id, "question": e.question, "cot": text, "finished": finished,

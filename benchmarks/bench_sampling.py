@@ -2,9 +2,10 @@
 
 The naive arm calls ``generate`` for one question and one sample per call; ``unshared`` is the batched
 call before prompt sharing (the prompt run k times, ``share_prompt=False``); ``dynamic`` the batched call
-with transformers' ``DynamicCache``, which concatenates the whole cache at every token (``grow_cache=False``); ``greedy`` is evaluation's
-greedy pass (``evaluate.greedy``, batch 128). From the rates: projected seconds for the goals (k = 8 for
-3,000 training questions, greedy on 5,000 held-out questions). Both arms sample at
+with transformers' ``DynamicCache``, which concatenates the whole cache at every token
+(``grow_cache=False``); ``greedy`` is evaluation's greedy pass (``evaluate.greedy``, one batch of
+``evaluate.GREEDY_BATCH`` = 512 questions on tiny). From the rates: projected seconds for the goals
+(k = 8 for 3,000 training questions, greedy on 5,000 held-out questions). Both arms sample at
 T = 0.8 up to ``max_new_tokens``; the table reports COTs/s and the ratio. An untrained ``tiny``
 model rarely emits EOS, so both arms generate the full ``max_new_tokens`` per COT (a fair, fixed
 workload); the naive arm runs on the first questions only, its rate is what is compared.
@@ -36,7 +37,7 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
     def unshared():
         return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0, share_prompt=False)
 
-    n_greedy = 256 if preset == "tiny" else 8
+    n_greedy = 512 if preset == "tiny" else 8
     greedy_qs = [e for e in train[:n_greedy]]
 
     def greedy():
