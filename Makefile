@@ -56,3 +56,7 @@ clean:
 .PHONY: screenshots-report
 screenshots-report: install browser  ## docs/report_smoke.png: a smoke run's report in headless Chromium at 800 px
 	$(BIN)/python docs/report_screenshot.py
+
+.PHONY: screenshots-notebooks
+screenshots-notebooks: install browser  ## docs/notebooks/*.png: each notebook's main figure from a full-mode run of 01-05 (hours on 2 cores)
+	$(BIN)/python docs/notebook_screenshots.py --execute
