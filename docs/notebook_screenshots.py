@@ -61,6 +61,7 @@ def page(nb: dict, kind: str, which: int) -> str:
 
 
 def shoot(html: str, png: Path, width: int = 900) -> None:
+    """Open ``html`` in headless Chromium ``width`` px wide and save its plotly figure (else the page) to ``png``."""
     from playwright.sync_api import sync_playwright
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         f = Path(tmp) / "page.html"
@@ -68,8 +69,8 @@ def shoot(html: str, png: Path, width: int = 900) -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         view = browser.new_page(viewport={"width": width, "height": 700})
         view.goto(f.as_uri(), wait_until="load")
-        target = view.locator(".js-plotly-plot").first if "plotly" in html[:5000] or "Plotly" in html else None
-        if target is not None and target.count():
+        target = view.locator(".js-plotly-plot").first
+        if target.count():
             view.wait_for_function("document.querySelector('.js-plotly-plot .main-svg') !== null")
             target.screenshot(path=str(png))
         else:
