@@ -57,7 +57,8 @@ def page(nb: dict, kind: str, which: int) -> str:
     found = widget_tables(nb)
     if not found:
         raise SystemExit("no widget table in the executed notebook's saved widget state")
-    return f"<html><body style='font-family:sans-serif;width:880px'>{found[which]}</body></html>"
+    return (f"<html><body style='font-family:sans-serif'><div id='main' style='display:inline-block;padding:8px;"
+            f"max-width:880px'>{found[which]}</div></body></html>")
 
 
 def shoot(html: str, png: Path, width: int = 900) -> None:
@@ -74,7 +75,7 @@ def shoot(html: str, png: Path, width: int = 900) -> None:
             view.wait_for_function("document.querySelector('.js-plotly-plot .main-svg') !== null")
             target.screenshot(path=str(png))
         else:
-            view.screenshot(path=str(png), full_page=True)
+            view.locator("#main").screenshot(path=str(png))
         browser.close()
 
 
