@@ -88,8 +88,8 @@ def score_distributions(by_method: dict[str, tuple[list[float], list[float]]]) -
             fig.add_trace(go.Violin(x=[method] * len(vals), y=vals, name=name, legendgroup=name,
                                     showlegend=i == 0, side=side, line_color=color, meanline_visible=True,
                                     points=False, scalegroup=method))
-    fig.update_layout(title="Scores of right vs wrong sampled COTs<br><sup>length-normalised log-likelihood of the "
-                            "fixed sample set under each model</sup>",
+    fig.update_layout(title="Scores of right vs wrong sampled COTs<br><sup>length-normalised log-likelihood<br>"
+                            "of the fixed sample set under each model</sup>",  # two lines: fits 420 px
                       yaxis_title="score s(c) (nats / token)", violingap=0.1, violinmode="overlay",
                       legend=_LEGEND_BELOW, margin=dict(b=110),
                       width=200 + 220 * len(by_method) if len(by_method) <= 3 else None)
