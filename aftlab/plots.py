@@ -218,19 +218,29 @@ def comparison_forest(comparisons: dict, vs: str = "rft",
     return fig
 
 
+MIN_SPAN = 0.01  # half the least y range of a beta-sweep panel: 1 point of accuracy, 0.01 nats/token of gap
+
+
 def beta_sweep(rows: list[dict], metrics=("gap", "task_accuracy", "assessment_accuracy")) -> go.Figure:
     """Metrics against the boundary margin beta (rows: ``{"beta": b, metric: value, ...}``), on a log
-    axis labelled only at the betas swept (plotly's own log ticks read "2 5 0.1 2 5 1 2").
+    axis labelled only at the betas swept (plotly's own log ticks read "2 5 0.1 2 5 1 2"). Each y axis
+    spans at least ``MIN_SPAN`` of its metric around the values, so differences in the 8th decimal (a
+    sweep whose beta did not take effect) draw as a flat line instead of a zigzag over the whole panel.
 
-    >>> ax = beta_sweep([{"beta": b, "gap": 0.1} for b in (0.01, 0.1, 1.0)], metrics=("gap",)).layout.xaxis
-    >>> ax.type, ax.tickmode, list(ax.ticktext)
-    ('log', 'array', ['0.01', '0.1', '1'])
+    >>> fig = beta_sweep([{"beta": b, "gap": 0.1 + 1e-9 * i} for i, b in enumerate((0.01, 0.1, 1.0))], metrics=("gap",))
+    >>> ax = fig.layout.xaxis
+    >>> ax.type, ax.tickmode, list(ax.ticktext), [round(y, 3) for y in fig.layout.yaxis.range]
+    ('log', 'array', ['0.01', '0.1', '1'], [0.09, 0.11])
     """
     rows = sorted(rows, key=lambda r: r["beta"])
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics))
     for c, key in enumerate(metrics, 1):
-        fig.add_trace(go.Scatter(x=[r["beta"] for r in rows], y=[r[key] for r in rows], mode="lines+markers",
-                                 name=key), row=1, col=c)
+        ys = [r[key] for r in rows]
+        fig.add_trace(go.Scatter(x=[r["beta"] for r in rows], y=ys, mode="lines+markers", name=key), row=1, col=c)
+        finite = [y for y in ys if y == y]
+        if finite and max(finite) - min(finite) < MIN_SPAN:
+            mid = (max(finite) + min(finite)) / 2
+            fig.update_yaxes(range=[mid - MIN_SPAN, mid + MIN_SPAN], row=1, col=c)
     betas = [r["beta"] for r in rows]
     fig.update_xaxes(type="log", title_text="beta", tickmode="array", tickvals=betas,
                      ticktext=[f"{b:g}" for b in betas])
