@@ -143,10 +143,12 @@ CALLS = {
 def test_bounded_time_on_adversarial_input(name):
     text = ADVERSARIAL[name]
     for call_name, call in CALLS.items():
-        start = time.process_time()  # CPU time of this process: a busy machine does not inflate it, a
-        call(text)                   # catastrophic (super-linear) parse still would, by orders of magnitude
+        start = time.process_time()  # CPU time of this process: a busy machine inflates it less than wall time
+        call(text)
         elapsed = time.process_time() - start
-        assert elapsed < 1.0, f"{call_name} took {elapsed:.2f} s of CPU on {name}"
+        # a linear pass over 1 MB takes about a second on the slowest CPU seen (1.1 s); a backtracking or
+        # quadratic one takes hours (10^12 steps), so 5 s separates the two without timing the machine
+        assert elapsed < 5.0, f"{call_name} took {elapsed:.2f} s of CPU on {name}"
 
 
 def test_adversarial_expressions_are_refused_not_computed():
