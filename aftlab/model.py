@@ -245,7 +245,7 @@ def growing_cache(reserve: int):
     >>> k = torch.ones(1, 2, 3, 8)
     >>> keys, _ = cache.update(k, k, 0)
     >>> keys, _ = cache.update(k[:, :, :1], k[:, :, :1], 0)
-    >>> keys.shape, cache.layers[0].buffer.shape  # 4 tokens in a buffer of 3 + 4
+    >>> keys.shape, cache.layers[0].key_buffer.shape  # 4 tokens in a buffer of 3 + 4
     (torch.Size([1, 2, 4, 8]), torch.Size([1, 2, 7, 8]))
     """
     from transformers import DynamicCache
@@ -255,21 +255,21 @@ def growing_cache(reserve: int):
         return DynamicCache()
 
     class GrowingLayer(DynamicLayer):
-        buffer = None  # (..., capacity, head_dim) keys; ``keys``/``values`` are views of the first tokens
+        key_buffer = value_buffer = None  # (..., capacity, head_dim); ``keys``/``values`` view their first tokens
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             n, add = self.get_seq_length(), key_states.shape[-2]
-            buf = self.buffer
+            buf = self.key_buffer
             if (buf is None or buf.data_ptr() != self.keys.data_ptr() or buf.shape[:-2] != key_states.shape[:-2]
                     or n + add > buf.shape[-2]):  # first use, replaced by a batch repeat/select, or full
                 shape = (*key_states.shape[:-2], n + add + reserve, key_states.shape[-1])
-                self.buffer, self._values = key_states.new_empty(shape), value_states.new_empty(shape)
+                self.key_buffer, self.value_buffer = key_states.new_empty(shape), value_states.new_empty(shape)
                 if n:
-                    self.buffer[..., :n, :], self._values[..., :n, :] = self.keys, self.values
-            self.buffer[..., n:n + add, :], self._values[..., n:n + add, :] = key_states, value_states
-            self.keys, self.values = self.buffer[..., :n + add, :], self._values[..., :n + add, :]
+                    self.key_buffer[..., :n, :], self.value_buffer[..., :n, :] = self.keys, self.values
+            self.key_buffer[..., n:n + add, :], self.value_buffer[..., n:n + add, :] = key_states, value_states
+            self.keys, self.values = self.key_buffer[..., :n + add, :], self.value_buffer[..., :n + add, :]
             return self.keys, self.values
 
     cache = DynamicCache()

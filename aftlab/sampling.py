@@ -75,12 +75,14 @@ def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0,
     sample = temperature > 0
     rows = k if sample else 1
     reserve = max_new_tokens + 1 if grow_cache else None
-    extra = {cache_arg(): growing_cache(reserve)} if grow_cache else {}
+    extra = {}
     with lm.precision():  # opt-in bf16 autocast (model.autocast)
         if share_prompt and rows > 1 and width > 1:
             extra[cache_arg()] = prefill(model, ids[:, :-1], att[:, :-1], rows, reserve)
             ids, att = ids.repeat_interleave(rows, 0), att.repeat_interleave(rows, 0)
             rows = 1
+        elif grow_cache:
+            extra[cache_arg()] = growing_cache(reserve)
         out = model.generate(input_ids=ids, attention_mask=att, do_sample=sample,
                              temperature=temperature if sample else None, top_p=top_p if sample else None,
                              top_k=None, num_return_sequences=rows, max_new_tokens=max_new_tokens,

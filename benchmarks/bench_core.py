@@ -15,7 +15,7 @@ from unittest import mock
 
 import torch
 
-from common import cli_main, interleaved, load, matmul_flops, set_bench_threads
+from common import cli_main, interleaved, load, matmul_flops
 
 
 def _arm(step, name: str):
@@ -80,8 +80,7 @@ def run(preset: str = "tiny", device: str = "cpu", reps: int = 3, arms=("plain",
 
 
 def main(argv=None):
-    set_bench_threads()
-    cli_main(run, __doc__, argv, with_k=False)
+    cli_main(run, __doc__, argv, with_k=False)  # sets the bench threads
 
 
 if __name__ == "__main__":

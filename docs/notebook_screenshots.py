@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs"))
-from report_screenshot import CHROMIUM, FLAGS  # noqa: E402
+from report_screenshot import CHROMIUM, opened  # noqa: E402
 
 PLOTLY = "application/vnd.plotly.v1+json"
 WIDGETS = "application/vnd.jupyter.widget-state+json"
@@ -63,20 +63,16 @@ def page(nb: dict, kind: str, which: int) -> str:
 
 def shoot(html: str, png: Path, width: int = 900) -> None:
     """Open ``html`` in headless Chromium ``width`` px wide and save its plotly figure (else the page) to ``png``."""
-    from playwright.sync_api import sync_playwright
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+    with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "page.html"
         f.write_text(html, encoding="utf-8")
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        view = browser.new_page(viewport={"width": width, "height": 700})
-        view.goto(f.as_uri(), wait_until="load")
-        target = view.locator(".js-plotly-plot").first
-        if target.count():
-            view.wait_for_function("document.querySelector('.js-plotly-plot .main-svg') !== null")
-            target.screenshot(path=str(png))
-        else:
-            view.locator("#main").screenshot(path=str(png))
-        browser.close()
+        with opened(f, width, height=700) as view:
+            target = view.locator(".js-plotly-plot").first
+            if target.count():
+                view.wait_for_function("document.querySelector('.js-plotly-plot .main-svg') !== null")
+                target.screenshot(path=str(png))
+            else:
+                view.locator("#main").screenshot(path=str(png))
 
 
 def execute(into: Path) -> None:

@@ -10,6 +10,7 @@ never ``playwright install``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
@@ -18,14 +19,24 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def render(report: Path, png: Path | None = None, width: int = 800) -> dict:
-    """Open ``report`` at ``width`` px; return what a reader would hit (page width, figures drawn, titles
-    wider than their figure) and, with ``png``, save a full-page screenshot there."""
+@contextlib.contextmanager
+def opened(html_file: Path, width: int, height: int = 1000):
+    """A Playwright page of Debian's headless Chromium showing ``html_file``, ``width`` px wide."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": width, "height": 1000})
-        page.goto(Path(report).resolve().as_uri(), wait_until="load")
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(Path(html_file).resolve().as_uri(), wait_until="load")
+            yield page
+        finally:
+            browser.close()
+
+
+def render(report: Path, png: Path | None = None, width: int = 800) -> dict:
+    """Open ``report`` at ``width`` px; return what a reader would hit (page width, figures drawn, titles
+    wider than their figure) and, with ``png``, save a full-page screenshot there."""
+    with opened(report, width) as page:
         page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length > 0")
         facts = page.evaluate("""() => ({
             page_width: document.documentElement.scrollWidth,
@@ -40,7 +51,6 @@ def render(report: Path, png: Path | None = None, width: int = 800) -> dict:
         })""")
         if png:
             page.screenshot(path=str(png), full_page=True)
-        browser.close()
     return facts
 
 

@@ -154,7 +154,7 @@ def test_growing_cache_returns_what_a_dynamic_cache_returns():
         assert torch.equal(kg, kd) and torch.equal(vg, vd)
     assert g.get_seq_length() == d.get_seq_length() == 10
     layer = g.layers[0]
-    assert layer.keys.data_ptr() == layer.buffer.data_ptr()  # a view, not a copy
+    assert layer.keys.data_ptr() == layer.key_buffer.data_ptr()  # a view, not a copy
 
 
 @pytest.mark.parametrize("k,temperature", [(1, 0.0), (4, 0.8)])
