@@ -113,11 +113,21 @@ def test_whole_run_on_two_processes_gives_the_one_process_metrics(tmp_path):
     two(*args, "--out", str(tmp_path / "two"))
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
     assert a["methods"].keys() == b["methods"].keys()
-    for method, m in a["methods"].items():
-        assert b["methods"][method] == pytest.approx(m, abs=1e-3, nan_ok=True), method
     # the two VFT models agree to float rounding only, so a near-tie draw may go the other way
-    # (1 question of 96 in the run this test was written with); the exact claim, same model and seed
-    # -> same samples, is test_sampling_on_two_processes_writes_the_one_process_file
+    # (1 question of 96 in the run this test was written with; on another CPU one greedy COT of 48 in
+    # one method); the exact claim, same model and seed -> same samples, is
+    # test_sampling_on_two_processes_writes_the_one_process_file
+    ga, gb = (json.loads((tmp_path / d / "greedy.json").read_text()) for d in ("one", "two"))
+    for method, m in a["methods"].items():
+        ca, cb = ([x["cot"] for x in g[method]] for g in (ga, gb))
+        flipped = sum(x != y for x, y in zip(ca, cb))
+        assert len(ca) == len(cb) == 48 and flipped <= 2, (method, flipped)
+        # each greedy metric is a mean over the 48 greedy COTs of a per-COT value in [0, 1]: a flipped
+        # COT moves it by at most 1/48; every other metric must agree to 1e-3
+        greedy_tol = max(1e-3, flipped / len(ca))
+        for key, value in m.items():
+            tol = greedy_tol if key in ("task_accuracy", "repetition_rate", "unfinished_rate") else 1e-3
+            assert b["methods"][method][key] == pytest.approx(value, abs=tol, nan_ok=True), (method, key, flipped)
     for name in ("samples_r1.jsonl", "eval_samples.jsonl"):
         ra, rb = ([json.loads(x) for x in (tmp_path / d / name).read_text().splitlines()] for d in ("one", "two"))
         assert [r["id"] for r in rb] == [r["id"] for r in ra]  # merged in question order
