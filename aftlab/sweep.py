@@ -16,22 +16,50 @@ from .align import align_from_vft, batch_seed
 from .config import from_dict
 from .data import synthetic_from_config
 from .evaluate import evaluate, own_sampling
+from .records import Record
 from .sampling import read_samples
 from .stats import question_outcomes
 
 
+def split_validation(records: list[Record], n_val: int) -> tuple[list[Record], list[Record]]:
+    """(alignment part, validation part) of a run's sampled training questions: the last ``n_val``
+    questions (with the VFT model's samples of them) are held back from alignment, so settings are
+    chosen on training questions, never on the held-out set.
+
+    >>> split_validation([{"id": "a"}, {"id": "b"}, {"id": "c"}], 1)
+    ([{'id': 'a'}, {'id': 'b'}], [{'id': 'c'}])
+    """
+    if not 0 < n_val < len(records):
+        raise ValueError(f"validation: {n_val} questions of {len(records)} sampled; need 0 < n < {len(records)}")
+    return records[:-n_val], records[-n_val:]
+
+
+def sweep_inputs(run_dir: Path, validation: int = 0):
+    """What a sweep trains on and evaluates with: ``(run config, training records, evaluation
+    questions, evaluation records)`` -- the run's held-out set, or with ``validation`` > 0 the last
+    ``validation`` sampled training questions (:func:`split_validation`), held back from training."""
+    run_dir = Path(run_dir)
+    cfg = from_dict(json.loads((run_dir / "config.json").read_text()))
+    train, test = synthetic_from_config(cfg.data)
+    train_records = read_samples(run_dir / "samples_r1.jsonl")
+    if not validation:
+        return cfg, train_records, test, read_samples(run_dir / "eval_samples.jsonl")
+    train_records, val_records = split_validation(train_records, validation)
+    by_id = {e.id: e for e in train}
+    return cfg, train_records, [by_id[r["id"]] for r in val_records], val_records
+
+
 def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = True, batch_order: int = 1,
-                  log=None, outcomes: bool = False) -> dict[str, dict]:
+                  log=None, outcomes: bool = False, validation: int = 0) -> dict[str, dict]:
     """Train each variant (``{name: {"method": ..., AlignConfig field: value}}``) from the run's VFT
     model and samples, evaluate on the run's held-out set; returns ``{name: metrics + last train log}``.
     ``batch_order`` 1 is the run's own batch order (``align.batch_seed``); 2, 3, … are others.
     ``outcomes``: also return each variant's per-question outcomes (``stats.question_outcomes``), as the
-    run's ``per_question.json`` holds them, for paired comparisons."""
+    run's ``per_question.json`` holds them, for paired comparisons. ``validation`` > 0: train on the
+    sampled questions but the last ``validation`` and evaluate on those (greedy and the VFT model's
+    samples of them; no self-consistency) -- for choosing settings (:func:`sweep_inputs`)."""
     run_dir = Path(run_dir)
-    cfg = from_dict(json.loads((run_dir / "config.json").read_text()))
-    _, test = synthetic_from_config(cfg.data)
-    eval_records = read_samples(run_dir / "eval_samples.jsonl")
-    train_records = read_samples(run_dir / "samples_r1.jsonl")
+    cfg, train_records, test, eval_records = sweep_inputs(run_dir, validation)
     out = {}
     for name, over in variants.items():
         over = dict(over)
@@ -41,7 +69,7 @@ def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = Tru
                                        batch_seed(cfg.seed, batch_order), device=cfg.model.device,
                                        max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
                                        progress=progress)
-        res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own_sampling(cfg))
+        res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **({} if validation else own_sampling(cfg)))
         m = res["metrics"]
         out[name] = {**m, "gap": m["mean_pos_score"] - m["mean_neg_score"], "train_gap": train_log[-1]["gap"],
                      "train_neg_score": train_log[-1]["neg_score"], "train_log": train_log}

@@ -1,4 +1,7 @@
 import json
+from pathlib import Path
+
+import pytest
 
 from aftlab.cli import main
 
@@ -150,3 +153,41 @@ def test_seeds_write_one_run_each_and_an_aggregate_with_pooled_intervals(tmp_pat
     d = agg["comparisons"]["aft_dc"]["rft"]["task_accuracy"]
     diffs = [m["methods"]["aft_dc"]["task_accuracy"] - m["methods"]["rft"]["task_accuracy"] for m in per_seed]
     assert abs(d["diff"] - sum(diffs) / 2) < 1e-12 and d["lo"] <= d["diff"] <= d["hi"]
+
+
+def test_validation_sweep_trains_without_the_held_back_questions_and_evaluates_on_them(smoke_run, monkeypatch):
+    """Settings are chosen on training questions: the last n sampled ones are held back from training
+    and are the evaluation set (greedy on the questions, assessment on the VFT model's samples of them)."""
+    from aftlab import sweep
+    from aftlab.sampling import read_samples
+    out, _ = smoke_run
+    every = read_samples(out / "samples_r1.jsonl")
+    trained_on = []
+    real = sweep.align_from_vft
+
+    def spy(vft_dir, records, *a, **kw):
+        trained_on.extend(r["id"] for r in records)
+        return real(vft_dir, records, *a, **kw)
+    monkeypatch.setattr(sweep, "align_from_vft", spy)
+    res = sweep.variant_sweep(out, {"rft": {"method": "rft"}}, progress=False, validation=3, outcomes=True)["rft"]
+    assert trained_on == [r["id"] for r in every[:-3]]
+    assert len(res["outcomes"]["task"]) == len(res["outcomes"]["rerank"]) == 3
+    _, _, questions, records = sweep.sweep_inputs(out, 3)
+    assert [e.id for e in questions] == [r["id"] for r in records] == [r["id"] for r in every[-3:]]
+    with pytest.raises(ValueError, match="validation: 0 questions"):
+        sweep.split_validation(every, 0)
+
+
+def test_e2_tune_choice_rule():
+    """The pre-registered choice of experiments/e2_tune.py (its worked example)."""
+    import doctest
+    import importlib.util
+    import sys
+    sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
+    spec = importlib.util.spec_from_file_location("e2_tune", Path(__file__).parents[1] / "experiments" / "e2_tune.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert doctest.testmod(mod).attempted >= 1 and doctest.testmod(mod).failed == 0
+    row = lambda s, r, t: {"assessment_accuracy_strict": s, "rerank_accuracy": r, "task_accuracy": t}  # noqa: E731
+    assert mod.choose([({"lr": 1}, row(.9, .9, .5))], vft_task=0.8) == ({"lr": 1e-4, "epochs": 1}, "none eligible: the default")
+    assert mod.choose([({"lr": 1}, row(.7, .7, .8)), ({"lr": 2}, row(.7, .7, .8))], 0.8)[0] == {"lr": 1}  # tie: smaller budget
