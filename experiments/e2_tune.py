@@ -27,7 +27,7 @@ from aftlab.model import load_lm
 from aftlab.stats import pooled_comparisons, question_outcomes
 from aftlab.sweep import sweep_inputs, variant_sweep
 
-LRS, EPOCHS = (1e-4, 3e-4, 1e-3), (1, 3)  # the pre-registered grid, smallest budget first
+LRS, EPOCHS = (1e-4, 3e-4, 1e-3), (1, 2)  # the pre-registered grid, smallest budget first
 TASK_MARGIN = 0.01  # a setting is eligible when its validation task accuracy >= VFT's - 1 point
 
 
@@ -148,8 +148,10 @@ if __name__ == "__main__":
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     run, methods = Path(a.run), a.methods.split(",")
-    if not (run / "metrics.json").exists():
-        raise SystemExit(f"{run}: no metrics.json — finish `aftlab run` there first")
+    wanted = json.loads((run / "config.json").read_text())["sample"]["n_questions"]
+    sampled = len((run / "samples_r1.jsonl").read_text().splitlines()) if (run / "samples_r1.jsonl").exists() else 0
+    if sampled < wanted:  # tuning needs the VFT model and all its samples; the held-out stage metrics.json
+        raise SystemExit(f"{run}: samples_r1.jsonl holds {sampled} of {wanted} questions — let `aftlab run` finish sampling")
     if a.report:
         report(run, methods, a.validation, a.json)
         raise SystemExit(0)
@@ -159,4 +161,7 @@ if __name__ == "__main__":
     for method in methods:
         setting, why = choose(tune(run, method, a.validation), vft_task)
         print(f"{method}: chose {setting} ({why})", flush=True)
-        final(run, method, setting, why)
+    while not (run / "metrics.json").exists():  # the run's own evaluation (VFT's held-out outcomes) first
+        time.sleep(30)
+    for method in methods:
+        final(run, method, *choose(tune(run, method, a.validation), vft_task))
