@@ -4,15 +4,19 @@ then the chosen settings compared on the held-out set (pre-registration: experim
 
     python experiments/e2_tune.py runs/e2-0 --methods rft          # one process per method, resumable
     python experiments/e2_tune.py runs/e2-0 --methods aft_bc
-    python experiments/e2_tune.py runs/e2-0 --report [--json experiments/e2_tune.json]
+    python experiments/e2_tune.py runs/e2-0 --methods rft,aft_bc --orders 2,3             # other batch orders
+    python experiments/e2_tune.py runs/e2-1 --settings-from runs/e2-0 --orders 1,2,3      # other VFT seeds
+    python experiments/e2_tune.py runs/e2-0 runs/e2-1 --report [--json experiments/e2_tune.json]
 
 Per method: every (lr, epochs) of the grid trains on the run's sampled questions but the last
 ``--validation`` and is evaluated on those (``sweep.variant_sweep(validation=...)``) ->
 ``RUN/tune/METHOD_lr=..._epochs=....json``; the VFT model's own validation figures -> ``RUN/tune/vft.json``.
 The chosen setting (:func:`choose`, the pre-registered rule) is re-trained on all sampled questions with
-the run's batch order and evaluated on the held-out set -> ``RUN/tuned/METHOD.json`` (metrics and
-per-question outcomes). ``--report`` prints the validation table, the choices and the paired held-out
-comparisons (``stats.pooled_comparisons``) with the decision rule's verdict.
+each batch order and evaluated on the held-out set -> ``RUN/tuned/METHOD@ORDER.json`` (metrics and
+per-question outcomes). ``--settings-from`` takes the choice made by another run's grid (no re-tuning).
+``--report`` prints the validation table of the first run, the choices and the paired held-out
+comparisons pooled over the runs (seeds) and the batch orders every method finished
+(``stats.merge_orders``, ``stats.pooled_comparisons``) with the decision rule's verdict.
 """
 import argparse
 import json
@@ -24,7 +28,7 @@ from e2_power import PRIMARY, SHOWN, verdict
 from aftlab.checkpoint import write_atomic
 from aftlab.evaluate import evaluate
 from aftlab.model import load_lm
-from aftlab.stats import pooled_comparisons, question_outcomes
+from aftlab.stats import merge_orders, pooled_comparisons
 from aftlab.sweep import sweep_inputs, variant_sweep
 
 LRS, EPOCHS = (1e-4, 3e-4, 1e-3), (1, 2)  # the pre-registered grid, smallest budget first
@@ -87,11 +91,12 @@ def tune(run: Path, method: str, n_val: int) -> list[tuple[dict, dict]]:
     return rows
 
 
-def final(run: Path, method: str, setting: dict, why: str) -> dict:
-    path = run / "tuned" / f"{method}.json"
+def final(run: Path, method: str, setting: dict, why: str, order: int) -> dict:
+    path = run / "tuned" / f"{method}@{order}.json"
     if not path.exists():
         t = time.time()
-        res = variant_sweep(run, {method: {"method": method, **setting}}, progress=False, outcomes=True)[method]
+        res = variant_sweep(run, {method: {"method": method, **setting}}, progress=False, outcomes=True,
+                            batch_order=order)[method]
         outcomes, log = res.pop("outcomes"), res.pop("train_log")
         write_atomic(path, json.dumps({"setting": setting, "why": why, "metrics": res, "outcomes": outcomes,
                                        "train_log_last": log[-1], "seconds": round(time.time() - t)}))
@@ -99,69 +104,110 @@ def final(run: Path, method: str, setting: dict, why: str) -> dict:
     return json.loads(path.read_text())
 
 
-def report(run: Path, methods: list[str], n_val: int, out_json: str | None):
-    vft = vft_validation(run, n_val)
-    print(f"validation: the last {n_val} sampled training questions; VFT task {vft['task_accuracy']:.4f}, "
-          f"strict {vft['assessment_accuracy_strict']:.4f}, rerank {vft['rerank_accuracy']:.4f}\n")
+def grid_rows(run: Path, method: str) -> list[tuple[dict, dict]]:
+    """The finished grid settings of ``method`` in ``run``, in grid order."""
+    return [(s, json.loads(p.read_text())["metrics"]) for s in grid()
+            if (p := run / "tune" / f"{key(method, s)}.json").exists()]
+
+
+def chosen(run: Path, method: str, n_val: int) -> tuple[dict, str]:
+    rows = grid_rows(run, method)
+    if len(rows) < len(grid()):
+        raise SystemExit(f"{run}: the grid of {method} has {len(rows)} of {len(grid())} settings — tune there first")
+    return choose(rows, vft_validation(run, n_val)["task_accuracy"])
+
+
+def held_out(run: Path, methods: list[str]) -> tuple[dict, list[int]]:
+    """Per-method held-out outcomes of ``run``'s tuned settings, merged over the batch orders every
+    method finished, with VFT's from the run's own ``per_question.json``; and those orders."""
+    done = {}
+    if not (run / "per_question.json").exists():  # the run's own evaluation has not finished
+        return {}, []
+    for p in (run / "tuned").glob("*@*.json"):
+        m, o = p.stem.split("@")
+        done.setdefault(int(o), {})[m] = json.loads(p.read_text())["outcomes"]
+    orders = sorted(o for o, got in done.items() if all(m in got for m in methods))
+    per_q = {"vft": json.loads((run / "per_question.json").read_text())["vft"]}
+    if orders:
+        per_q |= {m: merge_orders([done[o][m] for o in orders]) for m in methods}
+    return per_q, orders
+
+
+def report(runs: list[Path], methods: list[str], n_val: int, out_json: str | None):
+    tuning = runs[0]
+    vft = vft_validation(tuning, n_val)
+    print(f"validation ({tuning}): the last {n_val} sampled training questions; VFT task "
+          f"{vft['task_accuracy']:.4f}, strict {vft['assessment_accuracy_strict']:.4f}, rerank {vft['rerank_accuracy']:.4f}\n")
     print("| method | lr | epochs | task | strict assessment | rerank | criterion |\n|---|---|---|---|---|---|---|")
-    chosen = {}
+    choices = {}
     for method in methods:
-        rows = [(s, json.loads(p.read_text())["metrics"]) for s in grid()
-                if (p := run / "tune" / f"{key(method, s)}.json").exists()]
+        rows = grid_rows(tuning, method)
         for s, m in rows:
             print(f"| {method} | {s['lr']:g} | {s['epochs']} | {m['task_accuracy']:.4f} | "
                   f"{m['assessment_accuracy_strict']:.4f} | {m['rerank_accuracy']:.4f} | {criterion(m):.4f} |")
         if len(rows) == len(grid()):
-            chosen[method] = choose(rows, vft["task_accuracy"])
-    print("\nchosen:", {m: c for m, c in chosen.items()})
-    finals = {m: json.loads(p.read_text()) for m in methods if (p := run / "tuned" / f"{m}.json").exists()}
-    if not finals:
+            choices[method] = choose(rows, vft["task_accuracy"])
+    print("\nchosen:", choices)
+    loaded = [held_out(r, methods) for r in runs]
+    design = {str(r): o for r, (_, o) in zip(runs, loaded)}
+    runs_with = [pq for pq, o in loaded if o]
+    print(f"design: batch orders per run {design} (pre-registered: 3 seeds x orders 1, 2, 3)")
+    if not runs_with:
         return
-    per_q = {"vft": json.loads((run / "per_question.json").read_text())["vft"],
-             **{m: f["outcomes"] for m, f in finals.items()}}
-    comp = pooled_comparisons([per_q])
-    print(f"\nheld-out, tuned settings, one seed and batch order (interim): {len(per_q['vft']['task'])} greedy "
-          f"questions, {len(per_q['vft']['rerank'])} assessment questions\n")
+    comp = pooled_comparisons(runs_with)
+    vft_task = {str(r): json.loads((r / "metrics.json").read_text())["methods"]["vft"]["task_accuracy"] for r in runs}
+    print(f"VFT greedy task accuracy per run: {vft_task}")
+    print(f"held-out: {len(runs_with[0]['vft']['task'])} greedy questions, {len(runs_with[0]['vft']['rerank'])} "
+          "assessment questions per run\n")
     print("| method | vs | " + " | ".join(SHOWN) + " |\n|---|---|" + "---|" * len(SHOWN))
     for method, by in comp.items():
         for vs, c in by.items():
             cells = [f"{100 * c[k]['diff']:+.2f} [{100 * c[k]['lo']:+.2f}, {100 * c[k]['hi']:+.2f}]" if k in c else "–"
                      for k in SHOWN]
             print(f"| {method} | {vs} | " + " | ".join(cells) + " |")
-    verdicts = {m: verdict(by["rft"]) for m, by in comp.items() if m not in ("rft", "vft") and "rft" in by}
+    complete = len(runs_with) == 3 and all(o == [1, 2, 3] for o in design.values())
+    verdicts = {m: verdict(by["rft"]) + ("" if complete else " (interim: not the full 3 x 3 design)")
+                for m, by in comp.items() if m not in ("rft", "vft") and "rft" in by}
     for m, v in verdicts.items():
-        print(f"{m}: {v} (interim: 1 of 3 seeds, 1 of 3 batch orders)")
+        print(f"{m}: {v}")
     if out_json:
         Path(out_json).write_text(json.dumps({
-            "validation_questions": n_val, "vft_validation": vft, "chosen": chosen,
-            "final_metrics": {m: {"setting": f["setting"], "why": f["why"], "metrics": f["metrics"],
-                                  "seconds": f["seconds"]} for m, f in finals.items()},
-            "comparisons": comp, "verdicts": verdicts, "primary": PRIMARY}, indent=1))
+            "validation_questions": n_val, "tuning_run": str(tuning), "vft_validation": vft, "chosen": choices,
+            "design": design, "vft_task_accuracy": vft_task, "comparisons": comp, "verdicts": verdicts,
+            "primary": PRIMARY}, indent=1))
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("run")
+    ap.add_argument("runs", nargs="+")
     ap.add_argument("--methods", default="rft,aft_bc")
     ap.add_argument("--validation", type=int, default=1000)
+    ap.add_argument("--orders", default="1", help="batch orders of the held-out stage (1: the run's own)")
+    ap.add_argument("--settings-from", default=None, help="a run whose finished grid chose the settings (no tuning here)")
     ap.add_argument("--report", action="store_true", help="print the tables from what has finished")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    run, methods = Path(a.run), a.methods.split(",")
+    runs, methods = [Path(r) for r in a.runs], a.methods.split(",")
+    if a.report:
+        report(runs, methods, a.validation, a.json)
+        raise SystemExit(0)
+    if len(runs) != 1:
+        raise SystemExit("train one run at a time (several runs only with --report)")
+    run = runs[0]
     wanted = json.loads((run / "config.json").read_text())["sample"]["n_questions"]
     sampled = len((run / "samples_r1.jsonl").read_text().splitlines()) if (run / "samples_r1.jsonl").exists() else 0
     if sampled < wanted:  # tuning needs the VFT model and all its samples; the held-out stage metrics.json
         raise SystemExit(f"{run}: samples_r1.jsonl holds {sampled} of {wanted} questions — let `aftlab run` finish sampling")
-    if a.report:
-        report(run, methods, a.validation, a.json)
-        raise SystemExit(0)
     (run / "tune").mkdir(exist_ok=True)
     (run / "tuned").mkdir(exist_ok=True)
-    vft_task = vft_validation(run, a.validation)["task_accuracy"]
-    for method in methods:
-        setting, why = choose(tune(run, method, a.validation), vft_task)
-        print(f"{method}: chose {setting} ({why})", flush=True)
+    tuning = Path(a.settings_from) if a.settings_from else run
+    if not a.settings_from:
+        vft_task = vft_validation(run, a.validation)["task_accuracy"]
+        for method in methods:
+            print(f"{method}: chose {choose(tune(run, method, a.validation), vft_task)}", flush=True)
+    settings = {m: chosen(tuning, m, a.validation) for m in methods}
     while not (run / "metrics.json").exists():  # the run's own evaluation (VFT's held-out outcomes) first
         time.sleep(30)
-    for method in methods:
-        final(run, method, *choose(tune(run, method, a.validation), vft_task))
+    for order in map(int, a.orders.split(",")):
+        for method in methods:
+            final(run, method, *settings[method], order)
