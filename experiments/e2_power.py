@@ -34,6 +34,17 @@ def load(run: Path) -> tuple[dict, list[int], dict]:
     return merged, orders, metrics
 
 
+def table(comparisons: dict) -> str:
+    """The markdown table of ``{method: {vs: {metric: {diff, lo, hi}}}}`` in points."""
+    lines = ["| method | vs | " + " | ".join(SHOWN) + " |", "|---|---|" + "---|" * len(SHOWN)]
+    for method, by in comparisons.items():
+        for vs, c in by.items():
+            cells = [f"{100 * c[k]['diff']:+.2f} [{100 * c[k]['lo']:+.2f}, {100 * c[k]['hi']:+.2f}]" if k in c else "–"
+                     for k in SHOWN]
+            lines.append(f"| {method} | {vs} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def verdict(c: dict) -> str:
     primary_up = [k for k in PRIMARY if k in c and c[k]["lo"] > 0]
     task_ok = c["task_accuracy"]["lo"] > -0.01
@@ -57,13 +68,7 @@ if __name__ == "__main__":
     print(f"VFT greedy task accuracy per seed: {vft}; spread {max(vft.values()) - min(vft.values()):.3f}")
     print(f"held-out questions: task {len(runs[0]['vft']['task'])}, rerank {len(runs[0]['vft']['rerank'])} per seed")
     print()
-    print("| method | vs | " + " | ".join(SHOWN) + " |")
-    print("|---|---|" + "---|" * len(SHOWN))
-    for method, by in pooled.items():
-        for vs, c in by.items():
-            cells = [f"{100 * c[k]['diff']:+.2f} [{100 * c[k]['lo']:+.2f}, {100 * c[k]['hi']:+.2f}]" if k in c else "–"
-                     for k in SHOWN]
-            print(f"| {method} | {vs} | " + " | ".join(cells) + " |")
+    print(table(pooled))
     print()
     verdicts = {m: verdict(by["rft"]) for m, by in pooled.items() if m not in ("rft", "vft") and "rft" in by}
     for m, v in verdicts.items():

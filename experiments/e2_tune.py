@@ -23,7 +23,7 @@ import json
 import time
 from pathlib import Path
 
-from e2_power import PRIMARY, SHOWN, verdict
+from e2_power import PRIMARY, table, verdict
 
 from aftlab.checkpoint import write_atomic
 from aftlab.evaluate import evaluate
@@ -159,12 +159,7 @@ def report(runs: list[Path], methods: list[str], n_val: int, out_json: str | Non
     print(f"VFT greedy task accuracy per run: {vft_task}")
     print(f"held-out: {len(runs_with[0]['vft']['task'])} greedy questions, {len(runs_with[0]['vft']['rerank'])} "
           "assessment questions per run\n")
-    print("| method | vs | " + " | ".join(SHOWN) + " |\n|---|---|" + "---|" * len(SHOWN))
-    for method, by in comp.items():
-        for vs, c in by.items():
-            cells = [f"{100 * c[k]['diff']:+.2f} [{100 * c[k]['lo']:+.2f}, {100 * c[k]['hi']:+.2f}]" if k in c else "–"
-                     for k in SHOWN]
-            print(f"| {method} | {vs} | " + " | ".join(cells) + " |")
+    print(table(comp))
     complete = len(runs_with) == 3 and all(o == [1, 2, 3] for o in design.values())
     verdicts = {m: verdict(by["rft"]) + ("" if complete else " (interim: not the full 3 x 3 design)")
                 for m, by in comp.items() if m not in ("rft", "vft") and "rft" in by}
