@@ -9,7 +9,8 @@ optional and imported only when chosen, and each writes locally by default:
 * ``tensorboard`` — event files in ``<out>/tensorboard`` (``pip install tensorboard``);
 * ``trackio`` — Trackio's local database, project ``aftlab`` (``pip install trackio``; no Space
   unless ``TRACKIO_SPACE_ID`` is set);
-* ``mlflow`` — a file store in ``<out>/mlruns`` unless ``MLFLOW_TRACKING_URI`` says otherwise;
+* ``mlflow`` — ``<out>/mlflow.db`` (or the file store ``<out>/mlruns`` with ``mlflow-skinny``) unless
+  ``MLFLOW_TRACKING_URI`` says otherwise;
 * ``wandb`` — offline mode in ``<out>/wandb`` unless ``WANDB_MODE`` says otherwise (``wandb sync``).
 
 Each stage logs under its own prefix (``vft/loss``, ``aft_bc/gap``, …) against its own step count:
@@ -30,6 +31,7 @@ the boundary and the share of negatives below it.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -69,7 +71,6 @@ def _flat(config: dict, prefix: str = "") -> dict[str, object]:
 
 def _needs(module: str, backend: str):
     """``module``, imported now that ``backend`` (also its package's name) was chosen."""
-    import importlib
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -102,11 +103,23 @@ class Trackio:
         self.run.finish()
 
 
+def mlflow_uri(out: Path) -> str:
+    """Where MLflow writes when ``MLFLOW_TRACKING_URI`` is unset: a SQLite database ``<out>/mlflow.db``
+    where SQLAlchemy is installed (full ``mlflow``), else the file store ``<out>/mlruns``, which MLflow 3
+    keeps in maintenance mode and refuses unless ``MLFLOW_ALLOW_FILE_STORE`` is set (``mlflow-skinny``
+    has no SQLAlchemy, so that flag is set here, for this process only, when it is not set already)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if importlib.util.find_spec("sqlalchemy") is not None:
+        return "sqlite:///" + str((out / "mlflow.db").resolve())
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return (out / "mlruns").resolve().as_uri()
+
+
 class MLflow:
     def __init__(self, out: Path, name: str, config: dict):
         self.mlflow = _needs("mlflow", "mlflow")
         if not os.environ.get("MLFLOW_TRACKING_URI"):
-            self.mlflow.set_tracking_uri((out / "mlruns").resolve().as_uri())
+            self.mlflow.set_tracking_uri(mlflow_uri(out))
         self.mlflow.set_experiment("aftlab")
         self.mlflow.start_run(run_name=name)
         self.mlflow.log_params({k: str(v)[:500] for k, v in _flat(config).items()})

@@ -11,6 +11,8 @@ from aftlab import trackers
 from aftlab.cli import main
 
 TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+TRACKIO = importlib.util.find_spec("trackio") is not None
+MLFLOW = importlib.util.find_spec("mlflow") is not None
 
 
 class Memory:
@@ -32,10 +34,13 @@ class Memory:
 def tracked_run(tmp_path_factory):
     """A short ``aftlab run --report-to memory[,tensorboard]`` (VFT, sampling, one AFT method)."""
     out = tmp_path_factory.mktemp("tracked")
-    names = "memory,tensorboard" if TENSORBOARD else "memory"
+    names = ",".join(["memory"] + [n for n, on in (("tensorboard", TENSORBOARD), ("trackio", TRACKIO),
+                                                   ("mlflow", MLFLOW)) if on])
     Memory.runs.clear()
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(trackers.BACKENDS, "memory", Memory)
+        mp.setenv("TRACKIO_DIR", str(out / "trackio"))  # Trackio's local database, not ~/.cache
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         assert main(["run", "--preset", "smoke", "--methods", "aft_bc", "--out", str(out), "--no-progress",
                      "--set", "vft.steps=30", "--set", "vft.log_every=5", "--set", "data.n_test=16",
                      "--set", "sample.n_questions=24", "--report-to", names]) == 0
@@ -79,6 +84,37 @@ def test_tensorboard_event_files_hold_the_json_curves(tracked_run):
         points = events.Scalars(tag)
         assert [p.step for p in points] == [r["step"] for r in rows]
         assert [p.value for p in points] == pytest.approx([r[key] for r in rows], rel=1e-5)
+
+
+def _curves(vft, aft):
+    """(tag, step, value) of the JSON logs' loss curves and AFT gap, as each tracker names them."""
+    return [(f"{stage}/{key}", r["step"], r[key]) for stage, rows, key in
+            (("vft", vft, "loss"), ("aft_bc", aft, "loss"), ("aft_bc", aft, "gap")) for r in rows]
+
+
+@pytest.mark.skipif(not MLFLOW, reason="mlflow not installed (pip install 'aftlab[trackers]')")
+def test_mlflow_store_holds_the_json_curves(tracked_run):
+    import mlflow
+    out, _ = tracked_run
+    vft, aft = _json_logs(out)
+    client = mlflow.MlflowClient(trackers.mlflow_uri(out))
+    (run,) = client.search_runs([client.get_experiment_by_name("aftlab").experiment_id])
+    assert run.info.run_name == out.resolve().name and run.data.params["preset"] == "smoke"
+    for tag, step, value in _curves(vft, aft):
+        points = {p.step: p.value for p in client.get_metric_history(run.info.run_id, tag)}
+        assert points[step] == pytest.approx(value, rel=1e-6), tag
+
+
+@pytest.mark.skipif(not TRACKIO, reason="trackio not installed (pip install 'aftlab[trackers]')")
+def test_trackio_database_holds_the_json_curves(tracked_run):
+    import sqlite3
+    out, _ = tracked_run
+    vft, aft = _json_logs(out)
+    with sqlite3.connect(out / "trackio" / "aftlab.db") as db:  # Trackio's local store, one row per log call
+        rows = [json.loads(m) for (m,) in db.execute("SELECT metrics FROM metrics ORDER BY id")]
+    logged = {(tag, row[tag.split("/")[0] + "/step"]): v for row in rows for tag, v in row.items()}
+    for tag, step, value in _curves(vft, aft):
+        assert logged[(tag, step)] == pytest.approx(value, rel=1e-6), tag
 
 
 def test_a_missing_tracker_package_fails_before_training(tmp_path, monkeypatch, capsys):
