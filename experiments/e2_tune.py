@@ -181,6 +181,7 @@ if __name__ == "__main__":
     ap.add_argument("--settings-from", default=None, help="a run whose finished grid chose the settings (no tuning here)")
     ap.add_argument("--report", action="store_true", help="print the tables from what has finished")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--tune-only", action="store_true", help="run the validation grid, then stop (no held-out stage)")
     a = ap.parse_args()
     runs, methods = [Path(r) for r in a.runs], a.methods.split(",")
     if a.report:
@@ -200,6 +201,8 @@ if __name__ == "__main__":
         vft_task = vft_validation(run, a.validation)["task_accuracy"]
         for method in methods:
             print(f"{method}: chose {choose(tune(run, method, a.validation), vft_task)}", flush=True)
+    if a.tune_only:
+        raise SystemExit(0)
     settings = {m: chosen(tuning, m, a.validation) for m in methods}
     while not (run / "metrics.json").exists():  # the run's own evaluation (VFT's held-out outcomes) first
         time.sleep(30)

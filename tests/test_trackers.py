@@ -32,7 +32,8 @@ class Memory:
 
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory):
-    """A short ``aftlab run --report-to memory[,tensorboard]`` (VFT, sampling, one AFT method)."""
+    """A short ``aftlab run --report-to memory[,tensorboard,trackio,mlflow]`` (VFT, sampling, one AFT
+    method), with each real tracker that is installed."""
     out = tmp_path_factory.mktemp("tracked")
     names = ",".join(["memory"] + [n for n, on in (("tensorboard", TENSORBOARD), ("trackio", TRACKIO),
                                                    ("mlflow", MLFLOW)) if on])
@@ -100,9 +101,11 @@ def test_mlflow_store_holds_the_json_curves(tracked_run):
     client = mlflow.MlflowClient(trackers.mlflow_uri(out))
     (run,) = client.search_runs([client.get_experiment_by_name("aftlab").experiment_id])
     assert run.info.run_name == out.resolve().name and run.data.params["preset"] == "smoke"
-    for tag, step, value in _curves(vft, aft):
-        points = {p.step: p.value for p in client.get_metric_history(run.info.run_id, tag)}
-        assert points[step] == pytest.approx(value, rel=1e-6), tag
+    curves = _curves(vft, aft)
+    history = {tag: {p.step: p.value for p in client.get_metric_history(run.info.run_id, tag)}
+               for tag in {tag for tag, _, _ in curves}}
+    for tag, step, value in curves:
+        assert history[tag][step] == pytest.approx(value, rel=1e-6), tag
 
 
 @pytest.mark.skipif(not TRACKIO, reason="trackio not installed (pip install 'aftlab[trackers]')")
