@@ -36,8 +36,9 @@ def rescore(lm: LM, records: list[Record], dist=None) -> list[list[float]]:
     (question, COT) row in full up to float rounding). With ``dist`` (an ``aftlab.distributed`` runner)
     each process scores a contiguous block of records."""
     def block(recs):
-        prompts = [lm.prompt_ids(r["question"]) for r in recs]
-        groups = [[lm.cot_ids(s["cot"]) for s in r["samples"]] for r in recs]
+        prompts = lm.prompt_ids_batch([r["question"] for r in recs])
+        flat = iter(lm.cot_ids_batch([s["cot"] for r in recs for s in r["samples"]]))
+        groups = [[next(flat) for _ in r["samples"]] for r in recs]
         return [s.tolist() for s in score_grouped(lm, prompts, groups)[0]]
     world = dist.world if dist else 1
     return map_batches(block, records, -(-len(records) // world), dist)

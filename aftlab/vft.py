@@ -77,7 +77,7 @@ def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path |
     (see :func:`nll_backward`: the same gradient, less padding; None: :func:`default_buckets`). ``progress`` and ``on_log``: as
     :func:`aftlab.train.fit` takes them.
     """
-    pairs = [(lm.prompt_ids(e.question), lm.cot_ids(e.solution)) for e in examples]
+    pairs = list(zip(lm.prompt_ids_batch([e.question for e in examples]), lm.cot_ids_batch([e.solution for e in examples])))
     pad = lm.tokenizer.pad_token_id or 0
     opt = checkpoint.make_optimizer(lm.model, cfg.lr, cfg.betas, cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, checkpoint.warmup_cosine(cfg.warmup, cfg.steps, cfg.min_lr_ratio))

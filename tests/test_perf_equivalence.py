@@ -109,3 +109,34 @@ def test_prefix_shared_aft_step_gives_the_same_loss_and_gradient(tiny, small_tas
     assert abs(l_full - l_shared) < 1e-5
     assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(g_full, g_shared))
     assert any(g.abs().sum() > 0 for g in g_shared)
+
+
+def _tokenize_both(lm, questions, cots):
+    return ((lm.prompt_ids_batch(questions), lm.cot_ids_batch(cots)),
+            ([lm.prompt_ids(q) for q in questions], [lm.cot_ids(c) for c in cots]))
+
+
+def test_batched_tokenization_equals_one_at_a_time(tiny, small_task):
+    train, _ = small_task
+    long_q = " ".join(e.question for e in train[:6])  # over max_prompt_tokens: truncated from the left
+    questions = [e.question for e in train[:20]] + [long_q, ""]
+    cots = [e.solution for e in train[:20]] + ["", "  7 + 5 = 12.  ", "words the vocab lacks #### 3"]
+    batched, single = _tokenize_both(tiny, questions, cots)
+    assert len(single[0][-2]) == tiny.max_prompt_tokens  # the truncation is exercised
+    assert batched == single
+    assert tiny.prompt_ids_batch([]) == [] and tiny.cot_ids_batch([]) == []
+
+
+def test_batched_tokenization_equals_one_at_a_time_for_a_chat_model(small_task):
+    import pytest
+    from aftlab.ranker import smol_available
+    from aftlab.smol import INSTALL_HINT
+    if not smol_available():
+        pytest.skip(f"the smol weights are not installed: {INSTALL_HINT}")
+    from transformers import AutoTokenizer
+    from aftlab.model import LM
+    from aftlab.smol import smol_path
+    lm = LM(torch.nn.Linear(1, 1), AutoTokenizer.from_pretrained(smol_path()), chat=True, max_prompt_tokens=160)
+    train, _ = small_task
+    batched, single = _tokenize_both(lm, [e.question for e in train[:5]], [e.solution for e in train[:5]] + [""])
+    assert batched == single

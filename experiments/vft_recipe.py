@@ -1,0 +1,126 @@
+"""VFT recipe study: more distinct training questions vs more passes over fewer (pre-registration:
+experiments/README.md, 2026-12-03 second session). Chooses on validation questions, never on the held-out set.
+
+    python experiments/vft_recipe.py --seeds 0,1,2 --arm A --existing runs/e2-{seed}/vft
+    python experiments/vft_recipe.py --seeds 0,1,2 --arm B --n-train 200000 --steps 1500
+    python experiments/vft_recipe.py --report
+
+Per (arm, seed): trains the VFT of preset ``tiny`` with ``data.n_train`` and ``vft.steps`` overridden
+(weights in ``runs/vft-recipe/ARM-SEED``, not committed) or loads an existing one, then greedy-decodes the
+seed's validation questions (:func:`validation`) -> ``experiments/vft_recipe_runs/ARM-SEED.json`` (accuracy
+and the per-question outcomes). ``--report`` applies the pre-registered rule (:func:`decide`).
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+from aftlab.checkpoint import write_atomic
+from aftlab.config import preset
+from aftlab.data import Example, synthetic_from_config, synthetic_splits
+from aftlab.evaluate import greedy
+from aftlab.model import build_lm, load_lm
+from aftlab.runtime import set_threads
+from aftlab.vft import train_vft
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "vft_recipe_runs"
+N_VAL, VAL_SEED, EXCLUDE = 2000, 1000, 205_000  # validation size, generator offset, stream prefix kept out
+BAR, SPREAD, GAIN = 0.90, 0.05, 0.03
+
+
+def validation(seed: int, n: int = N_VAL) -> list[Example]:
+    """``n`` questions of the training distribution (generator seed ``VAL_SEED + seed``), none of which is
+    among the first ``EXCLUDE`` questions of seed ``seed``'s stream (every arm's training and held-out split)."""
+    cfg = preset("tiny", seed=seed).data
+    taken = {e.question for part in synthetic_splits(EXCLUDE - 1, 1, seed, cfg.min_steps, cfg.max_steps,
+                                                     cfg.max_number, cfg.alt_reference, cfg.distractors) for e in part}
+    pool, _ = synthetic_splits(2 * n, 1, VAL_SEED + seed, cfg.min_steps, cfg.max_steps, cfg.max_number,
+                               cfg.alt_reference, cfg.distractors)
+    val = [e for e in pool if e.question not in taken][:n]
+    assert len(val) == n, f"only {len(val)} validation questions outside the training stream"
+    return [Example(f"val-{i}", e.question, e.solution, e.answer, terms=e.terms) for i, e in enumerate(val)]
+
+
+def run_one(arm: str, seed: int, n_train: int | None, steps: int | None, existing: str | None) -> dict:
+    cfg = preset("tiny", seed=seed)
+    if n_train:
+        cfg.data.n_train = n_train
+    if steps:
+        cfg.vft.steps = steps
+    tick = time.time()
+    if existing:
+        lm = load_lm(existing.format(seed=seed), device="cpu")
+        history = json.loads((Path(existing.format(seed=seed)) / "history.json").read_text())
+        seconds = None
+    else:
+        train, test = synthetic_from_config(cfg.data)
+        lm = build_lm(cfg.model, train + test, seed)
+        history = train_vft(lm, train, cfg.vft, out=Path("runs/vft-recipe") / f"{arm}-{seed}", seed=seed)
+        seconds = time.time() - tick
+    rows = greedy(lm, validation(seed), cfg.sample.max_new_tokens)
+    acc = sum(r["correct"] for r in rows) / len(rows)
+    hist = history if isinstance(history, list) else history.get("history", [])
+    out = {"arm": arm, "seed": seed, "n_train": cfg.data.n_train, "steps": cfg.vft.steps,
+           "validation_accuracy": acc, "n_validation": len(rows), "vft_seconds": seconds,
+           "final_loss": hist[-1]["loss"] if hist else None, "correct": [int(r["correct"]) for r in rows]}
+    RESULTS.mkdir(exist_ok=True)
+    write_atomic(RESULTS / f"{arm}-{seed}.json", json.dumps(out))
+    print(f"{arm} seed {seed}: validation greedy {acc:.4f} (VFT {seconds or 0:.0f} s)", flush=True)
+    return out
+
+
+def decide(acc: dict[str, dict[int, float]]) -> str:
+    """The pre-registered rule over ``{arm: {seed: validation accuracy}}`` (arms A, B, C; B before C).
+
+    >>> decide({"A": {0: .85, 1: .81, 2: .95}, "B": {0: .92, 1: .91, 2: .94}})
+    'B: min 0.910 >= 0.900, spread 0.030 <= 0.05'
+    >>> decide({"A": {0: .85, 1: .81, 2: .95}, "B": {0: .86, 1: .80, 2: .95}, "C": {0: .88, 1: .86, 2: .96}})
+    'C: min 0.860 exceeds A by 0.050 (bar not met)'
+    """
+    lo_a = min(acc["A"].values())
+    for arm in ("B", "C"):
+        if arm in acc:
+            lo, hi = min(acc[arm].values()), max(acc[arm].values())
+            if lo >= max(BAR, lo_a) and hi - lo <= SPREAD:
+                return f"{arm}: min {lo:.3f} >= {max(BAR, lo_a):.3f}, spread {hi - lo:.3f} <= {SPREAD}"
+    if "C" in acc and min(acc["C"].values()) - lo_a >= GAIN:
+        return f"C: min {min(acc['C'].values()):.3f} exceeds A by {min(acc['C'].values()) - lo_a:.3f} (bar not met)"
+    return "A stays" + ("" if "C" in acc else " (C not run)")
+
+
+def report() -> dict:
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    acc: dict[str, dict[int, float]] = {}
+    for r in rows:
+        acc.setdefault(r["arm"], {})[r["seed"]] = r["validation_accuracy"]
+        print(f"| {r['arm']} | {r['seed']} | {r['n_train']:,} | {r['steps']:,} | {r['validation_accuracy']:.4f} | "
+              f"{r['final_loss']:.4f} | {r['vft_seconds'] or 0:.0f} |")
+    verdict = decide(acc) if "A" in acc else "A missing"
+    print("rule:", verdict)
+    summary = {"accuracy": acc, "verdict": verdict,
+               "runs": [{k: v for k, v in r.items() if k != "correct"} for r in rows]}
+    write_atomic(HERE / "vft_recipe.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arm")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--n-train", type=int)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--existing", help="VFT folder pattern with {seed}: evaluate instead of training")
+    ap.add_argument("--threads", default="auto")
+    ap.add_argument("--report", action="store_true")
+    a = ap.parse_args(argv)
+    if a.report:
+        return report()
+    set_threads(a.threads)
+    for s in (int(x) for x in a.seeds.split(",")):
+        if not (RESULTS / f"{a.arm}-{s}.json").exists():
+            run_one(a.arm, s, a.n_train, a.steps, a.existing)
+
+
+if __name__ == "__main__":
+    main()
