@@ -4,6 +4,7 @@ experiments/README.md, 2026-12-03 second session). Chooses on validation questio
     python experiments/vft_recipe.py --seeds 0,1,2 --arm A --existing runs/e2-{seed}/vft
     python experiments/vft_recipe.py --seeds 0,1,2 --arm B --n-train 200000 --steps 1500
     python experiments/vft_recipe.py --report
+    python experiments/vft_recipe.py --heldout C --seeds 0,1,2   # after the choice: the held-out figure
 
 Per (arm, seed): trains the VFT of preset ``tiny`` with ``data.n_train`` and ``vft.steps`` overridden
 (weights in ``runs/vft-recipe/ARM-SEED``, not committed) or loads an existing one, then greedy-decodes the
@@ -89,6 +90,23 @@ def decide(acc: dict[str, dict[int, float]]) -> str:
     return "A stays" + ("" if "C" in acc else " (C not run)")
 
 
+def heldout(arm: str, seeds: list[int]) -> dict:
+    """Held-out greedy accuracy of an arm's VFT models (the ``data.n_test`` questions that follow its
+    training questions): reported after the choice, never used for it."""
+    out = {}
+    for seed in seeds:
+        run = json.loads((RESULTS / f"{arm}-{seed}.json").read_text())
+        cfg = preset("tiny", seed=seed)
+        cfg.data.n_train = run["n_train"]
+        _, test = synthetic_from_config(cfg.data)
+        lm = load_lm(Path("runs/vft-recipe") / f"{arm}-{seed}", device="cpu")
+        rows = greedy(lm, test, cfg.sample.max_new_tokens)
+        out[seed] = sum(r["correct"] for r in rows) / len(rows)
+        print(f"{arm} seed {seed}: held-out greedy {out[seed]:.4f} on {len(rows):,} questions", flush=True)
+    write_atomic(HERE / f"vft_recipe_heldout_{arm}.json", json.dumps({"arm": arm, "heldout_accuracy": out}))
+    return out
+
+
 def report() -> dict:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     acc: dict[str, dict[int, float]] = {}
@@ -113,10 +131,13 @@ def main(argv=None):
     ap.add_argument("--existing", help="VFT folder pattern with {seed}: evaluate instead of training")
     ap.add_argument("--threads", default="auto")
     ap.add_argument("--report", action="store_true")
+    ap.add_argument("--heldout", metavar="ARM", help="held-out greedy accuracy of ARM's trained models")
     a = ap.parse_args(argv)
     if a.report:
         return report()
     set_threads(a.threads)
+    if a.heldout:
+        return heldout(a.heldout, [int(x) for x in a.seeds.split(",")])
     for s in (int(x) for x in a.seeds.split(",")):
         if not (RESULTS / f"{a.arm}-{s}.json").exists():
             run_one(a.arm, s, a.n_train, a.steps, a.existing)
