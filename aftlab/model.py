@@ -56,10 +56,11 @@ def build_word_tokenizer(texts: list[str], max_number: int = 999):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = set()
     splitter = pre_tokenizers.Whitespace()
-    for i in range(0, len(texts), 1000):  # whitespace separates texts: 1,000 per call, the same words, ~20x faster
-        words.update(w for w, _ in splitter.pre_tokenize_str(" ".join(texts[i:i + 1000])))
+    # Its words (``\w+|[^\w\s]+``) never span a space, so pre-tokenizing each distinct space-separated
+    # piece once gives the words of all texts: ~2 s instead of ~25 s for 205,000 questions.
+    pieces = sorted({p for t in texts for p in t.split(" ")})
+    words = {w for w, _ in splitter.pre_tokenize_str(" ".join(pieces))}
     words.update(str(i) for i in range(max_number + 1))
     words.update(["####", "=", ".", "+", "-", "*", "/", "Question", "Answer", ":", "?"])
     vocab = {w: i for i, w in enumerate(SPECIALS + sorted(words - set(SPECIALS)))}
@@ -119,22 +120,31 @@ class LM:
         ids = self.tokenizer((" " if not self.chat else "") + cot.strip(), add_special_tokens=False)["input_ids"]
         return list(ids) + [self.tokenizer.eos_token_id]
 
+    def _encode_many(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text (no special tokens) in one tokenizer call; for ``tiny``'s word-level
+        tokenizer one call over the distinct space-separated pieces, whose ids concatenate to the text's
+        (its words never span a space): 200,000 questions in ~3 s instead of ~20 s."""
+        tok = self.tokenizer
+        if not _is_tiny_tokenizer(tok):
+            return [list(r) for r in tok(texts, add_special_tokens=False)["input_ids"]]
+        pieces = list({p for t in texts for p in t.split(" ")})
+        ids = dict(zip(pieces, tok(pieces, add_special_tokens=False)["input_ids"]))
+        return [[i for p in t.split(" ") for i in ids[p]] for t in texts]
+
     def prompt_ids_batch(self, questions: list[str]) -> list[list[int]]:
-        """:meth:`prompt_ids` of each question, tokenized in one call (the same ids; ~10x faster for
-        many questions, e.g. 200,000 training questions in ~1 s instead of ~8 s on tiny)."""
+        """:meth:`prompt_ids` of each question, tokenized together (the same ids, tested)."""
         if self.chat or not questions:
             return [self.prompt_ids(q) for q in questions]
-        tok, bos = self.tokenizer, self.tokenizer.bos_token_id
-        rows = tok([PLAIN_PROMPT.format(question=q) for q in questions], add_special_tokens=False)["input_ids"]
-        return [(([bos] if bos is not None else []) + list(r))[-self.max_prompt_tokens:] for r in rows]
+        bos = self.tokenizer.bos_token_id
+        rows = self._encode_many([PLAIN_PROMPT.format(question=q) for q in questions])
+        return [(([bos] if bos is not None else []) + r)[-self.max_prompt_tokens:] for r in rows]
 
     def cot_ids_batch(self, cots: list[str]) -> list[list[int]]:
-        """:meth:`cot_ids` of each COT, tokenized in one call (the same ids)."""
+        """:meth:`cot_ids` of each COT, tokenized together (the same ids, tested)."""
         if not cots:
             return []
         lead = "" if self.chat else " "
-        rows = self.tokenizer([lead + c.strip() for c in cots], add_special_tokens=False)["input_ids"]
-        return [list(r) + [self.tokenizer.eos_token_id] for r in rows]
+        return [r + [self.tokenizer.eos_token_id] for r in self._encode_many([lead + c.strip() for c in cots])]
 
     def decode(self, ids) -> str:
         """Text of generated ids, stopping at EOS; special and unknown tokens never raise."""

@@ -119,10 +119,11 @@ def _tokenize_both(lm, questions, cots):
 def test_batched_tokenization_equals_one_at_a_time(tiny, small_task):
     train, _ = small_task
     long_q = " ".join(e.question for e in train[:6])  # over max_prompt_tokens: truncated from the left
-    questions = [e.question for e in train[:20]] + [long_q, ""]
-    cots = [e.solution for e in train[:20]] + ["", "  7 + 5 = 12.  ", "words the vocab lacks #### 3"]
+    questions = [e.question for e in train[:20]] + [long_q, "", "Tom  has\t3 ½ apples.\n  How many?"]
+    cots = [e.solution for e in train[:20]] + ["", "  7 + 5 = 12.  ", "words the vocab lacks #### 3",
+                                               "a\tb  c\n\n7+5=12.#### 3", "½ é x\u0301y \u00a0 12\u200b3 —"]
     batched, single = _tokenize_both(tiny, questions, cots)
-    assert len(single[0][-2]) == tiny.max_prompt_tokens  # the truncation is exercised
+    assert len(single[0][-3]) == tiny.max_prompt_tokens  # the truncation is exercised
     assert batched == single
     assert tiny.prompt_ids_batch([]) == [] and tiny.cot_ids_batch([]) == []
 
@@ -140,3 +141,17 @@ def test_batched_tokenization_equals_one_at_a_time_for_a_chat_model(small_task):
     train, _ = small_task
     batched, single = _tokenize_both(lm, [e.question for e in train[:5]], [e.solution for e in train[:5]] + [""])
     assert batched == single
+
+
+def test_word_tokenizer_vocabulary_is_the_words_of_each_text(small_task):
+    """The vocabulary, collected from the distinct space-separated pieces, equals the one collected text
+    by text with the pre-tokenizer (plus the numbers, the fixed symbols and the specials)."""
+    from tokenizers import pre_tokenizers
+    from aftlab.model import SPECIALS, build_word_tokenizer
+    train, _ = small_task
+    texts = [e.question + " " + e.solution for e in train] + ["a\tb  c\n\n7+5=12.#### 3", "½ é x\u0301y \u00a0 12\u200b3 —"]
+    splitter, words = pre_tokenizers.Whitespace(), set()
+    for t in texts:
+        words.update(w for w, _ in splitter.pre_tokenize_str(t))
+    fixed = {str(i) for i in range(21)} | {"####", "=", ".", "+", "-", "*", "/", "Question", "Answer", ":", "?"}
+    assert set(build_word_tokenizer(texts, max_number=20).get_vocab()) == words | fixed | set(SPECIALS)
