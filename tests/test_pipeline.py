@@ -178,16 +178,38 @@ def test_validation_sweep_trains_without_the_held_back_questions_and_evaluates_o
         sweep.split_validation(every, 0)
 
 
-def test_e2_tune_choice_rule():
-    """The pre-registered choice of experiments/e2_tune.py (its worked example)."""
+def _experiment(name: str):
+    """The module experiments/NAME.py, its doctests run and passing."""
     import doctest
     import importlib.util
     import sys
     sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
-    spec = importlib.util.spec_from_file_location("e2_tune", Path(__file__).parents[1] / "experiments" / "e2_tune.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "experiments" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert doctest.testmod(mod).attempted >= 1 and doctest.testmod(mod).failed == 0
+    result = doctest.testmod(mod)
+    assert result.attempted >= 1 and result.failed == 0
+    return mod
+
+
+def test_vft_recipe_rule_and_validation_questions(monkeypatch):
+    """experiments/vft_recipe.py: the pre-registered rule, and validation questions that no arm trains or
+    is tested on."""
+    from aftlab.data import synthetic_splits
+    mod = _experiment("vft_recipe")
+    assert mod.decide({"A": {0: .85, 1: .81}, "B": {0: .95, 1: .89}}) == "A stays (C not run)"  # B under the bar
+    assert mod.decide({"A": {0: .95, 1: .93}, "B": {0: .94, 1: .92}, "C": {0: .95, 1: .94}}).startswith("C: min 0.940")
+    assert mod.decide({"A": {0: .85}, "C": {0: .86}}) == "A stays"  # under the bar and gaining < 3 points
+    monkeypatch.setattr(mod, "EXCLUDE", 3000)
+    val = mod.validation(0, n=100)
+    stream = {e.question for part in synthetic_splits(2999, 1, seed=0) for e in part}
+    assert len(val) == len({e.question for e in val}) == 100 and not {e.question for e in val} & stream
+    assert [e.question for e in mod.validation(0, n=100)] == [e.question for e in val]
+
+
+def test_e2_tune_choice_rule():
+    """The pre-registered choice of experiments/e2_tune.py (its worked example)."""
+    mod = _experiment("e2_tune")
     row = lambda s, r, t: {"assessment_accuracy_strict": s, "rerank_accuracy": r, "task_accuracy": t}  # noqa: E731
     assert mod.choose([({"lr": 1}, row(.9, .9, .5))], vft_task=0.8) == ({"lr": 1e-4, "epochs": 1}, "none eligible: the default")
     assert mod.choose([({"lr": 1}, row(.7, .7, .8)), ({"lr": 2}, row(.7, .7, .8))], 0.8)[0] == {"lr": 1}  # tie: smaller budget
