@@ -140,8 +140,8 @@ def _n_steps(terms: tuple, divisor: int) -> int:
 def _make_problem(rng: random.Random, min_steps: int, max_steps: int, max_number: int, distractors: float = 0.0):
     # The rejection loop below runs ~6 times per kept problem, so its draws call ``rng._randbelow``
     # directly: exactly the numbers ``rng.choice(seq)`` (``seq[_randbelow(len(seq))]``) and
-    # ``rng.randint(a, b)`` (``a + _randbelow(b - a + 1)``) draw, at ~2x the speed (the stream is pinned
-    # by tests/test_data.py's hashes).
+    # ``rng.randint(a, b)`` (``a + _randbelow(b - a + 1)``) draw, without their call layers (205,000
+    # questions: 8.7 s instead of 9.8 s; the stream is pinned by tests/test_data.py's digests).
     n, below, uniform = max_number, rng._randbelow, rng.random
     while True:
         name, pron = NAMES[below(len(NAMES))]

@@ -58,7 +58,8 @@ def build_word_tokenizer(texts: list[str], max_number: int = 999):
 
     splitter = pre_tokenizers.Whitespace()
     # Its words (``\w+|[^\w\s]+``) never span a space, so pre-tokenizing each distinct space-separated
-    # piece once gives the words of all texts: ~2 s instead of ~25 s for 205,000 questions.
+    # piece once gives the words of all texts (205,000 questions: build_lm 3.3 s instead of 14 s with one
+    # pre-tokenizer call per 1,000 texts).
     pieces = sorted({p for t in texts for p in t.split(" ")})
     words = {w for w, _ in splitter.pre_tokenize_str(" ".join(pieces))}
     words.update(str(i) for i in range(max_number + 1))
@@ -123,7 +124,8 @@ class LM:
     def _encode_many(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text (no special tokens) in one tokenizer call; for ``tiny``'s word-level
         tokenizer one call over the distinct space-separated pieces, whose ids concatenate to the text's
-        (its words never span a space): 200,000 questions in ~3 s instead of ~20 s."""
+        (its words never span a space): 200,000 (question, COT) pairs in 4.8 s instead of 16 s one at a time
+        and 19 s in one plain batch call."""
         tok = self.tokenizer
         if not _is_tiny_tokenizer(tok):
             return [list(r) for r in tok(texts, add_special_tokens=False)["input_ids"]]
