@@ -168,8 +168,8 @@ def settings(out: Path, metrics: dict, logs: dict | None = None, n_records: int 
         model = (f"tiny (hidden {mo.hidden}, {mo.layers} layers, {mo.heads} heads)" if mo.name == "tiny"
                  else html.escape(mo.name) + (f", LoRA r = {mo.lora_r}" if mo.lora else ""))
         rows += [("task", task), ("model", model),
-                 ("VFT", f"{v.steps} steps × batch {v.batch_size}, lr {v.lr:g}"),
-                 ("training questions", f"{d.n_train} generated; {_g(metrics.get('n_train_questions_sampled'))} "
+                 ("VFT", f"{v.steps:,} steps × batch {v.batch_size}, lr {v.lr:g}"),
+                 ("training questions", f"{d.n_train:,} generated; {_g(metrics.get('n_train_questions_sampled'))} "
                                         f"sampled, k = {s.k} COTs each at T = {s.temperature:g}")]
     held = f"{_g(n_task)} for greedy task accuracy"
     if n_records is not None:
