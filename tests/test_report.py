@@ -93,7 +93,7 @@ def test_settings_show_the_runs_beta_gamma_and_counts(tmp_path):
     assert cells["align_only"][:3] == ["boundary", "0.05", "2.5"]
     assert cells["rft"][:3] == ["—", "—", "—"] and cells["rft"][3] == "0"  # no alignment term: no β, no γ, λ 0
     assert "40 for greedy task accuracy" in part and "40 in the fixed sample set" in part
-    assert "48 sampled, k = 4" in part and "2000 generated" in part
+    assert "48 sampled, k = 4" in part and "2,000 generated" in part
     assert f"href='metrics.json'" in part and str((out / "config.json").resolve()) in part
 
 
