@@ -51,8 +51,9 @@ def run_one(arm: str, seed: int, n_train: int | None, steps: int | None, existin
         cfg.vft.steps = steps
     tick = time.time()
     if existing:
-        lm = load_lm(existing.format(seed=seed), device="cpu")
-        history = json.loads((Path(existing.format(seed=seed)) / "history.json").read_text())
+        folder = Path(existing.format(seed=seed))
+        lm = load_lm(folder, device="cpu")
+        history = json.loads((folder / "history.json").read_text())  # the VFT log: a list of rows, as train_vft returns
         seconds = None
     else:
         train, test = synthetic_from_config(cfg.data)
@@ -61,10 +62,9 @@ def run_one(arm: str, seed: int, n_train: int | None, steps: int | None, existin
         seconds = time.time() - tick
     rows = greedy(lm, validation(seed), cfg.sample.max_new_tokens)
     acc = sum(r["correct"] for r in rows) / len(rows)
-    hist = history if isinstance(history, list) else history.get("history", [])
     out = {"arm": arm, "seed": seed, "n_train": cfg.data.n_train, "steps": cfg.vft.steps,
            "validation_accuracy": acc, "n_validation": len(rows), "vft_seconds": seconds,
-           "final_loss": hist[-1]["loss"] if hist else None, "correct": [int(r["correct"]) for r in rows]}
+           "final_loss": history[-1]["loss"], "correct": [int(r["correct"]) for r in rows]}
     RESULTS.mkdir(exist_ok=True)
     write_atomic(RESULTS / f"{arm}-{seed}.json", json.dumps(out))
     print(f"{arm} seed {seed}: validation greedy {acc:.4f} (VFT {seconds or 0:.0f} s)", flush=True)
