@@ -83,6 +83,7 @@ class ModelConfig:
     layers: int = F(3, "tiny: transformer layers")
     heads: int = F(4, "tiny: attention heads")
     ffn: int = F(512, "tiny: feed-forward width")
+    tie_embeddings: bool = F(True, "tiny: the output layer shares the input embedding's weights (false: its own)")
     lora: bool = F(False, "train LoRA adapters (PEFT) instead of all weights")
     lora_r: int = F(8, "LoRA rank")
     lora_alpha: int = F(16, "LoRA scaling numerator")

@@ -72,13 +72,15 @@ def build_word_tokenizer(texts: list[str], max_number: int = 999):
                                    eos_token="[EOS]", unk_token="[UNK]")
 
 
-def build_tiny(tokenizer, hidden: int = 128, layers: int = 3, heads: int = 4, ffn: int = 512, seed: int = 0):
-    """A randomly initialised Llama-style causal LM with tied embeddings, sized by the arguments."""
+def build_tiny(tokenizer, hidden: int = 128, layers: int = 3, heads: int = 4, ffn: int = 512, seed: int = 0,
+               tie_embeddings: bool = True):
+    """A randomly initialised Llama-style causal LM sized by the arguments; its output layer shares the input
+    embedding's weights unless ``tie_embeddings`` is False."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=ffn,
                       num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                      max_position_embeddings=512, tie_word_embeddings=True, rms_norm_eps=1e-5,
+                      max_position_embeddings=512, tie_word_embeddings=tie_embeddings, rms_norm_eps=1e-5,
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                       pad_token_id=tokenizer.pad_token_id, attention_dropout=0.0)
     torch.manual_seed(seed)
@@ -170,10 +172,11 @@ def autocast_context(name: str, device: torch.device):
     return torch.autocast(device.type, dtype=getattr(torch, name))
 
 
-def tiny_lm(texts: list[str], hidden=128, layers=3, heads=4, ffn=512, seed=0, max_number=999) -> LM:
+def tiny_lm(texts: list[str], hidden=128, layers=3, heads=4, ffn=512, seed=0, max_number=999,
+            tie_embeddings=True) -> LM:
     """A fresh ``tiny`` LM whose tokenizer covers ``texts``."""
     tok = build_word_tokenizer(texts, max_number=max_number)
-    return LM(build_tiny(tok, hidden, layers, heads, ffn, seed), tok)
+    return LM(build_tiny(tok, hidden, layers, heads, ffn, seed, tie_embeddings), tok)
 
 
 def _is_tiny_tokenizer(tok) -> bool:
@@ -310,7 +313,8 @@ def build_lm(cfg, examples, seed: int = 0) -> LM:
     """A fresh model for a ``ModelConfig``: ``tiny`` built over the words of the ``examples`` (questions
     and reference COTs of the task), or a loaded one (with fresh LoRA adapters when ``cfg.lora``)."""
     if cfg.name == "tiny":
-        lm = tiny_lm([e.question + " " + e.solution for e in examples], cfg.hidden, cfg.layers, cfg.heads, cfg.ffn, seed=seed)
+        lm = tiny_lm([e.question + " " + e.solution for e in examples], cfg.hidden, cfg.layers, cfg.heads, cfg.ffn,
+                     seed=seed, tie_embeddings=cfg.tie_embeddings)
         lm.model.to(pick_device(cfg.device))
         lm.max_prompt_tokens, lm.autocast = cfg.max_prompt_tokens, cfg.autocast
         return lm

@@ -165,3 +165,17 @@ def test_growing_cache_generates_the_same_tokens(tiny, small_task, k, temperatur
     grown = generate(tiny, qs, k=k, temperature=temperature, max_new_tokens=12, seed=5)
     plain = generate(tiny, qs, k=k, temperature=temperature, max_new_tokens=12, seed=5, grow_cache=False)
     assert grown == plain
+
+
+def test_fused_scoring_with_an_untied_output_layer(small_task):
+    """``model.tie_embeddings=false``: the fused head's gradients reach the separate output layer."""
+    from aftlab.model import tiny_lm
+    train, test = small_task
+    lm = tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2, ffn=64,
+                 tie_embeddings=False)
+    prompts, groups = _batch(lm, train)
+    lm.model.train()
+    fn = lambda fused: grouped_token_logprobs(lm.model, prompts, groups, lm.tokenizer.pad_token_id, fused=fused)  # noqa: E731
+    fused, plain = _loss_and_grads(lm, lambda: fn(True)), _loss_and_grads(lm, lambda: fn(False))
+    assert "lm_head.weight" in fused[2]
+    _assert_same(fused, plain)

@@ -282,3 +282,23 @@ def test_balance_is_refused_under_a_launcher(trained, small_task):
     cfg = AlignConfig(method="aft_bc_bal", constraint="boundary", balance=0.25, epochs=1, questions_per_step=8)
     with pytest.raises(ValueError, match="align.balance"):
         train_align(load_lm(out), gs, cfg, progress=False, accelerate=True)
+
+
+def test_untied_tiny_model_keeps_its_own_output_layer_through_save_and_load(tmp_path):
+    """``model.tie_embeddings=false``: the output layer is a separate weight, stays separate after a
+    save/load round trip, and a training step moves it apart from the input embedding."""
+    texts = ["Question : 1 + 2 ? Answer : 1 + 2 = 3 . #### 3"]
+    tied, untied = (tiny_lm(texts, hidden=16, layers=1, heads=2, ffn=32, tie_embeddings=t) for t in (True, False))
+    emb = lambda lm: (lm.model.get_input_embeddings().weight, lm.model.get_output_embeddings().weight)  # noqa: E731
+    assert emb(tied)[0].data_ptr() == emb(tied)[1].data_ptr()
+    assert emb(untied)[0].data_ptr() != emb(untied)[1].data_ptr()
+    opt = torch.optim.SGD(untied.model.parameters(), lr=0.5)
+    ids = torch.tensor([untied.prompt_ids(texts[0])])
+    untied.model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    untied.save(tmp_path / "m")
+    back = load_lm(tmp_path / "m")
+    i, o = emb(back)
+    assert i.data_ptr() != o.data_ptr() and not torch.equal(i, o)
+    torch.testing.assert_close(o, emb(untied)[1].detach())
+    torch.testing.assert_close(i, emb(untied)[0].detach())
