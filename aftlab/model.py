@@ -235,6 +235,33 @@ def add_lora(lm: LM, r: int = 8, alpha: int = 16, seed: int = 0) -> LM:
     return LM(peft_model, lm.tokenizer, lm.chat, lm.max_prompt_tokens, lm.autocast)
 
 
+@contextlib.contextmanager
+def lora_merged(model: torch.nn.Module):
+    """LoRA adapters folded into their base weights while inference-only code runs, then the base
+    weights put back bit for bit (a copy is kept; merge/unmerge alone would leave float rounding in
+    them). A merged layer runs one matmul instead of three and skips PEFT's adapter loop: smol greedy
+    decoding ~1.2x. A no-op for a model without unmerged LoRA adapters (``tiny``, full fine-tuning),
+    and inside another ``lora_merged``. Outputs equal the unmerged model's up to float rounding (tested).
+    """
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # PEFT not installed: no LoRA layers either
+        yield model
+        return
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and not m.merged]
+    saved = [m.get_base_layer().weight.detach().clone() for m in layers]
+    with torch.no_grad():
+        for m in layers:
+            m.merge()
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for m, w in zip(layers, saved):
+                m.unmerge()
+                m.get_base_layer().weight.copy_(w)
+
+
 def count_params(model: torch.nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 

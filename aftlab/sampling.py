@@ -15,6 +15,7 @@ the rest exactly as an uninterrupted run would. Under a launcher each process dr
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 
 from .answers import extract_answer, is_correct, is_strict_correct, step_quality
 from .data import DataError, Example, canonical, iter_records
-from .model import LM, cache_arg, growing_cache, left_pad
+from .model import LM, cache_arg, growing_cache, left_pad, lora_merged
 from .records import Group, Record, Sample
 
 
@@ -144,20 +145,21 @@ def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float 
     bar = tqdm(total=len(examples), initial=sum(e.id in done for e in examples), desc="sampling",
                disable=not (progress and dist.is_main and grid))  # no bar for a cache read back whole
     try:
-        for chunk in grid[dist.rank::dist.world]:
-            gens = gen(lm, [e.question for _, e in chunk], k, temperature, top_p, max_new_tokens,
-                       seed=seed * 1_000_003 + chunk[0][0])
-            for (_, e), row in zip(chunk, gens):
-                if e.id in done:
-                    continue
-                rec = _record(e, row)
-                mine.append(rec)
+        with lora_merged(lm.model) if grid else contextlib.nullcontext():  # inference only
+            for chunk in grid[dist.rank::dist.world]:
+                gens = gen(lm, [e.question for _, e in chunk], k, temperature, top_p, max_new_tokens,
+                           seed=seed * 1_000_003 + chunk[0][0])
+                for (_, e), row in zip(chunk, gens):
+                    if e.id in done:
+                        continue
+                    rec = _record(e, row)
+                    mine.append(rec)
+                    if f is not None:
+                        f.write(json.dumps(rec) + "\n")
                 if f is not None:
-                    f.write(json.dumps(rec) + "\n")
-            if f is not None:
-                f.flush()
-                os.fsync(f.fileno())
-            bar.update(sum(e.id not in done for _, e in chunk) * dist.world)
+                    f.flush()
+                    os.fsync(f.fileno())
+                bar.update(sum(e.id not in done for _, e in chunk) * dist.world)
     finally:
         bar.close()
         close()

@@ -5,6 +5,7 @@ experiments/README.md, 2026-12-03 second session). Chooses on validation questio
     python experiments/vft_recipe.py --seeds 0,1,2 --arm B --n-train 200000 --steps 1500
     python experiments/vft_recipe.py --report
     python experiments/vft_recipe.py --heldout C --seeds 0,1,2   # after the choice: the held-out figure
+    python experiments/vft_recipe.py --plateau D C --seeds 0      # D - C on validation, paired (third session)
 
 Per (arm, seed): trains the VFT of preset ``tiny`` with ``data.n_train`` and ``vft.steps`` overridden
 (weights in ``runs/vft-recipe/ARM-SEED``, not committed) or loads an existing one, then greedy-decodes the
@@ -22,6 +23,7 @@ from aftlab.data import Example, synthetic_from_config, synthetic_splits
 from aftlab.evaluate import greedy
 from aftlab.model import build_lm, load_lm
 from aftlab.runtime import set_threads
+from aftlab.stats import mcnemar_exact, paired_bootstrap
 from aftlab.vft import train_vft
 
 HERE = Path(__file__).parent
@@ -107,6 +109,25 @@ def heldout(arm: str, seeds: list[int]) -> dict:
     return out
 
 
+def plateau(longer: str, base: str, seeds: list[int]) -> dict:
+    """Paired validation comparison of two arms on the same questions (pre-registered 2026-12-03, third
+    session): ``longer`` − ``base`` greedy accuracy per seed, bootstrap 95% CI and exact McNemar p, and the
+    rule's reading (at the plateau: CI upper end < +1 point; more steps pay: lower end > 0)."""
+    out = {}
+    for seed in seeds:
+        a, b = (json.loads((RESULTS / f"{arm}-{seed}.json").read_text()) for arm in (longer, base))
+        d = paired_bootstrap(a["correct"], b["correct"])
+        d["mcnemar_p"] = mcnemar_exact(a["correct"], b["correct"])
+        d["reading"] = ("at the plateau" if d["hi"] < 0.01 else "more steps pay" if d["lo"] > 0
+                        else "inconclusive")
+        out[seed] = d
+        print(f"seed {seed}: {longer} ({a['steps']:,} steps) {a['validation_accuracy']:.4f} - {base} "
+              f"({b['steps']:,}) {b['validation_accuracy']:.4f} = {100 * d['diff']:+.2f} points "
+              f"[{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}], McNemar p {d['mcnemar_p']:.3g}: {d['reading']}")
+    write_atomic(HERE / f"vft_plateau_{longer}_{base}.json", json.dumps(out, indent=1))
+    return out
+
+
 def report() -> dict:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     acc: dict[str, dict[int, float]] = {}
@@ -132,9 +153,12 @@ def main(argv=None):
     ap.add_argument("--threads", default="auto")
     ap.add_argument("--report", action="store_true")
     ap.add_argument("--heldout", metavar="ARM", help="held-out greedy accuracy of ARM's trained models")
+    ap.add_argument("--plateau", nargs=2, metavar=("LONGER", "BASE"), help="paired validation difference of two arms")
     a = ap.parse_args(argv)
     if a.report:
         return report()
+    if a.plateau:
+        return plateau(*a.plateau, [int(x) for x in a.seeds.split(",")])
     set_threads(a.threads)
     if a.heldout:
         return heldout(a.heldout, [int(x) for x in a.seeds.split(",")])

@@ -179,3 +179,39 @@ def test_fused_scoring_with_an_untied_output_layer(small_task):
     fused, plain = _loss_and_grads(lm, lambda: fn(True)), _loss_and_grads(lm, lambda: fn(False))
     assert "lm_head.weight" in fused[2]
     _assert_same(fused, plain)
+
+
+def test_lora_merged_inference_gives_the_adapters_outputs_and_restores_the_weights_bit_for_bit(small_task):
+    """``model.lora_merged``: greedy COTs, samples and scores equal the unmerged LoRA model's (scores to
+    float rounding), the base weights come back exactly, and a nested use is a no-op."""
+    from aftlab.evaluate import rescore
+    from aftlab.model import add_lora, lora_merged, tiny_lm
+    from aftlab.sampling import generate, sample_cots
+    train, test = small_task
+    lm = add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2,
+                          ffn=64), r=4, alpha=8)
+    with torch.no_grad():  # LoRA's B starts at zero; make the adapters matter
+        for n, p in lm.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    qs = [e.question for e in test[:6]]
+    records = sample_cots(lm, test[:6], k=3, temperature=1.0, max_new_tokens=12, progress=False)
+    plain = (generate(lm, qs, max_new_tokens=12), generate(lm, qs, k=3, temperature=1.0, max_new_tokens=12, seed=3),
+             rescore(lm, records))
+    from peft.tuners.lora import LoraLayer
+    with lora_merged(lm.model):
+        layers = [m for m in lm.model.modules() if isinstance(m, LoraLayer)]
+        assert layers and all(m.merged for m in layers)
+        with lora_merged(lm.model):  # nested: nothing more to merge
+            merged = (generate(lm, qs, max_new_tokens=12), generate(lm, qs, k=3, temperature=1.0, max_new_tokens=12,
+                                                                     seed=3), rescore(lm, records))
+        assert all(m.merged for m in layers)
+    assert not any(m.merged for m in layers)
+    assert merged[0] == plain[0] and merged[1] == plain[1]
+    assert torch.allclose(torch.tensor(sum(merged[2], [])), torch.tensor(sum(plain[2], [])), atol=ATOL)
+    for n, p in lm.model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    adapters_off = rescore(add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32,
+                                            layers=1, heads=2, ffn=64), r=4, alpha=8), records)
+    assert not torch.allclose(torch.tensor(sum(adapters_off, [])), torch.tensor(sum(plain[2], [])), atol=1e-2)
