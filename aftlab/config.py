@@ -28,7 +28,7 @@ from .methods import REGISTRY
 METHODS = tuple(REGISTRY)  # the method registry (``aftlab.methods``) is the one list of methods
 CONSTRAINTS = (None, "detach", "boundary")
 NEG_SCOPES = ("all", "divergent")
-AUTOCASTS = ("off", "bfloat16")
+AUTOCASTS = ("off", "bfloat16", "auto")
 NEG_CREDITS = ("all", "divergent", "first_step", "first_token", "first_error")
 
 
@@ -88,8 +88,10 @@ class ModelConfig:
     lora_r: int = F(8, "LoRA rank")
     lora_alpha: int = F(16, "LoRA scaling numerator")
     dtype: str = F("auto", "\"auto\", \"float32\", \"bfloat16\" or \"float16\"")
-    autocast: str = F("off", "\"off\" or \"bfloat16\": training steps, scoring and sampling under torch.autocast "
-                      "(fp32 master weights; faster on CPUs with AVX512-BF16/AMX, results move at bf16 rounding)")
+    autocast: str = F("off", "\"off\", \"bfloat16\" or \"auto\": training steps, scoring and sampling under "
+                      "torch.autocast (fp32 master weights; faster on CPUs with AVX512-BF16/AMX, results move at bf16 "
+                      "rounding); \"auto\": bfloat16 where a quick matmul check finds it >= 1.3x faster than fp32 "
+                      "on this device, else off (the run records which in metrics.json)")
     device: str = F("auto", "\"auto\", \"cpu\", \"cuda\", \"mps\"")
     max_prompt_tokens: int = F(96, "prompts are truncated from the left to this many tokens")
     trust_remote_code: bool = F(False, "allow model code from the model folder (off: safetensors + known archs)")

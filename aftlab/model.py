@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .runtime import pick_device
+from .runtime import pick_device, resolve_autocast
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
 PLAIN_PROMPT = "Question: {question}\nAnswer:"  # prompt layout of models without a chat template
@@ -166,7 +166,9 @@ class LM:
 
 
 def autocast_context(name: str, device: torch.device):
-    """``torch.autocast`` in dtype ``name`` on ``device``'s type, or a no-op for ``"off"``."""
+    """``torch.autocast`` in dtype ``name`` on ``device``'s type, or a no-op for ``"off"``; ``"auto"``:
+    bf16 where this device runs it faster (``runtime.resolve_autocast``)."""
+    name = resolve_autocast(name, device.type)
     if name == "off":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=getattr(torch, name))

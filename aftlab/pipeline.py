@@ -31,6 +31,7 @@ from .data import synthetic_from_config
 from .evaluate import evaluate, own_sampling
 from .metrics import misranked_examples
 from .model import build_lm, load_lm
+from .runtime import resolve_autocast
 from .sampling import groups, open_sampler, sample_cots
 from .stats import comparisons_for_run
 from .trackers import Trackers, open_trackers
@@ -139,6 +140,7 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
         "misranked_examples": misranked_examples(eval_records, results["vft"]["scores"]),
         "n_train_questions_sampled": len(train_records), "n_eval_questions": len(eval_records),
         "seconds": time.time() - t0, "stage_seconds": seconds, "sampler": sampler,
+        "autocast": resolve_autocast(cfg.model.autocast, lm.device.type),  # what "auto" meant on this machine
     }
     paired = comparisons_for_run(results, eval_records)  # method vs rft / vft, question by question
     metrics.update({k: v for k, v in paired.items() if k != "per_question"})  # comparisons and question counts

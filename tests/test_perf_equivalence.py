@@ -155,3 +155,19 @@ def test_word_tokenizer_vocabulary_is_the_words_of_each_text(small_task):
         words.update(w for w, _ in splitter.pre_tokenize_str(t))
     fixed = {str(i) for i in range(21)} | {"####", "=", ".", "+", "-", "*", "/", "Question", "Answer", ":", "?"}
     assert set(build_word_tokenizer(texts, max_number=20).get_vocab()) == words | fixed | set(SPECIALS)
+
+
+def test_auto_autocast_follows_the_measured_bf16_speed(monkeypatch, tiny):
+    """``model.autocast="auto"``: bf16 where this device's bf16 matmuls measure faster, else fp32 — the
+    forward then runs in that precision, and the run's choice is what the measurement says."""
+    import aftlab.runtime as rt
+    from aftlab.model import autocast_context
+    x = torch.randn(8, 64)
+    w = torch.nn.Linear(64, 64)
+    for speedup, dtype in ((2.2, torch.bfloat16), (0.08, torch.float32)):
+        monkeypatch.setattr(rt, "bf16_speedup", lambda device_type="cpu", s=speedup: s)
+        with autocast_context("auto", torch.device("cpu")):
+            assert w(x).dtype == dtype
+    monkeypatch.undo()
+    measured = rt.bf16_speedup("cpu")
+    assert measured > 0 and rt.resolve_autocast("auto", "cpu") == ("bfloat16" if measured >= rt.BF16_GAIN else "off")
