@@ -4,7 +4,9 @@ The naive arm calls ``generate`` for one question and one sample per call; ``uns
 call before prompt sharing (the prompt run k times, ``share_prompt=False``); ``dynamic`` the batched call
 with transformers' ``DynamicCache``, which concatenates the whole cache at every token
 (``grow_cache=False``); ``greedy`` is evaluation's greedy pass (``evaluate.greedy``, one batch of
-``evaluate.GREEDY_BATCH`` = 512 questions on tiny). From the rates: projected seconds for the goals
+``evaluate.GREEDY_BATCH`` = 512 questions on tiny). On smol, after those arms, the model gets the preset's
+LoRA adapters and greedy decoding runs with them as PEFT wraps them vs folded into the weights
+(``model.lora_merged``, as ``evaluate`` and ``sample_cots`` run; same COTs, tested). From the rates: projected seconds for the goals
 (k = 8 for 3,000 training questions, greedy on 5,000 held-out questions). Both arms sample at
 T = 0.8 up to ``max_new_tokens``; the table reports COTs/s and the ratio. An untrained ``tiny``
 model rarely emits EOS, so both arms generate the full ``max_new_tokens`` per COT (a fair, fixed
@@ -53,7 +55,19 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
     rate = {"naive": n_naive / t["naive"], "unshared": n_questions * k / t["unshared"],
             "dynamic": n_questions * k / t["dynamic"],
             "batched": n_questions * k / t["batched"], "greedy": n_greedy / t["greedy"]}
-    return {"preset": preset, "k": k, "n_questions": n_questions, "max_new_tokens": max_new_tokens,
+    out = {}
+    if preset == "smol":  # last: add_lora wraps the model in place
+        from aftlab.config import preset as preset_cfg
+        from aftlab.model import add_lora, lora_merged
+        mcfg = preset_cfg("smol").model
+        lm = add_lora(lm, mcfg.lora_r, mcfg.lora_alpha)
+
+        def greedy_merged():
+            with lora_merged(lm.model):
+                return greedy()
+        tl = interleaved({"greedy_lora": greedy, "greedy_lora_merged": greedy_merged}, reps=reps)
+        out = {"lora_seconds": tl, "lora_merged_vs_unmerged_greedy": tl["greedy_lora"] / tl["greedy_lora_merged"]}
+    return out | {"preset": preset, "k": k, "n_questions": n_questions, "max_new_tokens": max_new_tokens,
             "threads": torch.get_num_threads(), "seconds": t, "cots_per_s": rate,
             "batched_vs_naive": rate["batched"] / rate["naive"], "shared_vs_unshared": rate["batched"] / rate["unshared"],
             "grown_vs_dynamic_cache": rate["batched"] / rate["dynamic"],
