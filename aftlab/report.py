@@ -146,7 +146,10 @@ def _table(rows, head=None) -> str:
 
 
 def _g(x) -> str:
-    return "—" if x is None else html.escape(f"{x:g}" if isinstance(x, float) else str(x))
+    """A setting or count for the page: floats short (``0.0001``), counts with thousands separators (``3,000``)."""
+    if x is None:
+        return "—"
+    return html.escape(f"{x:g}" if isinstance(x, float) else f"{x:,}" if isinstance(x, int) else str(x))
 
 
 def settings(out: Path, metrics: dict, logs: dict | None = None, n_records: int | None = None) -> str:
@@ -173,10 +176,10 @@ def settings(out: Path, metrics: dict, logs: dict | None = None, n_records: int 
                                         f"sampled, k = {s.k} COTs each at T = {s.temperature:g}")]
     held = f"{_g(n_task)} for greedy task accuracy"
     if n_records is not None:
-        held += (f"; {n_records} in the fixed sample set (drawn once from VFT"
+        held += (f"; {n_records:,} in the fixed sample set (drawn once from VFT"
                  + (f", {cfg.eval_k} COTs each" if cfg else "") + ") for assessment and rerank")
     if n_assess is not None:
-        held += (f", of which {n_assess} have a right and a wrong COT ({_g(vft.get('n_pairs'))} pairs, "
+        held += (f", of which {_g(n_assess)} have a right and a wrong COT ({_g(vft.get('n_pairs'))} pairs, "
                  f"{_g(vft.get('n_pairs_strict'))} with a step-valid right COT)")
     rows.append(("held-out questions", held))
     if cfg:

@@ -11,7 +11,7 @@ from aftlab.cli import main
 from aftlab.config import preset, replace_path, to_dict
 from aftlab.methods import REGISTRY
 from aftlab.metrics import DEFINITIONS, LABELS, assessment_accuracy, rerank_accuracy, strict_view, task_accuracy
-from aftlab.report import headline, verdict, write_report
+from aftlab.report import headline, settings, verdict, write_report
 from aftlab.stats import comparisons_for_run
 
 METHODS = ("vft", "rft", "aft_bc", "aft_dc", "align_only")
@@ -94,6 +94,9 @@ def test_settings_show_the_runs_beta_gamma_and_counts(tmp_path):
     assert cells["rft"][:3] == ["—", "—", "—"] and cells["rft"][3] == "0"  # no alignment term: no β, no γ, λ 0
     assert "40 for greedy task accuracy" in part and "40 in the fixed sample set" in part
     assert "48 sampled, k = 4" in part and "2,000 generated" in part
+    metrics = json.loads((out / "metrics.json").read_text())
+    big = settings(out, dict(metrics, n_train_questions_sampled=3000, n_eval_questions=5000), n_records=2000)
+    assert "3,000 sampled" in big and "5,000 for greedy" in big and "2,000 in the fixed sample set" in big
     assert f"href='metrics.json'" in part and str((out / "config.json").resolve()) in part
 
 
