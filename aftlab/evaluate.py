@@ -92,31 +92,32 @@ def evaluate(lm: LM, test: list[Example], eval_records: list[Record], max_new_to
     samples of the first ``own_questions`` held-out questions: ``own_records`` when given (the VFT
     model's are the fixed sample set itself), else ``own_k`` drawn now at ``temperature``.
     ``dist``: shard decoding, rescoring and sampling over the processes of a launch (same figures)."""
-    with lora_merged(lm.model):  # inference only: LoRA adapters folded into the weights meanwhile
+    n = len(test) if own_questions is None else min(own_questions, len(test))
+    with lora_merged(lm.model):  # the model's work, inference only: LoRA adapters folded into the weights meanwhile
         g = greedy(lm, test, max_new_tokens, dist=dist)
         scores = rescore(lm, eval_records, dist)
-        correct = [[s["correct"] for s in r["samples"]] for r in eval_records]
-        levels = [[quality_level(s) for s in r["samples"]] for r in eval_records]
-        assess = assessment_accuracy(scores, correct)
-        strict = assessment_accuracy(*strict_view(scores, eval_records))  # lucky COTs left out
-        n_right = sum(s["correct"] for r in eval_records for s in r["samples"])
-        pos = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if ok]
-        neg = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if not ok]
-        m = {"task_accuracy": task_accuracy([x["correct"] for x in g]),
-             "assessment_accuracy": assess["pairs"], "assessment_per_question": assess["per_question"],
-             "n_pairs": assess["n_pairs"], "assessment_accuracy_strict": strict["pairs"],
-             "assessment_strict_per_question": strict["per_question"], "n_pairs_strict": strict["n_pairs"],
-             "lucky_share": 1 - sum(s["strict"] for r in eval_records for s in r["samples"]) / max(n_right, 1),
-             "rerank_accuracy": rerank_accuracy(scores, correct),
-             "mean_pos_score": sum(pos) / max(len(pos), 1), "mean_neg_score": sum(neg) / max(len(neg), 1),
-             "ranking_tau": mean_kendall_tau(scores, levels),
-             "repetition_rate": repetition_rate([x["cot"] for x in g]),
-             "unfinished_rate": sum(not x["finished"] for x in g) / len(g)}
-        m["perplexity"] = perplexity(lm, test)
-        n = len(test) if own_questions is None else min(own_questions, len(test))
+        ppl = perplexity(lm, test)
         if own_records is None and own_k and n:
             own_records = sample_cots(lm, test[:n], k=own_k, temperature=temperature, max_new_tokens=max_new_tokens,
                                       seed=seed + 7, progress=False, dist=dist)
-        if own_records:
-            m |= self_consistency_of(own_records[:n])
+    correct = [[s["correct"] for s in r["samples"]] for r in eval_records]
+    levels = [[quality_level(s) for s in r["samples"]] for r in eval_records]
+    assess = assessment_accuracy(scores, correct)
+    strict = assessment_accuracy(*strict_view(scores, eval_records))  # lucky COTs left out
+    n_right = sum(s["correct"] for r in eval_records for s in r["samples"])
+    pos = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if ok]
+    neg = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if not ok]
+    m = {"task_accuracy": task_accuracy([x["correct"] for x in g]),
+         "assessment_accuracy": assess["pairs"], "assessment_per_question": assess["per_question"],
+         "n_pairs": assess["n_pairs"], "assessment_accuracy_strict": strict["pairs"],
+         "assessment_strict_per_question": strict["per_question"], "n_pairs_strict": strict["n_pairs"],
+         "lucky_share": 1 - sum(s["strict"] for r in eval_records for s in r["samples"]) / max(n_right, 1),
+         "rerank_accuracy": rerank_accuracy(scores, correct),
+         "mean_pos_score": sum(pos) / max(len(pos), 1), "mean_neg_score": sum(neg) / max(len(neg), 1),
+         "ranking_tau": mean_kendall_tau(scores, levels),
+         "repetition_rate": repetition_rate([x["cot"] for x in g]),
+         "unfinished_rate": sum(not x["finished"] for x in g) / len(g)}
+    m["perplexity"] = ppl
+    if own_records:
+        m |= self_consistency_of(own_records[:n])
     return {"metrics": m, "greedy": g, "scores": scores}

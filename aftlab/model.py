@@ -242,8 +242,9 @@ def lora_merged(model: torch.nn.Module):
     """LoRA adapters folded into their base weights while inference-only code runs, then the base
     weights put back bit for bit (a copy is kept; merge/unmerge alone would leave float rounding in
     them). A merged layer runs one matmul instead of three and skips PEFT's adapter loop: smol greedy
-    decoding of 8 questions 1.07x in fp32 (``benchmarks/bench_sampling.py --preset smol``). A no-op for a model without unmerged LoRA adapters (``tiny``, full fine-tuning),
-    and inside another ``lora_merged``. Outputs equal the unmerged model's up to float rounding (tested).
+    decoding of 8 questions 1.07x in fp32 (``benchmarks/bench_sampling.py --preset smol``). A no-op for a
+    model without unmerged LoRA adapters (``tiny``, full fine-tuning), and inside another ``lora_merged``.
+    Outputs equal the unmerged model's up to float rounding (tested).
     """
     try:
         from peft.tuners.lora import LoraLayer

@@ -6,9 +6,9 @@ with transformers' ``DynamicCache``, which concatenates the whole cache at every
 (``grow_cache=False``); ``greedy`` is evaluation's greedy pass (``evaluate.greedy``, one batch of
 ``evaluate.GREEDY_BATCH`` = 512 questions on tiny). On smol, after those arms, the model gets the preset's
 LoRA adapters and greedy decoding runs with them as PEFT wraps them vs folded into the weights
-(``model.lora_merged``, as ``evaluate`` and ``sample_cots`` run; same COTs, tested). From the rates: projected seconds for the goals
-(k = 8 for 3,000 training questions, greedy on 5,000 held-out questions). Both arms sample at
-T = 0.8 up to ``max_new_tokens``; the table reports COTs/s and the ratio. An untrained ``tiny``
+(``model.lora_merged``, as ``evaluate`` and ``sample_cots`` run; same COTs, tested). From the rates:
+projected seconds for the goals (k = 8 for 3,000 training questions, greedy on 5,000 held-out questions).
+Both arms sample at T = 0.8 up to ``max_new_tokens``; the table reports COTs/s and the ratio. An untrained ``tiny``
 model rarely emits EOS, so both arms generate the full ``max_new_tokens`` per COT (a fair, fixed
 workload); the naive arm runs on the first questions only, its rate is what is compared.
 

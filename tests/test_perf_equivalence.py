@@ -157,7 +157,7 @@ def test_word_tokenizer_vocabulary_is_the_words_of_each_text(small_task):
     assert set(build_word_tokenizer(texts, max_number=20).get_vocab()) == words | fixed | set(SPECIALS)
 
 
-def test_auto_autocast_follows_the_measured_bf16_speed(monkeypatch, tiny):
+def test_auto_autocast_follows_the_measured_bf16_speed(monkeypatch):
     """``model.autocast="auto"``: bf16 where this device's bf16 matmuls measure faster, else fp32 — the
     forward then runs in that precision, and the run's choice is what the measurement says."""
     import aftlab.runtime as rt
