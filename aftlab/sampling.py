@@ -24,7 +24,7 @@ import torch
 
 from .answers import extract_answer, is_correct, is_strict_correct, step_quality
 from .data import DataError, Example, canonical, iter_records
-from .model import LM, cache_arg, growing_cache, left_pad, lora_merged
+from .model import LM, cache_arg, growing_cache, left_pad, linears_cast, lora_merged
 from .records import Group, Record, Sample
 
 
@@ -56,15 +56,17 @@ def prefill(model, ids: torch.Tensor, att: torch.Tensor, repeats: int, reserve: 
 
 @torch.inference_mode()
 def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-             max_new_tokens: int = 48, seed: int = 0, share_prompt: bool = True, grow_cache: bool = True
-             ) -> list[list[tuple[str, bool]]]:
+             max_new_tokens: int = 48, seed: int = 0, share_prompt: bool = True, grow_cache: bool = True,
+             cast_once: bool = True) -> list[list[tuple[str, bool]]]:
     """k completions per question as (text, finished) pairs; ``temperature`` 0 means greedy.
 
     ``share_prompt``: with k > 1 samples per question, the prompt (all but its last token) is run once
     per question and its KV cache repeated k times (:func:`prefill`), instead of k times; the samples
     for a seed are those of ``share_prompt=False`` (tested), the prompt's FLOPs k times fewer.
     ``grow_cache``: keys and values go into a buffer with room for the new tokens (``model.growing_cache``)
-    instead of being concatenated at every token; the same tokens as ``grow_cache=False`` (tested)."""
+    instead of being concatenated at every token; the same tokens as ``grow_cache=False`` (tested).
+    ``cast_once``: under autocast, the linear layers' weights are cast to its dtype once for the call
+    (``model.linears_cast``) instead of at every token; the same tokens as ``cast_once=False`` (tested)."""
     model, tok = lm.model, lm.tokenizer
     was_training = model.training
     model.eval()
@@ -77,7 +79,8 @@ def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0,
     rows = k if sample else 1
     reserve = max_new_tokens + 1 if grow_cache else None
     extra = {}
-    with lm.precision():  # opt-in bf16 autocast (model.autocast)
+    # opt-in bf16 autocast (model.autocast), with the linear weights cast once per call rather than per token
+    with lm.precision(), linears_cast(model, lm.autocast if cast_once else "off"):
         if share_prompt and rows > 1 and width > 1:
             extra[cache_arg()] = prefill(model, ids[:, :-1], att[:, :-1], rows, reserve)
             ids, att = ids.repeat_interleave(rows, 0), att.repeat_interleave(rows, 0)

@@ -6,7 +6,9 @@ with transformers' ``DynamicCache``, which concatenates the whole cache at every
 (``grow_cache=False``); ``greedy`` is evaluation's greedy pass (``evaluate.greedy``, one batch of
 ``evaluate.GREEDY_BATCH`` = 512 questions on tiny). On smol, after those arms, the model gets the preset's
 LoRA adapters and greedy decoding runs with them as PEFT wraps them vs folded into the weights
-(``model.lora_merged``, as ``evaluate`` and ``sample_cots`` run; same COTs, tested). From the rates:
+(``model.lora_merged``, as ``evaluate`` and ``sample_cots`` run; same COTs, tested), and, under the preset's
+autocast, with the linear weights cast to bf16 once per call vs at every token (``generate(cast_once=...)``,
+``model.linears_cast``; the same COTs bit for bit, tested; 1.0 where "auto" chose fp32). From the rates:
 projected seconds for the goals (k = 8 for 3,000 training questions, greedy on 5,000 held-out questions).
 Both arms sample at T = 0.8 up to ``max_new_tokens``; the table reports COTs/s and the ratio. An untrained ``tiny``
 model rarely emits EOS, so both arms generate the full ``max_new_tokens`` per COT (a fair, fixed
@@ -67,6 +69,17 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
                 return greedy()
         tl = interleaved({"greedy_lora": greedy, "greedy_lora_merged": greedy_merged}, reps=reps)
         out = {"lora_seconds": tl, "lora_merged_vs_unmerged_greedy": tl["greedy_lora"] / tl["greedy_lora_merged"]}
+        # the preset's autocast ("auto": bf16 where it pays): weights cast once per call vs at every token
+        from aftlab.runtime import resolve_autocast
+        lm.autocast = mcfg.autocast
+        greedy_q = [e.question for e in greedy_qs]
+
+        def decode(once):
+            with lora_merged(lm.model):
+                return generate(lm, greedy_q, max_new_tokens=max_new_tokens, cast_once=once)
+        tc = interleaved({"per_token": lambda: decode(False), "once": lambda: decode(True)}, reps=reps)
+        out |= {"autocast": resolve_autocast(lm.autocast, lm.device.type), "cast_seconds": tc,
+                "cast_once_vs_per_token_greedy": tc["per_token"] / tc["once"]}
     return out | {"preset": preset, "k": k, "n_questions": n_questions, "max_new_tokens": max_new_tokens,
             "threads": torch.get_num_threads(), "seconds": t, "cots_per_s": rate,
             "batched_vs_naive": rate["batched"] / rate["naive"], "shared_vs_unshared": rate["batched"] / rate["unshared"],

@@ -215,3 +215,39 @@ def test_lora_merged_inference_gives_the_adapters_outputs_and_restores_the_weigh
     adapters_off = rescore(add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32,
                                             layers=1, heads=2, ffn=64), r=4, alpha=8), records)
     assert not torch.allclose(torch.tensor(sum(adapters_off, [])), torch.tensor(sum(plain[2], [])), atol=1e-2)
+
+
+def test_linears_cast_decodes_exactly_what_autocast_decodes_and_restores_the_parameters(small_task):
+    """``model.linears_cast`` (generate under bf16 autocast with the linear weights cast once per call):
+    the same greedy COTs and samples, bit for bit, as autocast casting them at every token, on a LoRA
+    model with a tied head; the original parameter objects come back (the tie too), and fp32 decodes
+    differently (so autocast did run)."""
+    from aftlab.model import add_lora, linears_cast, tiny_lm
+    from aftlab.sampling import generate
+    train, test = small_task
+    lm = add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2,
+                          ffn=64), r=4, alpha=8)
+    with torch.no_grad():
+        for n, p in lm.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    params = dict(lm.model.named_parameters())
+    head, emb = lm.model.get_output_embeddings(), lm.model.get_input_embeddings()
+    assert head.weight is emb.weight
+    with linears_cast(lm.model, "bfloat16"):
+        assert head.weight.dtype == torch.bfloat16 and emb.weight.dtype == torch.float32
+        assert {p.dtype for m in lm.model.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters()} == {
+            torch.bfloat16}
+    assert dict(lm.model.named_parameters()) == params and head.weight is emb.weight
+    assert all(p.dtype == torch.float32 for p in params.values())
+
+    qs = [e.question for e in test[:6]]
+    run = lambda once=True: (generate(lm, qs, max_new_tokens=12, cast_once=once),  # noqa: E731
+                             generate(lm, qs, k=3, temperature=1.0, max_new_tokens=12, seed=3, cast_once=once))
+    lm.autocast = "bfloat16"
+    cast_once, cast_per_token = run(), run(once=False)
+    lm.autocast = "off"
+    fp32 = run()
+    assert cast_once == cast_per_token
+    assert cast_once != fp32
+    assert dict(lm.model.named_parameters()) == params
