@@ -266,19 +266,23 @@ def lora_merged(model: torch.nn.Module):
 
 
 @contextlib.contextmanager
-def linears_cast(model: torch.nn.Module, autocast: str):
-    """Inside inference code that runs under ``autocast_context(autocast, ...)``: every ``nn.Linear``'s
-    weight (and bias) swapped for a copy already in the autocast dtype, the original parameters put back
-    afterwards (the very same objects; tied weights stay tied).
+def linears_cast(model: torch.nn.Module, autocast: str, frozen_only: bool = False):
+    """Inside code that runs under ``autocast_context(autocast, ...)``: every ``nn.Linear``'s weight (and
+    bias) swapped for a copy already in the autocast dtype, the original parameters put back afterwards
+    (the very same objects; tied weights stay tied). ``frozen_only`` (for a training step): only
+    parameters that take no gradient (LoRA's base weights), and never the output layer, whose rows the
+    fused head reads in fp32 (``aftlab.head``).
 
     Autocast casts a linear layer's fp32 weight to bf16 at *every* call; it caches casts only of leaf
     tensors that require grad, which excludes everything under ``inference_mode`` and LoRA's frozen base
     weights. In decoding, one token per row, that cast is most of the work: it reads and writes the
     whole model per generated token. The layer's result is bit for bit the same — autocast casts the
     weight to the same dtype either way, and a tensor already in it is left alone (tested on ``generate``):
-    smol greedy decoding ~2x faster under bf16 autocast (``benchmarks/bench_sampling.py --preset smol``).
-    A no-op when ``autocast`` resolves to ``"off"`` (``tiny``'s default). Only for code that computes no
-    gradient: a trainable weight swapped here would not be the one the optimizer updates.
+    smol greedy decoding ~2x faster under bf16 autocast (``benchmarks/bench_sampling.py --preset smol``);
+    in a LoRA training step the frozen weights were cast at every forward (each length bucket, prompt and
+    COTs): the same loss and gradients bit for bit (tested). A no-op when ``autocast`` resolves to
+    ``"off"`` (``tiny``'s default). Without ``frozen_only`` only for code that computes no gradient: a
+    trainable weight swapped here would not be the one the optimizer updates.
 
     >>> lin = torch.nn.Linear(3, 2)
     >>> with linears_cast(lin, "bfloat16"):
@@ -292,13 +296,14 @@ def linears_cast(model: torch.nn.Module, autocast: str):
         yield model
         return
     dtype = getattr(torch, name)
+    head = model.get_output_embeddings() if frozen_only and hasattr(model, "get_output_embeddings") else None
     swapped, copies = [], {}
     for m in model.modules():
-        if not isinstance(m, torch.nn.Linear):
+        if not isinstance(m, torch.nn.Linear) or (frozen_only and m is head):
             continue
         for attr in ("weight", "bias"):
             p = getattr(m, attr)
-            if p is None or not p.is_floating_point() or p.dtype == dtype:
+            if p is None or not p.is_floating_point() or p.dtype == dtype or (frozen_only and p.requires_grad):
                 continue
             if id(p) not in copies:  # a tied weight gets one copy, shared as the original was
                 copies[id(p)] = torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)

@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 
 from . import checkpoint, distributed
+from .model import linears_cast
 from .records import LogRow
 
 # (model, step, dist) -> (loss detached, extra log fields); runs forward and backward on this process's share
@@ -115,7 +116,9 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
     bar = tqdm(total=total, initial=step, desc=what, disable=not (progress and dist.is_main)) if own_bar else progress
     while step < total:
         optimizer.zero_grad(set_to_none=True)
-        with lm.precision():  # opt-in bf16 autocast (model.autocast); a no-op by default
+        # opt-in bf16 autocast (model.autocast; a no-op by default), frozen weights cast once per step
+        # (one process: a launcher's wrapper may own the parameters)
+        with lm.precision(), linears_cast(lm.model, lm.autocast if dist.world == 1 else "off", frozen_only=True):
             loss, fields = step_fn(model, step, dist)
         check_finite(loss, f"{what} step {step}: loss", out)
         gnorm = dist.clip(model, clip)

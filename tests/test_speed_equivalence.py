@@ -251,3 +251,50 @@ def test_linears_cast_decodes_exactly_what_autocast_decodes_and_restores_the_par
     assert cast_once == cast_per_token
     assert cast_once != fp32
     assert dict(lm.model.named_parameters()) == params
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_frozen_weights_cast_once_per_step_train_exactly_as_autocast_does(small_task, monkeypatch, tie):
+    """``train.fit`` under bf16 autocast casts LoRA's frozen base weights once per step
+    (``linears_cast(frozen_only=True)``), not at every forward: the same loss history and weights bit for
+    bit as casting at every forward; the adapters and the output layer (tied or not) stay fp32."""
+    import contextlib
+
+    import aftlab.train
+    from aftlab.config import VFTConfig
+    from aftlab.model import add_lora, linears_cast, tiny_lm
+    from aftlab.vft import train_vft
+    train, test = small_task
+
+    def fresh():
+        lm = add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2,
+                              ffn=64, tie_embeddings=tie), r=4, alpha=8)
+        lm.autocast = "bfloat16"
+        return lm
+    lm = fresh()
+    head = lm.model.get_output_embeddings()
+    with linears_cast(lm.model, "bfloat16", frozen_only=True):
+        dtypes = {n: p.dtype for n, p in lm.model.named_parameters()}
+        assert {d for n, d in dtypes.items() if "base_layer" in n} == {torch.bfloat16}
+        assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
+        assert head.weight.dtype == torch.float32
+    cfg = VFTConfig(steps=3, batch_size=8, lr=1e-2, warmup=1, log_every=1, checkpoint_every=0)
+    seen, real = [], aftlab.train.linears_cast
+
+    @contextlib.contextmanager
+    def spy(model, autocast, frozen_only=False):  # the real cast, noting what a step's forward sees
+        with real(model, autocast, frozen_only=frozen_only):
+            seen.append(next(p.dtype for n, p in model.named_parameters() if "base_layer" in n))
+            yield model
+    monkeypatch.setattr(aftlab.train, "linears_cast", spy)
+    once = train_vft(lm, train[:40], cfg, progress=False)
+    assert seen == [torch.bfloat16] * 3
+    monkeypatch.setattr(aftlab.train, "linears_cast", lambda *a, **k: contextlib.nullcontext())
+    lm2 = fresh()
+    per_forward = train_vft(lm2, train[:40], cfg, progress=False)
+    assert [r["loss"] for r in once] == [r["loss"] for r in per_forward]
+    after, after2 = dict(lm.model.named_parameters()), dict(lm2.model.named_parameters())
+    assert all(p.dtype == torch.float32 for p in after.values())
+    assert all(torch.equal(after[n], after2[n]) for n in after)
+    assert any(not torch.equal(p, q) for (n, p), q in zip(fresh().model.named_parameters(), after.values())
+               if "lora_" in n)  # the adapters did train
