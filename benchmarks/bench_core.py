@@ -3,7 +3,9 @@
 Arms of the tiny/smol VFT step (``vft.nll_backward``) and AFT step (the body of ``align.train_align``):
 ``plain`` is the code path before the fused head (logits of every COT position, gather − logsumexp);
 ``fused`` the default now (``aftlab.head``: taken-token log-probs chunk by chunk); ``bf16`` the fused
-path under bf16 autocast (opt-in ``model.autocast``). MFU is model FLOPs (``bench_mfu.train_flops``)
+path under bf16 autocast (opt-in ``model.autocast``); ``bf16_cast`` that, with the frozen weights cast once
+per step as ``train.fit`` does (``model.linears_cast(frozen_only=True)``: LoRA's base weights on smol; the same
+as ``bf16`` on tiny, which has none). MFU is model FLOPs (``bench_mfu.train_flops``)
 per second over the measured fp32 matmul peak (and the bf16 one for the bf16 arm).
 
     python benchmarks/bench_core.py --preset tiny [--reps 5]
@@ -18,12 +20,16 @@ import torch
 from common import cli_main, interleaved, load, matmul_flops
 
 
-def _arm(step, name: str):
-    """``step`` run as arm ``name``: ``plain`` without the fused head, ``bf16`` under autocast."""
+def _arm(step, name: str, model=None):
+    """``step`` run as arm ``name``: ``plain`` without the fused head, ``bf16`` under autocast,
+    ``bf16_cast`` also with ``model``'s frozen weights cast once per step."""
+    from aftlab.model import linears_cast
+
     def f():
         plain = mock.patch("aftlab.scoring.split_head", lambda m: None) if name == "plain" else contextlib.nullcontext()
-        cast = torch.autocast("cpu", torch.bfloat16) if name == "bf16" else contextlib.nullcontext()
-        with plain, cast:
+        cast = torch.autocast("cpu", torch.bfloat16) if name.startswith("bf16") else contextlib.nullcontext()
+        once = linears_cast(model, "bfloat16", frozen_only=True) if name == "bf16_cast" else contextlib.nullcontext()
+        with plain, cast, once:
             step()
     return f
 
@@ -33,7 +39,7 @@ def bf16_matmul_flops(n: int = 2048, reps: int = 3) -> float:
     return 2 * n ** 3 / interleaved({"mm": lambda: a @ b}, reps=reps)["mm"]
 
 
-def run(preset: str = "tiny", device: str = "cpu", reps: int = 3, arms=("plain", "fused", "bf16")) -> dict:
+def run(preset: str = "tiny", device: str = "cpu", reps: int = 3, arms=("plain", "fused", "bf16", "bf16_cast")) -> dict:
     from bench_mfu import train_flops
     from bench_train import _aft, _groups
     from aftlab.config import preset as get_preset
@@ -70,12 +76,14 @@ def run(preset: str = "tiny", device: str = "cpu", reps: int = 3, arms=("plain",
     out["plain_logits_mib"] = {"vft": heads * vocab * 4 / 2 ** 20, "aft": aft_heads * vocab * 4 / 2 ** 20}
     flops = {"vft": train_flops(model, tokens, heads), "aft": train_flops(model, aft_tokens, aft_heads)}
     for stage, step in (("vft", vft), ("aft", aft)):
-        t = interleaved({a: _arm(step, a) for a in arms}, reps=reps)
+        t = interleaved({a: _arm(step, a, model) for a in arms}, reps=reps)
         out["s_per_step"][stage] = t
         out["mfu"][stage] = {a: flops[stage] / t[a] / peak for a in arms}
         out["speedup"][stage] = {a: t["plain"] / t[a] for a in arms if a != "plain"}
         if "bf16" in arms:
             out["mfu"][stage]["bf16_vs_bf16_peak"] = flops[stage] / t["bf16"] / peak_bf16
+        if {"bf16", "bf16_cast"} <= set(arms):
+            out["speedup"][stage]["cast_once_vs_bf16"] = t["bf16"] / t["bf16_cast"]
     return out
 
 
