@@ -195,6 +195,7 @@ def test_lora_merged_inference_gives_the_adapters_outputs_and_restores_the_weigh
             if "lora_B" in n:
                 p.normal_(0, 0.2)
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    keys, modules = list(lm.model.state_dict()), [n for n, _ in lm.model.named_modules()]
     qs = [e.question for e in test[:6]]
     records = sample_cots(lm, test[:6], k=3, temperature=1.0, max_new_tokens=12, progress=False)
     plain = (generate(lm, qs, max_new_tokens=12), generate(lm, qs, k=3, temperature=1.0, max_new_tokens=12, seed=3),
@@ -212,6 +213,7 @@ def test_lora_merged_inference_gives_the_adapters_outputs_and_restores_the_weigh
     assert torch.allclose(torch.tensor(sum(merged[2], [])), torch.tensor(sum(plain[2], [])), atol=ATOL)
     for n, p in lm.model.named_parameters():
         assert torch.equal(p, before[n]), n
+    assert list(lm.model.state_dict()) == keys and [n for n, _ in lm.model.named_modules()] == modules
     adapters_off = rescore(add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32,
                                             layers=1, heads=2, ffn=64), r=4, alpha=8), records)
     assert not torch.allclose(torch.tensor(sum(adapters_off, [])), torch.tensor(sum(plain[2], [])), atol=1e-2)
