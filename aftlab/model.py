@@ -275,12 +275,13 @@ def linears_cast(model: torch.nn.Module, autocast: str, frozen_only: bool = Fals
 
     Autocast casts a linear layer's fp32 weight to bf16 at *every* call; it caches casts only of leaf
     tensors that require grad, which excludes everything under ``inference_mode`` and LoRA's frozen base
-    weights. In decoding, one token per row, that cast is most of the work: it reads and writes the
-    whole model per generated token. The layer's result is bit for bit the same — autocast casts the
-    weight to the same dtype either way, and a tensor already in it is left alone (tested on ``generate``):
-    smol greedy decoding ~2x faster under bf16 autocast (``benchmarks/bench_sampling.py --preset smol``);
-    in a LoRA training step the frozen weights were cast at every forward (each length bucket, prompt and
-    COTs): the same loss and gradients bit for bit (tested). A no-op when ``autocast`` resolves to
+    weights. In decoding, one token per row, that cast reads and writes the whole model per generated
+    token. The layer's result is bit for bit the same — autocast casts the weight to the same dtype either
+    way, and leaves a tensor already in it alone (tested on ``generate``): smol greedy decoding 1.36x
+    faster under bf16 autocast (8 questions, 2 threads; ``benchmarks/bench_sampling.py --preset smol``).
+    In a LoRA training step the frozen weights were cast at every forward (each length bucket, prompt and
+    COTs): the same loss and gradients bit for bit (tested), smol VFT / AFT steps 1.08x / 1.09x
+    (``benchmarks/bench_core.py --preset smol``). A no-op when ``autocast`` resolves to
     ``"off"`` (``tiny``'s default). Without ``frozen_only`` only for code that computes no gradient: a
     trainable weight swapped here would not be the one the optimizer updates.
 
