@@ -39,6 +39,7 @@ def load(preset_name: str, device: str = "cpu"):
     train, test = task()
     cfg = preset(preset_name)
     cfg.model.device = device
+    cfg.model.autocast = "off"  # fp32 arms measure fp32 (smol's preset says "auto"); bf16 has its own arms
     if preset_name == "smol":
         cfg.model.lora = False  # bench the full model; LoRA is measured where it matters (training)
         try:
