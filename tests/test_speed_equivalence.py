@@ -181,19 +181,29 @@ def test_fused_scoring_with_an_untied_output_layer(small_task):
     _assert_same(fused, plain)
 
 
+def _lora_tiny(small_task, tie: bool = True, adapters_matter: bool = True):
+    """A small ``tiny`` LM with LoRA adapters (r = 4); ``adapters_matter``: their B matrices drawn non-zero
+    (LoRA starts B at zero, which would make the adapters invisible)."""
+    from aftlab.model import add_lora, tiny_lm
+    train, test = small_task
+    lm = add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2,
+                          ffn=64, tie_embeddings=tie), r=4, alpha=8)
+    if adapters_matter:
+        with torch.no_grad():
+            for n, p in lm.model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.2)
+    return lm
+
+
 def test_lora_merged_inference_gives_the_adapters_outputs_and_restores_the_weights_bit_for_bit(small_task):
     """``model.lora_merged``: greedy COTs, samples and scores equal the unmerged LoRA model's (scores to
     float rounding), the base weights come back exactly, and a nested use is a no-op."""
     from aftlab.evaluate import rescore
-    from aftlab.model import add_lora, lora_merged, tiny_lm
+    from aftlab.model import lora_merged
     from aftlab.sampling import generate, sample_cots
-    train, test = small_task
-    lm = add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2,
-                          ffn=64), r=4, alpha=8)
-    with torch.no_grad():  # LoRA's B starts at zero; make the adapters matter
-        for n, p in lm.model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.2)
+    _, test = small_task
+    lm = _lora_tiny(small_task)
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
     keys, modules = list(lm.model.state_dict()), [n for n, _ in lm.model.named_modules()]
     qs = [e.question for e in test[:6]]
@@ -214,8 +224,7 @@ def test_lora_merged_inference_gives_the_adapters_outputs_and_restores_the_weigh
     for n, p in lm.model.named_parameters():
         assert torch.equal(p, before[n]), n
     assert list(lm.model.state_dict()) == keys and [n for n, _ in lm.model.named_modules()] == modules
-    adapters_off = rescore(add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32,
-                                            layers=1, heads=2, ffn=64), r=4, alpha=8), records)
+    adapters_off = rescore(_lora_tiny(small_task, adapters_matter=False), records)
     assert not torch.allclose(torch.tensor(sum(adapters_off, [])), torch.tensor(sum(plain[2], [])), atol=1e-2)
 
 
@@ -224,15 +233,10 @@ def test_linears_cast_decodes_exactly_what_autocast_decodes_and_restores_the_par
     the same greedy COTs and samples, bit for bit, as autocast casting them at every token, on a LoRA
     model with a tied head; the original parameter objects come back (the tie too), and fp32 decodes
     differently (so autocast did run)."""
-    from aftlab.model import add_lora, linears_cast, tiny_lm
+    from aftlab.model import linears_cast
     from aftlab.sampling import generate
-    train, test = small_task
-    lm = add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2,
-                          ffn=64), r=4, alpha=8)
-    with torch.no_grad():
-        for n, p in lm.model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.2)
+    _, test = small_task
+    lm = _lora_tiny(small_task)
     params = dict(lm.model.named_parameters())
     head, emb = lm.model.get_output_embeddings(), lm.model.get_input_embeddings()
     assert head.weight is emb.weight
@@ -264,13 +268,12 @@ def test_frozen_weights_cast_once_per_step_train_exactly_as_autocast_does(small_
 
     import aftlab.train
     from aftlab.config import VFTConfig
-    from aftlab.model import add_lora, linears_cast, tiny_lm
+    from aftlab.model import linears_cast
     from aftlab.vft import train_vft
-    train, test = small_task
+    train, _ = small_task
 
     def fresh():
-        lm = add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2,
-                              ffn=64, tie_embeddings=tie), r=4, alpha=8)
+        lm = _lora_tiny(small_task, tie=tie, adapters_matter=False)
         lm.autocast = "bfloat16"
         return lm
     lm = fresh()
