@@ -207,6 +207,9 @@ class RunConfig:
     eval_k: int = F(8, "samples per held-out question in the fixed assessment set")
     assess_questions: int = F(2000, "held-out questions (the first of data.n_test) in the fixed assessment set: "
                               "assessment, strict assessment and rerank; greedy task accuracy uses all n_test")
+    assess_mixed: int = F(0, "grow the assessment set past assess_questions, 1,024 held-out questions at a time, "
+                          "until this many of its questions have a right and a wrong COT (the ones assessment "
+                          "counts: n_assess_questions) or data.n_test runs out; 0: exactly assess_questions")
     sc_questions: int = F(200, "held-out questions on which each model's own eval_k samples give self-consistency (0: off)")
 
     def __post_init__(self):
@@ -217,6 +220,7 @@ class RunConfig:
         _check(1 <= self.eval_k <= 64, "eval_k", "must be in [1, 64]")
         _check(self.sc_questions >= 0, "sc_questions", "must be >= 0")
         _check(self.assess_questions >= 1, "assess_questions", "must be >= 1")
+        _check(self.assess_mixed >= 0, "assess_mixed", "must be >= 0")
 
     def align_for(self, method: str) -> AlignConfig:
         """The AlignConfig used for ``method``: the shared one, the method, then its overrides."""
@@ -265,9 +269,14 @@ def _tiny() -> RunConfig:
     # ~10 times): VFT validation greedy 0.961 / 0.972 / 0.967 on seeds 0-2 instead of 0.845 / 0.804 /
     # 0.954, at the same 3,000 steps (experiments/README.md, "a VFT that reaches its plateau sooner";
     # chosen on validation questions; held-out afterwards 0.969 / 0.973 / 0.957).
+    # 2026-12-03 (fifth session): assessment on >= 2,000 questions with a right and a wrong COT, not on
+    # 2,000 questions of which a converged VFT leaves 458-639 mixed: the assessment set grows until 2,000
+    # are (~6,300-8,700 questions on seeds 0-2), from 10,000 held-out questions (greedy on all of them;
+    # the first 5,000 are the previous default's, and the vocabulary is the same, so is the VFT model).
     cfg = RunConfig(preset="tiny")
     cfg.data.n_train = 200_000
-    cfg.data.n_test = 5000
+    cfg.data.n_test = 10_000
+    cfg.assess_mixed = 2000
     cfg.vft.steps = 3000
     cfg.align.epochs = 1.0
     cfg.align.beta_quantile = 0.75

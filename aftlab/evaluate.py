@@ -44,6 +44,37 @@ def rescore(lm: LM, records: list[Record], dist=None) -> list[list[float]]:
     return map_batches(block, records, -(-len(records) // world), dist)
 
 
+def n_mixed(records: list[Record]) -> int:
+    """How many records have both a right and a wrong sample: the questions assessment is computed on
+    (a question whose COTs are all right, or all wrong, has no pair to rank).
+
+    >>> n_mixed([{"samples": [{"correct": True}, {"correct": False}]}, {"samples": [{"correct": True}]},
+    ...          {"samples": [{"correct": False}, {"correct": False}]}])
+    1
+    """
+    return sum(len({s["correct"] for s in r["samples"]}) == 2 for r in records)
+
+
+def assessment_set(lm: LM, test: list[Example], n: int, k: int, min_mixed: int = 0, block: int = 1024,
+                   **sample_kw) -> list[Record]:
+    """The fixed assessment set: ``k`` samples (``sampling.sample_cots``, ``sample_kw`` passed on) of
+    each of the first ``n`` held-out questions, then of the following ones, ``block`` at a time,
+    until ``min_mixed`` of them have a right and a wrong COT (:func:`n_mixed`) or ``test`` runs out.
+
+    The more accurate the model, the fewer of its questions are mixed, so a fixed size gives a fixed
+    number of questions to rerank but a varying number to *assess*; growing to ``min_mixed`` keeps the
+    assessment's power the same whatever the model's accuracy. Which questions join depends only on this
+    model's samples, never on the models later compared on them. Every batch of every piece draws with
+    the seed of its first question's position in ``test`` (``first_index``), and a cache file given in
+    ``sample_kw`` is shared by the pieces, so a run resumed from it gets the same set.
+    """
+    records = sample_cots(lm, test[:n], k=k, **sample_kw)
+    while n_mixed(records) < min_mixed and len(records) < len(test):
+        records += sample_cots(lm, test[len(records):len(records) + block], k=k, first_index=len(records),
+                               **sample_kw)
+    return records
+
+
 GREEDY_BATCH = 512  # questions per generate() call: 1.15x the rate of 128 on tiny at 1 thread, same answers
 
 

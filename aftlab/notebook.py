@@ -172,6 +172,7 @@ def ensure_vft(cfg: RunConfig, d: Path, snapshots: int = 4, progress: bool = Tru
 def ensure_samples(cfg: RunConfig, d: Path, lm=None, progress: bool = True) -> tuple[list[dict], list[dict]]:
     """(training records, held-out records): k labelled VFT samples per question, as the pipeline
     draws them (same seeds, same cache files), sampled now unless cached."""
+    from .evaluate import assessment_set
     from .sampling import sample_cots
 
     d = Path(d)
@@ -180,7 +181,8 @@ def ensure_samples(cfg: RunConfig, d: Path, lm=None, progress: bool = True) -> t
     train, test = task(cfg)
     kw = dict(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
               batch_questions=s.batch_questions, progress=progress)
-    eval_records = sample_cots(lm, test[:cfg.assess_questions], k=cfg.eval_k, seed=cfg.seed + 1, cache=d / "eval_samples.jsonl", **kw)
+    eval_records = assessment_set(lm, test, cfg.assess_questions, cfg.eval_k, cfg.assess_mixed, seed=cfg.seed + 1,
+                                  cache=d / "eval_samples.jsonl", **kw)
     train_records = sample_cots(lm, train[:s.n_questions], k=s.k, seed=cfg.seed, cache=d / "samples_r1.jsonl", **kw)
     return train_records, eval_records
 

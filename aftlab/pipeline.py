@@ -28,7 +28,7 @@ from . import checkpoint, distributed
 from .align import align_from_vft, batch_seed, train_align
 from .config import RunConfig, to_dict
 from .data import synthetic_from_config
-from .evaluate import evaluate, own_sampling
+from .evaluate import assessment_set, evaluate, n_mixed, own_sampling
 from .metrics import misranked_examples
 from .model import build_lm, load_lm
 from .runtime import resolve_autocast
@@ -86,10 +86,13 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
     s = cfg.sample
     tick = time.time()
     try:
-        eval_records = sample_cots(lm, test[:cfg.assess_questions], k=cfg.eval_k, temperature=s.temperature, top_p=s.top_p,
-                                   max_new_tokens=s.max_new_tokens, seed=cfg.seed + 1,
-                                   batch_questions=s.batch_questions, cache=paths["eval_samples"], progress=progress,
-                                   sampler=vft_sampler, dist=dist)
+        eval_records = assessment_set(lm, test, cfg.assess_questions, cfg.eval_k, cfg.assess_mixed,
+                                      temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+                                      seed=cfg.seed + 1, batch_questions=s.batch_questions,
+                                      cache=paths["eval_samples"], progress=progress, sampler=vft_sampler, dist=dist)
+        if n_mixed(eval_records) < cfg.assess_mixed:
+            log(f"assessment set: {n_mixed(eval_records)} of its {len(eval_records)} questions have a right and a "
+                f"wrong COT, fewer than assess_mixed={cfg.assess_mixed}: data.n_test={len(test)} ran out")
         train_records = sample_cots(lm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
                                     max_new_tokens=s.max_new_tokens, seed=cfg.seed, batch_questions=s.batch_questions,
                                     cache=out / "samples_r1.jsonl", progress=progress, sampler=vft_sampler,

@@ -107,7 +107,7 @@ def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0,
 
 def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 48,
                 seed: int = 0, batch_questions: int = 64, cache: str | Path | None = None,
-                progress: bool = True, sampler="hf", dist=None) -> list[Record]:
+                progress: bool = True, sampler="hf", dist=None, first_index: int = 0) -> list[Record]:
     """One record per question: its k samples de-duplicated and labelled against the gold answer.
 
     A record is ``{"id", "question", "answer", "reference", "samples": [label(...) + {"count"}],
@@ -121,6 +121,9 @@ def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float 
 
     ``dist`` (an ``aftlab.distributed`` runner, under a launcher): each process samples whole batches
     (``aftlab.shards``), so the records, and the merged cache, are those of one process.
+
+    ``first_index``: the position of ``examples[0]`` in a longer list sampled piece by piece, so each
+    batch draws with the seed it has in that list (pieces of whole batches: the records of one call).
     """
     from tqdm.auto import tqdm
 
@@ -151,7 +154,7 @@ def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float 
         with lora_merged(lm.model) if grid else contextlib.nullcontext():  # inference only
             for chunk in grid[dist.rank::dist.world]:
                 gens = gen(lm, [e.question for _, e in chunk], k, temperature, top_p, max_new_tokens,
-                           seed=seed * 1_000_003 + chunk[0][0])
+                           seed=seed * 1_000_003 + first_index + chunk[0][0])
                 for (_, e), row in zip(chunk, gens):
                     if e.id in done:
                         continue

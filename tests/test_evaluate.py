@@ -17,3 +17,34 @@ def test_strict_assessment_leaves_out_lucky_right_answers(tiny, small_task):
     assert m["n_pairs"] == 2 and m["n_pairs_strict"] == 1 and m["lucky_share"] == 0.5
     assert m["assessment_accuracy_strict"] == float(s[0] > s[2])
     assert m["assessment_accuracy"] == (float(s[0] > s[2]) + float(s[1] > s[2])) / 2
+
+
+def test_assessment_set_grows_until_enough_questions_are_mixed_and_resumes_from_its_cache(tiny, small_task, tmp_path):
+    from aftlab.evaluate import assessment_set, n_mixed
+    _, test = small_task
+    pos = {e.question: i for i, e in enumerate(test)}
+    seeds = []
+
+    def fake(lm, questions, k, temperature, top_p, max_new_tokens, seed):
+        # every 4th held-out question gets a right and a wrong COT, the others two right ones
+        seeds.append(seed)
+        return [[(test[pos[q]].solution, True), ("1 + 1 = 2. #### -7" if pos[q] % 4 == 0 else
+                                                 test[pos[q]].solution + " ", True)] for q in questions]
+
+    kw = dict(k=2, seed=3, batch_questions=2, sampler=fake, progress=False)
+    grown = assessment_set(tiny, test, 3, min_mixed=3, block=2, **kw)
+    # pieces [0, 3), [3, 5), [5, 7), [7, 9): mixed at 0, 4, 8 -- the third arrives with question 8
+    assert [r["id"] for r in grown] == [e.id for e in test[:9]] and n_mixed(grown) == 3
+    assert sorted(seeds) == [3 * 1_000_003 + i for i in (0, 2, 3, 5, 7)]  # each batch its own position's seed
+    assert [r["id"] for r in assessment_set(tiny, test, 3, **kw)] == [e.id for e in test[:3]]  # min_mixed 0: n
+    everything = assessment_set(tiny, test, 3, min_mixed=10, block=5, **kw)
+    assert len(everything) == len(test) and n_mixed(everything) == 4  # stops when the held-out set runs out
+
+    cache = tmp_path / "eval.jsonl"
+    assert assessment_set(tiny, test, 3, min_mixed=3, block=2, cache=cache, **kw) == grown
+    lines = cache.read_text().splitlines(keepends=True)
+    assert len(lines) == 9
+    cache.write_text("".join(lines[:4]))  # killed after the first piece and one question of the second
+    seeds.clear()
+    assert assessment_set(tiny, test, 3, min_mixed=3, block=2, cache=cache, **kw) == grown
+    assert sorted(seeds) == [3 * 1_000_003 + i for i in (3, 5, 7)]  # only the missing batches drawn again
