@@ -6,7 +6,7 @@ then the chosen settings compared on the held-out set (pre-registration: experim
     python experiments/e2_tune.py runs/e2-0 --methods aft_bc
     python experiments/e2_tune.py runs/e2-0 --methods rft,aft_bc --orders 2,3             # other batch orders
     python experiments/e2_tune.py runs/e2-1 --settings-from runs/e2-0 --orders 1,2,3      # other VFT seeds
-    python experiments/e2_tune.py runs/e2-0 runs/e2-1 --report [--json experiments/e2_tune.json]
+    python experiments/e2_tune.py runs/e2-0 runs/e2-1 --report [--json experiments/e2_tune.json] [--tuning-run runs/x-0]
 
 Per method: every (lr, epochs) of the grid trains on the run's sampled questions but the last
 ``--validation`` and is evaluated on those (``sweep.variant_sweep(validation=...)``) ->
@@ -133,8 +133,8 @@ def held_out(run: Path, methods: list[str]) -> tuple[dict, list[int]]:
     return per_q, orders
 
 
-def report(runs: list[Path], methods: list[str], n_val: int, out_json: str | None):
-    tuning = runs[0]
+def report(runs: list[Path], methods: list[str], n_val: int, out_json: str | None, tuning: Path | None = None):
+    tuning = tuning or runs[0]
     vft = vft_validation(tuning, n_val)
     print(f"validation ({tuning}): the last {n_val} sampled training questions; VFT task "
           f"{vft['task_accuracy']:.4f}, strict {vft['assessment_accuracy_strict']:.4f}, rerank {vft['rerank_accuracy']:.4f}\n")
@@ -157,8 +157,9 @@ def report(runs: list[Path], methods: list[str], n_val: int, out_json: str | Non
     comp = pooled_comparisons(runs_with)
     vft_task = {str(r): json.loads((r / "metrics.json").read_text())["methods"]["vft"]["task_accuracy"] for r in runs}
     print(f"VFT greedy task accuracy per run: {vft_task}")
-    print(f"held-out: {len(runs_with[0]['vft']['task'])} greedy questions, {len(runs_with[0]['vft']['rerank'])} "
-          "assessment questions per run\n")
+    print("held-out per run: greedy questions", [len(pq["vft"]["task"]) for pq in runs_with], "; assessment set",
+          [len(pq["vft"]["rerank"]) for pq in runs_with], "questions, of which with a right and a wrong COT",
+          [len(pq["vft"]["assess"]) for pq in runs_with], "\n")
     print(table(comp))
     complete = len(runs_with) == 3 and all(o == [1, 2, 3] for o in design.values())
     verdicts = {m: verdict(by["rft"]) + ("" if complete else " (interim: not the full 3 x 3 design)")
@@ -181,11 +182,12 @@ if __name__ == "__main__":
     ap.add_argument("--settings-from", default=None, help="a run whose finished grid chose the settings (no tuning here)")
     ap.add_argument("--report", action="store_true", help="print the tables from what has finished")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--tuning-run", default=None, help="--report: the run whose grid chose the settings (default: the first)")
     ap.add_argument("--tune-only", action="store_true", help="run the validation grid, then stop (no held-out stage)")
     a = ap.parse_args()
     runs, methods = [Path(r) for r in a.runs], a.methods.split(",")
     if a.report:
-        report(runs, methods, a.validation, a.json)
+        report(runs, methods, a.validation, a.json, Path(a.tuning_run) if a.tuning_run else None)
         raise SystemExit(0)
     if len(runs) != 1:
         raise SystemExit("train one run at a time (several runs only with --report)")
