@@ -205,7 +205,7 @@ class RunConfig:
     method_overrides: dict = F({}, "per-method AlignConfig overrides {method: {field: value}}")
     rounds: int = F(1, "sample → align rounds (iterative AFT)")
     eval_k: int = F(8, "samples per held-out question in the fixed assessment set")
-    assess_questions: int = F(2000, "held-out questions (the first of data.n_test) in the fixed assessment set: "
+    assess_questions: int = F(2000, "held-out questions (the first of data.n_test) that start the fixed assessment set: "
                               "assessment, strict assessment and rerank; greedy task accuracy uses all n_test")
     assess_mixed: int = F(0, "grow the assessment set past assess_questions, 1,024 held-out questions at a time, "
                           "until this many of its questions have a right and a wrong COT (the ones assessment "
