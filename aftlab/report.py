@@ -178,6 +178,9 @@ def settings(out: Path, metrics: dict, logs: dict | None = None, n_records: int 
     if n_records is not None:
         held += (f"; {n_records:,} in the fixed sample set (drawn once from VFT"
                  + (f", {cfg.eval_k} COTs each" if cfg else "") + ") for assessment and rerank")
+        if cfg and cfg.assess_mixed:
+            held += (f" (the first {cfg.assess_questions:,}, then more until {cfg.assess_mixed:,} had a right and "
+                     "a wrong COT)")
     if n_assess is not None:
         held += (f", of which {_g(n_assess)} have a right and a wrong COT ({_g(vft.get('n_pairs'))} pairs, "
                  f"{_g(vft.get('n_pairs_strict'))} with a step-valid right COT)")

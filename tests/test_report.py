@@ -97,6 +97,11 @@ def test_settings_show_the_runs_beta_gamma_and_counts(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     big = settings(out, dict(metrics, n_train_questions_sampled=3000, n_eval_questions=5000), n_records=2000)
     assert "3,000 sampled" in big and "5,000 for greedy" in big and "2,000 in the fixed sample set" in big
+    assert "then more until" not in big  # the smoke preset's set has a fixed size
+    cfg["assess_mixed"] = 600
+    (out / "config.json").write_text(json.dumps(cfg))
+    grown = settings(out, metrics, n_records=2100)
+    assert "2,100 in the fixed sample set" in grown and "(the first 2,000, then more until 600 had a right" in grown
     assert f"href='metrics.json'" in part and str((out / "config.json").resolve()) in part
 
 
