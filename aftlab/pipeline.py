@@ -90,8 +90,8 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
                                       temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                                       seed=cfg.seed + 1, batch_questions=s.batch_questions,
                                       cache=paths["eval_samples"], progress=progress, sampler=vft_sampler, dist=dist)
-        if n_mixed(eval_records) < cfg.assess_mixed:
-            log(f"assessment set: {n_mixed(eval_records)} of its {len(eval_records)} questions have a right and a "
+        if (mixed := n_mixed(eval_records)) < cfg.assess_mixed:
+            log(f"assessment set: {mixed} of its {len(eval_records)} questions have a right and a "
                 f"wrong COT, fewer than assess_mixed={cfg.assess_mixed}: data.n_test={len(test)} ran out")
         train_records = sample_cots(lm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
                                     max_new_tokens=s.max_new_tokens, seed=cfg.seed, batch_questions=s.batch_questions,
