@@ -113,7 +113,8 @@ BF16_GAIN = 1.3  # "auto" autocast picks bf16 where its matmuls run at least thi
 
 
 def _matmul_seconds(dtype: torch.dtype, device: str, n: int = 512, reps: int = 5) -> float:
-    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    gen = torch.Generator(device).manual_seed(0)  # never the global generator: a seeded run draws what it would
+    a, b = (torch.randn(n, n, device=device, generator=gen).to(dtype) for _ in range(2))
     best = float("inf")
     for _ in range(reps):
         if device != "cpu":

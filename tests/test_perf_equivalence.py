@@ -171,3 +171,15 @@ def test_auto_autocast_follows_the_measured_bf16_speed(monkeypatch):
     monkeypatch.undo()
     measured = rt.bf16_speedup("cpu")
     assert measured > 0 and rt.resolve_autocast("auto", "cpu") == ("bfloat16" if measured >= rt.BF16_GAIN else "off")
+
+
+def test_measuring_auto_autocast_leaves_the_global_generator_alone():
+    """The bf16 speed check behind ``autocast="auto"`` runs at the first forward, which can come after a seed
+    was set (``sampling.generate`` seeds, then enters the model's precision): it must not draw from the
+    global generator, or the first call's COTs would differ from the same call's later in the process."""
+    import aftlab.runtime as rt
+    rt.bf16_speedup.cache_clear()  # measure now, even if an earlier test measured already
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    assert rt.bf16_speedup("cpu") > 0
+    assert torch.equal(torch.get_rng_state(), before)
