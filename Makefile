@@ -39,7 +39,8 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser" tests aftlab --doctest-modules
 
 bench: install  ## speed benchmarks (tiny and smol presets; DEVICE=cuda on a GPU), table + benchmarks/results.json
-	$(BIN)/python benchmarks/run_all.py --device $(or $(DEVICE),cpu)
+	$(BIN)/python benchmarks/run_all.py --device $(or $(DEVICE),cpu) \
+	  $(if $(wildcard $(OUT)/vft/model.safetensors),--run $(OUT) --sampling-model $(OUT)/vft)
 
 screenshots: install browser  ## the README's app screenshots (docs/app_ranker.png, docs/app_refusal.png), by the browser tests
 	AFTLAB_SCREENSHOTS=docs $(BIN)/python -m pytest -q -p no:randomly tests/test_app_browser.py

@@ -12,9 +12,13 @@ autocast, with the linear weights cast to bf16 once per call vs at every token (
 projected seconds for the goals (k = 8 for 3,000 training questions, greedy on 5,000 held-out questions).
 Both arms sample at T = 0.8 up to ``max_new_tokens``; the table reports COTs/s and the ratio. An untrained ``tiny``
 model rarely emits EOS, so both arms generate the full ``max_new_tokens`` per COT (a fair, fixed
-workload); the naive arm runs on the first questions only, its rate is what is compared.
+workload); the naive arm runs on the first questions only, its rate is what is compared. With ``--model``
+a trained checkpoint samples instead, whose COTs end at different steps: ``transformers_loop`` is the batched
+call in transformers' ``generate``, which runs every row until the batch's last COT ends, against the default
+own loop that drops rows as they end (``generate(drop_ended=...)``; the same COTs, tested).
 
     python benchmarks/bench_sampling.py --preset tiny
+    python benchmarks/bench_sampling.py --preset tiny --model runs/tiny-0/vft
 """
 from __future__ import annotations
 
@@ -25,9 +29,12 @@ from common import cli_main, interleaved, load
 
 
 def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int | None = None,
-        max_new_tokens: int = 48, reps: int = 3) -> dict:
+        max_new_tokens: int = 48, reps: int = 3, model: str | None = None) -> dict:
     from aftlab.sampling import generate
     lm, train, _ = load(preset, device)
+    if model:  # a trained checkpoint (e.g. runs/tiny-0/vft): COTs end where the model ends them
+        from aftlab.model import load_lm
+        lm = load_lm(model, device, max_prompt_tokens=lm.max_prompt_tokens)
     n_questions = n_questions or (64 if preset == "tiny" else 2)  # tiny: one batch of sample.batch_questions
     qs = [e.question for e in train[:n_questions]]
     n_naive = max(1, k // 2) if preset == "tiny" else 2  # naive COTs timed per rep (its rate is what counts)
@@ -37,6 +44,9 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
 
     def dynamic():
         return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0, grow_cache=False)
+
+    def transformers_loop():  # every row decoded until the batch's last COT ends (before drop_ended)
+        return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0, drop_ended=False)
 
     def unshared():
         return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0, share_prompt=False)
@@ -52,8 +62,13 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
         return [generate(lm, [qs[j % len(qs)]], k=1, temperature=0.8, max_new_tokens=max_new_tokens, seed=j)
                 for j in range(n_naive)]
 
-    t = interleaved({"naive": naive, "unshared": unshared, "dynamic": dynamic, "batched": batched, "greedy": greedy},
+    def greedy_transformers_loop():
+        return generate(lm, [e.question for e in greedy_qs], max_new_tokens=max_new_tokens, drop_ended=False)
+
+    t = interleaved({"naive": naive, "unshared": unshared, "dynamic": dynamic, "transformers_loop": transformers_loop,
+                     "batched": batched, "greedy_transformers_loop": greedy_transformers_loop, "greedy": greedy},
                     reps=reps)
+    ended = [done for row in batched() for _, done in row]
     rate = {"naive": n_naive / t["naive"], "unshared": n_questions * k / t["unshared"],
             "dynamic": n_questions * k / t["dynamic"],
             "batched": n_questions * k / t["batched"], "greedy": n_greedy / t["greedy"]}
@@ -84,11 +99,15 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
             "threads": torch.get_num_threads(), "seconds": t, "cots_per_s": rate,
             "batched_vs_naive": rate["batched"] / rate["naive"], "shared_vs_unshared": rate["batched"] / rate["unshared"],
             "grown_vs_dynamic_cache": rate["batched"] / rate["dynamic"],
+            "model": model or "untrained", "share_ended": sum(ended) / len(ended),
+            "drop_ended_vs_transformers_loop": t["transformers_loop"] / t["batched"],
+            "drop_ended_vs_transformers_loop_greedy": t["greedy_transformers_loop"] / t["greedy"],
             "projected_s": {"sample_3000q_k8": 3000 * k / rate["batched"], "greedy_5000q": 5000 / rate["greedy"]}}
 
 
 def main(argv=None):
-    cli_main(run, __doc__, argv)
+    cli_main(run, __doc__, argv, options={"model": "a trained checkpoint folder (e.g. runs/tiny-0/vft) instead of "
+                                                   "the preset's untrained model"})
 
 
 if __name__ == "__main__":

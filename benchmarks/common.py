@@ -96,8 +96,9 @@ def set_bench_threads() -> int:
     return set_threads(os.environ.get("AFTLAB_BENCH_THREADS", "auto"))
 
 
-def cli_main(run, doc: str, argv=None, with_k: bool = True) -> None:
-    """The command line every single benchmark script shares: ``--preset --device [--k] --reps``."""
+def cli_main(run, doc: str, argv=None, with_k: bool = True, options: dict[str, str] | None = None) -> None:
+    """The command line every single benchmark script shares: ``--preset --device [--k] --reps``, plus
+    ``options`` (name → help) passed to ``run`` as keyword strings where given."""
     import argparse
     import json
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -106,9 +107,12 @@ def cli_main(run, doc: str, argv=None, with_k: bool = True) -> None:
     if with_k:
         ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--reps", type=int, default=3)
+    for name, text in (options or {}).items():
+        ap.add_argument(f"--{name}", help=text)
     a = ap.parse_args(argv)
     set_bench_threads()
     kw = {"k": a.k} if with_k else {}
+    kw |= {name: getattr(a, name) for name in options or {} if getattr(a, name) is not None}
     try:
         print(json.dumps(run(a.preset, a.device, reps=a.reps, **kw), indent=1))
     except Skip as e:
