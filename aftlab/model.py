@@ -353,9 +353,7 @@ def growing_cache(reserve: int):
     Decoding k = 8 COTs for 64 questions on ``tiny`` spent about half its time in those copies
     (``benchmarks/bench_profile.py``); with the buffer each layer copies its cache once per call. The keys
     and values a layer returns are views of the buffer holding the same numbers, so generation draws the
-    same tokens (tested). Rows that leave the batch (``batch_select_indices``, as ``sampling.draw_tokens`` drops
-    the rows that ended) take their buffer along, room included, in one copy. Falls back to a plain
-    ``DynamicCache`` on transformers without cache layers.
+    same tokens (tested). Falls back to a plain ``DynamicCache`` on transformers without cache layers.
 
     >>> cache = growing_cache(reserve=4)
     >>> k = torch.ones(1, 2, 3, 8)
@@ -387,13 +385,6 @@ def growing_cache(reserve: int):
             self.key_buffer[..., n:n + add, :], self.value_buffer[..., n:n + add, :] = key_states, value_states
             self.keys, self.values = self.key_buffer[..., :n + add, :], self.value_buffer[..., :n + add, :]
             return self.keys, self.values
-
-        def batch_select_indices(self, indices):  # rows that ended leave: select the buffer, room included
-            if self.key_buffer is None or self.keys.data_ptr() != self.key_buffer.data_ptr():
-                return super().batch_select_indices(indices)
-            n = self.get_seq_length()
-            self.key_buffer, self.value_buffer = self.key_buffer[indices], self.value_buffer[indices]
-            self.keys, self.values = self.key_buffer[..., :n, :], self.value_buffer[..., :n, :]
 
     cache = DynamicCache()
     Cache.__init__(cache, layer_class_to_replicate=GrowingLayer)

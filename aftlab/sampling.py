@@ -54,51 +54,10 @@ def prefill(model, ids: torch.Tensor, att: torch.Tensor, repeats: int, reserve: 
     return cache
 
 
-def draw_tokens(model, ids: torch.Tensor, att: torch.Tensor, cache, temperature: float, max_new_tokens: int, eos: int,
-                pad: int, drop_at: float = 0.25) -> torch.Tensor:
-    """The new tokens (N, T ≤ max_new_tokens) after the left-padded prompts ``ids`` (N, P), drawn as transformers'
-    ``generate`` draws them (greedy at ``temperature`` 0, else multinomial at that temperature, no top-p/top-k):
-    pad after EOS, and T the step at which the last row ended. ``cache`` holds the prompts' KV cache for all but
-    their last token (:func:`prefill`) or is empty.
-
-    What differs is the batch: a row that ended leaves it once a ``drop_at`` share of the batch has ended
-    (``Cache.batch_select_indices``), where ``generate`` runs every row until the last one ends. The random
-    numbers are those ``torch.multinomial`` draws for all N rows at every step (an exponential per row and token,
-    ``argmax(probs / q)``), so each row gets the tokens ``generate`` gives it (tested).
-    """
-    n = ids.shape[0]
-    pos = (att.cumsum(-1) - 1).masked_fill(att == 0, 0)
-    inp, p = (ids[:, -1:], pos[:, -1:]) if cache.get_seq_length() > 0 else (ids, pos)
-    rows = torch.arange(n, device=ids.device)  # the original row of each row still in the batch
-    live = torch.ones(n, dtype=torch.bool, device=ids.device)
-    out = torch.full((n, max_new_tokens), pad, dtype=torch.long, device=ids.device)
-    steps = 0
-    for t in range(max_new_tokens):
-        logits = model(input_ids=inp, attention_mask=att, position_ids=p, use_cache=True, logits_to_keep=1,
-                       **{cache_arg(): cache}).logits[:, -1].float()
-        if temperature > 0:
-            probs = torch.softmax(logits / temperature, dim=-1)
-            q = torch.empty((n, probs.shape[-1]), device=probs.device).exponential_()  # all n rows' draws
-            tok = (probs / (q if len(rows) == n else q.index_select(0, rows))).argmax(-1)
-        else:
-            tok = logits.argmax(-1)
-        tok = tok.masked_fill(~live, pad)
-        out[rows, t], steps = tok, t + 1
-        live &= tok != eos
-        if not live.any():
-            break
-        inp, p, att = tok[:, None], p[:, -1:] + 1, torch.cat([att, att.new_ones(len(rows), 1)], dim=-1)
-        if (~live).sum() >= drop_at * len(rows):
-            keep = live.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            inp, p, att, rows, live = inp[keep], p[keep], att[keep], rows[keep], live[keep]
-    return out[:, :steps]
-
-
 @torch.inference_mode()
 def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
              max_new_tokens: int = 48, seed: int = 0, share_prompt: bool = True, grow_cache: bool = True,
-             cast_once: bool = True, drop_ended: bool = True) -> list[list[tuple[str, bool]]]:
+             cast_once: bool = True) -> list[list[tuple[str, bool]]]:
     """k completions per question as (text, finished) pairs; ``temperature`` 0 means greedy.
 
     ``share_prompt``: with k > 1 samples per question, the prompt (all but its last token) is run once
@@ -107,9 +66,7 @@ def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0,
     ``grow_cache``: keys and values go into a buffer with room for the new tokens (``model.growing_cache``)
     instead of being concatenated at every token; the same tokens as ``grow_cache=False`` (tested).
     ``cast_once``: under autocast, the linear layers' weights are cast to its dtype once for the call
-    (``model.linears_cast``) instead of at every token; the same tokens as ``cast_once=False`` (tested).
-    ``drop_ended``: rows that ended leave the batch (:func:`draw_tokens`) instead of running until the last row
-    ends in transformers' ``generate`` (which still draws where ``top_p`` < 1); the same tokens (tested)."""
+    (``model.linears_cast``) instead of at every token; the same tokens as ``cast_once=False`` (tested)."""
     model, tok = lm.model, lm.tokenizer
     was_training = model.training
     model.eval()
@@ -130,19 +87,11 @@ def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0,
             rows = 1
         elif grow_cache:
             extra[cache_arg()] = growing_cache(reserve)
-        if drop_ended and top_p >= 1.0:
-            from transformers import DynamicCache
-            ids, att = ids.repeat_interleave(rows, 0), att.repeat_interleave(rows, 0)
-            cache = extra[cache_arg()] if cache_arg() in extra else DynamicCache()
-            new = draw_tokens(model, ids, att, cache, temperature if sample else 0.0, max_new_tokens,
-                              tok.eos_token_id, pad)
-        else:
-            out = model.generate(input_ids=ids, attention_mask=att, do_sample=sample,
-                                 temperature=temperature if sample else None, top_p=top_p if sample else None,
-                                 top_k=None, num_return_sequences=rows, max_new_tokens=max_new_tokens,
-                                 eos_token_id=tok.eos_token_id, pad_token_id=pad, use_cache=True, **extra)
-            new = out[:, width:]
-    new = new.cpu()
+        out = model.generate(input_ids=ids, attention_mask=att, do_sample=sample,
+                             temperature=temperature if sample else None, top_p=top_p if sample else None,
+                             top_k=None, num_return_sequences=rows, max_new_tokens=max_new_tokens,
+                             eos_token_id=tok.eos_token_id, pad_token_id=pad, use_cache=True, **extra)
+    new = out[:, width:].cpu()
     if not sample:  # greedy: the k copies are identical, decode once
         new = new.repeat_interleave(k, dim=0)
     results = []

@@ -13,9 +13,8 @@ projected seconds for the goals (k = 8 for 3,000 training questions, greedy on 5
 Both arms sample at T = 0.8 up to ``max_new_tokens``; the table reports COTs/s and the ratio. An untrained ``tiny``
 model rarely emits EOS, so both arms generate the full ``max_new_tokens`` per COT (a fair, fixed
 workload); the naive arm runs on the first questions only, its rate is what is compared. With ``--model``
-a trained checkpoint samples instead, whose COTs end at different steps: ``transformers_loop`` is the batched
-call in transformers' ``generate``, which runs every row until the batch's last COT ends, against the default
-own loop that drops rows as they end (``generate(drop_ended=...)``; the same COTs, tested).
+a trained checkpoint samples instead (the demo's ``runs/demo/vft``; ``make bench`` passes it where it exists):
+its COTs end where the model ends them, so the projections are those of the real workload.
 
     python benchmarks/bench_sampling.py --preset tiny
     python benchmarks/bench_sampling.py --preset tiny --model runs/tiny-0/vft
@@ -45,9 +44,6 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
     def dynamic():
         return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0, grow_cache=False)
 
-    def transformers_loop():  # every row decoded until the batch's last COT ends (before drop_ended)
-        return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0, drop_ended=False)
-
     def unshared():
         return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0, share_prompt=False)
 
@@ -62,11 +58,7 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
         return [generate(lm, [qs[j % len(qs)]], k=1, temperature=0.8, max_new_tokens=max_new_tokens, seed=j)
                 for j in range(n_naive)]
 
-    def greedy_transformers_loop():
-        return generate(lm, [e.question for e in greedy_qs], max_new_tokens=max_new_tokens, drop_ended=False)
-
-    t = interleaved({"naive": naive, "unshared": unshared, "dynamic": dynamic, "transformers_loop": transformers_loop,
-                     "batched": batched, "greedy_transformers_loop": greedy_transformers_loop, "greedy": greedy},
+    t = interleaved({"naive": naive, "unshared": unshared, "dynamic": dynamic, "batched": batched, "greedy": greedy},
                     reps=reps)
     ended = [done for row in batched() for _, done in row]
     rate = {"naive": n_naive / t["naive"], "unshared": n_questions * k / t["unshared"],
@@ -100,8 +92,6 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
             "batched_vs_naive": rate["batched"] / rate["naive"], "shared_vs_unshared": rate["batched"] / rate["unshared"],
             "grown_vs_dynamic_cache": rate["batched"] / rate["dynamic"],
             "model": model or "untrained", "share_ended": sum(ended) / len(ended),
-            "drop_ended_vs_transformers_loop": t["transformers_loop"] / t["batched"],
-            "drop_ended_vs_transformers_loop_greedy": t["greedy_transformers_loop"] / t["greedy"],
             "projected_s": {"sample_3000q_k8": 3000 * k / rate["batched"], "greedy_5000q": 5000 / rate["greedy"]}}
 
 

@@ -56,16 +56,12 @@ def table(res: dict) -> str:
             if "grown_vs_dynamic_cache" in g:
                 add("sampling: KV cache grown in place vs concatenated", preset, f"{g['grown_vs_dynamic_cache']:.2f}x",
                     "report", None)
-            if "drop_ended_vs_transformers_loop" in g:
-                add(f"sampling: rows leave the batch as they end vs transformers' generate ({g['model']})", preset,
-                    f"{g['drop_ended_vs_transformers_loop']:.2f}x", "report", None)
-                add("greedy: rows leave the batch as they end vs transformers' generate", preset,
-                    f"{g['drop_ended_vs_transformers_loop_greedy']:.2f}x", "report", None)
             if "lora_merged_vs_unmerged_greedy" in g:
                 add("greedy decoding: LoRA folded into the weights vs PEFT-wrapped", preset,
                     f"{g['lora_merged_vs_unmerged_greedy']:.2f}x", "report", None)
             for name, sec in g["projected_s"].items():
-                add(f"projected {name} ({g['threads']} threads)", preset, f"{sec:.0f} s", "< 60 s", sec < 60)
+                add(f"projected {name} ({g['threads']} threads, {g.get('model', 'untrained')} model)", preset,
+                    f"{sec:.0f} s", "< 60 s", sec < 60)
         t = r.get("train", {})
         if "aft_vs_dpo_pairs_per_s" in t:
             a, d = t["arms"]["aft"], t["arms"]["dpo"]
