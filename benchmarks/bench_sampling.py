@@ -17,7 +17,7 @@ a trained checkpoint samples instead (the demo's ``runs/demo/vft``; ``make bench
 its COTs end where the model ends them, so the projections are those of the real workload.
 
     python benchmarks/bench_sampling.py --preset tiny
-    python benchmarks/bench_sampling.py --preset tiny --model runs/tiny-0/vft
+    python benchmarks/bench_sampling.py --preset tiny --model runs/demo/vft
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
         max_new_tokens: int = 48, reps: int = 3, model: str | None = None) -> dict:
     from aftlab.sampling import generate
     lm, train, _ = load(preset, device)
-    if model:  # a trained checkpoint (e.g. runs/tiny-0/vft): COTs end where the model ends them
+    if model:  # a trained checkpoint (e.g. runs/demo/vft): COTs end where the model ends them
         from aftlab.model import load_lm
         lm = load_lm(model, device, max_prompt_tokens=lm.max_prompt_tokens)
     n_questions = n_questions or (64 if preset == "tiny" else 2)  # tiny: one batch of sample.batch_questions
@@ -96,7 +96,7 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
 
 
 def main(argv=None):
-    cli_main(run, __doc__, argv, options={"model": "a trained checkpoint folder (e.g. runs/tiny-0/vft) instead of "
+    cli_main(run, __doc__, argv, options={"model": "a trained checkpoint folder (e.g. runs/demo/vft) instead of "
                                                    "the preset's untrained model"})
 
 

@@ -117,7 +117,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--run", default=None, help="finished demo run folder to read stage times from")
     ap.add_argument("--sampling-model", default=None,
-                    help="a trained tiny checkpoint (e.g. runs/tiny-0/vft) for the sampling arms: COTs that end")
+                    help="a trained tiny checkpoint (e.g. runs/demo/vft) for the sampling arms: COTs that end")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     a = ap.parse_args(argv)
     threads = set_bench_threads()
