@@ -38,8 +38,11 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
     qs = [e.question for e in train[:n_questions]]
     n_naive = max(1, k // 2) if preset == "tiny" else 2  # naive COTs timed per rep (its rate is what counts)
 
+    last = {}  # the batched arm's COTs (the same every call: seed 0), to report how many ended
+
     def batched():
-        return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0)
+        last["cots"] = generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0)
+        return last["cots"]
 
     def dynamic():
         return generate(lm, qs, k=k, temperature=0.8, max_new_tokens=max_new_tokens, seed=0, grow_cache=False)
@@ -60,7 +63,7 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
 
     t = interleaved({"naive": naive, "unshared": unshared, "dynamic": dynamic, "batched": batched, "greedy": greedy},
                     reps=reps)
-    ended = [done for row in batched() for _, done in row]
+    ended = [done for row in last["cots"] for _, done in row]
     rate = {"naive": n_naive / t["naive"], "unshared": n_questions * k / t["unshared"],
             "dynamic": n_questions * k / t["dynamic"],
             "batched": n_questions * k / t["batched"], "greedy": n_greedy / t["greedy"]}
