@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The candidates of experiments/tiny_default.md, in the order they were run (appended as the search went on).
+# Each line screens one candidate (N-step VFT, validation greedy); `full` adds the 2N run and the assessment sample.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T="python experiments/tiny_default.py"
+S="--set data.n_test=2000"
+$T screen c1 --steps 1500 $S --set model.hidden=64 --set model.ffn=256 --set model.heads=2 --set model.layers=2 --set data.n_train=20000
+$T screen c2 --steps 1200 $S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.n_train=20000 --set data.max_number=20
+$T screen c3 --steps 800 $S --set model.layers=2 --set data.n_train=4000
+$T screen c4 --steps 1200 $S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.n_train=50000 --set data.min_steps=2 --set data.max_steps=3 --set data.max_number=30
