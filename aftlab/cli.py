@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import math
+import os
 import sys
 from pathlib import Path
 
+from .align.methods import REGISTRY
 from .config import METHODS, SECTIONS, ConfigError, RunConfig, describe, preset, replace_path, to_dict
-from .methods import REGISTRY
-from .data import DataError
-from .model import ModelLoadError
-from .train import NonFiniteError
+from .data.questions import DataError
+from .model.lm import ModelLoadError
+from .train.loop import NonFiniteError
 
 USER_ERRORS = (ConfigError, DataError, ModelLoadError, NonFiniteError, FileNotFoundError)
 
@@ -77,7 +77,7 @@ def _config(args) -> RunConfig:
 
 def _hf_data(cfg: RunConfig, args) -> RunConfig:
     """``--hf-dataset NAME[:CONFIG] --hf-split TRAIN[,TEST]`` as ``data.source`` / ``data.test_source``."""
-    from .data import hf_source
+    from .data.questions import hf_source
     if getattr(args, "data", None):
         raise ConfigError("--hf-dataset and --data both name the training questions; pass one of them")
     splits = [x.strip() for x in (args.hf_split or "train").split(",")]
@@ -111,12 +111,12 @@ def _report_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-to", metavar="NAME[,NAME]", default="none",
                    help="also log each VFT/AFT step (loss, positive/negative scores, gap, grad norm, lr) to "
                         "tensorboard, trackio, mlflow or wandb (each its own pip package; local/offline by "
-                        "default, see aftlab.trackers); the run folder's JSON logs are written either way")
+                        "default, see aftlab.report.trackers); the run folder's JSON logs are written either way")
 
 
 def _trackers(args, cfg: RunConfig, out):
     """The ``--report-to`` trackers of a training command (none on a launch's other processes)."""
-    from .trackers import open_trackers
+    from .report.trackers import open_trackers
     return open_trackers(args.report_to if _main_process() else None, out, to_dict(cfg))
 
 
@@ -218,14 +218,14 @@ def cmd_config(args) -> None:
 
 def _main_process() -> bool:
     """Whether this process reports (always, unless it is a non-zero rank of a launch)."""
-    from .distributed import main_process
+    from .train.distributed import main_process
     return main_process()
 
 
 def cmd_run(args) -> None:
-    from .metrics import aggregate
+    from .eval.metrics import aggregate
+    from .eval.stats import pooled_comparisons
     from .pipeline import run
-    from .stats import pooled_comparisons
     seeds = _numbers(args.seeds, int, "--seeds") if args.seeds else [args.seed]
     results = []
     for seed in seeds:
@@ -246,9 +246,9 @@ def cmd_run(args) -> None:
 
 
 def cmd_vft(args) -> None:
-    from .data import synthetic_from_config
-    from .model import build_lm
-    from .vft import train_vft
+    from .data.questions import synthetic_from_config
+    from .model.lm import build_lm
+    from .train.vft import train_vft
     cfg = _config(args)
     train, test = synthetic_from_config(cfg.data)
     lm = build_lm(cfg.model, train + test, cfg.seed)
@@ -260,16 +260,16 @@ def cmd_vft(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    from . import distributed
-    from .data import synthetic_from_config
-    from .model import load_lm
-    from .sampling import sample_cots
+    from .data.questions import synthetic_from_config
+    from .model.lm import load_lm
+    from .sampling.samples import sample_cots
+    from .train import distributed
     cfg = _config(args)
     train, test = synthetic_from_config(cfg.data)
     examples = train[:cfg.sample.n_questions] if args.split == "train" else test
     sampler = args.sampler
     if sampler == "vllm":  # checked before the model loads; vLLM reads the weights from the model's own folder
-        from .sampling_vllm import VLLMSampler, model_folder
+        from .sampling.vllm import VLLMSampler, model_folder
         sampler = VLLMSampler(model_folder(args.model))
     lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
     s = cfg.sample
@@ -287,8 +287,8 @@ def cmd_sample(args) -> None:
 
 
 def cmd_align(args) -> None:
-    from .align import align_from_vft, batch_seed
-    from .sampling import read_samples
+    from .align.aft import align_from_vft, batch_seed
+    from .sampling.samples import read_samples
     cfg = _config(args)
     acfg = cfg.align_for(args.method)
     records = read_samples(args.samples)  # cheap checks first: a bad file fails before the model loads
@@ -306,11 +306,11 @@ def cmd_align(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from . import checkpoint, distributed
-    from .data import synthetic_from_config
-    from .evaluate import evaluate, own_sampling
-    from .model import load_lm
-    from .sampling import read_samples
+    from .data.questions import synthetic_from_config
+    from .eval.evaluate import evaluate, own_sampling
+    from .model.lm import load_lm
+    from .sampling.samples import read_samples
+    from .train import checkpoint, distributed
     cfg = _config(args)
     _, test = synthetic_from_config(cfg.data)
     records = read_samples(args.eval_samples)
@@ -327,7 +327,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .report import write_report
+    from .report.writer import write_report
     for run in map(Path, args.runs):
         seeds = sorted(run.glob("seed-*/metrics.json")) if not (run / "metrics.json").is_file() else []
         for folder in [m.parent for m in seeds] or [run]:
@@ -346,26 +346,22 @@ def cmd_sweep_beta(args) -> None:
 
 
 def cmd_app(args) -> None:
-    import importlib.util
     import os
-    path = Path(__file__).resolve().parents[1] / "apps" / "cot_ranker.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the app ships with the source checkout; run `aftlab app` from a clone")
+
+    from .app.ui import build_app, launch
     solutions = args.solutions
     default = Path(os.environ.get("AFTLAB_GSM8K", "")) / "model_solutions.jsonl"
     if solutions is None and os.environ.get("AFTLAB_GSM8K") and default.is_file():
         solutions = default
-    spec = importlib.util.spec_from_file_location("cot_ranker", path)  # apps/ is not an installed package
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
-    app.launch(app.build_app(args.runs, solutions), args.host, args.port)
+    launch(build_app(args.runs, solutions), args.host, args.port)
 
 
 def cmd_assess(args) -> None:
     import os
-    from . import checkpoint
-    from .assess import assess, load_solutions, markdown
-    from .model import load_lm
+
+    from .eval.assess import assess, load_solutions, markdown
+    from .model.lm import load_lm
+    from .train import checkpoint
     path = args.solutions or Path(os.environ.get("AFTLAB_GSM8K", "")) / "model_solutions.jsonl"
     if args.limit is not None and args.limit <= 0:
         raise ConfigError(f"--limit {args.limit}: must be > 0")
@@ -377,8 +373,9 @@ def cmd_assess(args) -> None:
         m = result["metrics"]
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            done = len(result["scores"]) == len(items)
             checkpoint.write_atomic(args.out, json.dumps(dict(m, model=str(args.model), solutions=str(path),
-                                                              raw=args.raw, complete=len(result["scores"]) == len(items)), indent=1))
+                                                              raw=args.raw, complete=done), indent=1))
             checkpoint.write_atomic(Path(args.out).with_suffix(".md"), markdown(m, title))
         return m
 
@@ -387,8 +384,8 @@ def cmd_assess(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import export
-    from .sampling import read_samples
+    from .eval.export import export
+    from .sampling.samples import read_samples
     records = read_samples(args.samples)
     kw = {} if args.format == "jsonl" else {"strict": not args.loose, "conversational": args.conversational,
                                             "max_pairs": args.max_pairs}
@@ -404,7 +401,7 @@ COMMANDS = {"run": cmd_run, "vft": cmd_vft, "sample": cmd_sample, "align": cmd_a
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if "OMP_NUM_THREADS" not in os.environ:  # on a busy CPU, spinning OpenMP workers cost up to 7x
-        from .runtime import set_threads
+        from .model.runtime import set_threads
         set_threads("auto")
     try:
         COMMANDS[args.cmd](args)

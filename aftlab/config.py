@@ -23,17 +23,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .methods import REGISTRY
+from .align.methods import REGISTRY
+from .errors import ConfigError
 
-METHODS = tuple(REGISTRY)  # the method registry (``aftlab.methods``) is the one list of methods
+METHODS = tuple(REGISTRY)  # the method registry (``aftlab.align.methods``) is the one list of methods
 CONSTRAINTS = (None, "detach", "boundary")
 NEG_SCOPES = ("all", "divergent")
 AUTOCASTS = ("off", "bfloat16", "auto")
 NEG_CREDITS = ("all", "divergent", "first_step", "first_token", "first_error")
-
-
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the field."""
 
 
 def F(default, doc: str):
@@ -145,8 +142,9 @@ class SampleConfig:
 
 @dataclass
 class AlignConfig:
-    method: str = F("aft_bc", "alignment method, an entry of the registry aftlab.methods (aftlab config --methods)")
-    constraint: str | None = F(None, "None, \"detach\" (DC) or \"boundary\" (BC); set by aft_* methods, a choice for dpo/rrhf/pro")
+    method: str = F("aft_bc", "alignment method, an entry of the registry aftlab.align.methods (aftlab config --methods)")
+    constraint: str | None = F(None, "None, \"detach\" (DC) or \"boundary\" (BC); set by aft_* methods, a choice for "
+                               "dpo/rrhf/pro")
     beta: float = F(0.1, "BC boundary margin below the worst positive, in nats/token (the scores' units, whatever "
                     "gamma is); replaced by the calibrated value when beta_quantile > 0")
     beta_quantile: float = F(0.0, "0: use align.beta; q in (0, 1): beta = the q-quantile of the starting model's "
@@ -168,10 +166,11 @@ class AlignConfig:
     strict_positives: bool = F(True, "positives must also pass every arithmetic step check")
     include_reference: bool = F(True, "add the reference COT to each question's positives")
     checkpoint_every: int = F(50, "steps between resumable checkpoints when training into a folder (0: end only)")
-    neg_scope: str = F("all", "tokens a negative's score covers: \"all\", or \"divergent\" (after its longest prefix shared with a positive)")
+    neg_scope: str = F("all", "tokens a negative's score covers: \"all\", or \"divergent\" (after its longest prefix shared "
+                       "with a positive)")
     truncate: bool = F(False, "pairwise methods only: drop pairs whose negative is already below the boundary (no pull up)")
     neg_credit: str = F("all", "tokens of a negative the gradient reaches (its score keeps all): " + ", ".join(NEG_CREDITS)
-                        + "; see aftlab.credit")
+                        + "; see aftlab.align.credit")
     max_cots: int = F(16, "most COTs per question in one AFT step (positives first); the rest are left out, with a warning")
 
     def __post_init__(self):

@@ -1,5 +1,5 @@
 """Cached stages for the guided notebooks (``notebooks/0*.ipynb``); their HTML views and widgets are in
-``aftlab.views``.
+``aftlab.report.views``.
 
 Place in the data path: beside ``pipeline`` at the top; each ``ensure_*`` runs one stage (data →
 VFT → sampling → AFT → evaluate) through the same library functions the pipeline uses, or reloads
@@ -26,8 +26,8 @@ import os
 import shutil
 from pathlib import Path
 
-from . import checkpoint
 from .config import RunConfig, VFTConfig, preset, to_dict
+from .train import checkpoint
 
 SMOKE_NAME = "notebook-smoke"
 
@@ -60,8 +60,8 @@ def setup(preset_name: str = "tiny", seed: int = 0, smoke: bool = False, threads
 
     A kernel left at torch's default (every core) on a machine whose cores are busy ran a notebook
     about 100× slower than one thread would have: OpenMP workers spin waiting for each other."""
-    from .model import quiet_transformers
-    from .runtime import set_threads
+    from .model.lm import quiet_transformers
+    from .model.runtime import set_threads
 
     if "OMP_NUM_THREADS" not in os.environ:
         set_threads(threads)
@@ -100,7 +100,7 @@ def code_version() -> str:
     12
     """
     h = hashlib.sha1()
-    for p in sorted(Path(__file__).resolve().parent.glob("*.py")):
+    for p in sorted(Path(__file__).resolve().parent.rglob("*.py")):
         h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()[:12]
 
@@ -112,7 +112,7 @@ def _weights_key(path: Path) -> list:
 
 def task(cfg: RunConfig):
     """(train, test) examples of the config (the synthetic generator is deterministic and fast)."""
-    from .data import synthetic_from_config
+    from .data.questions import synthetic_from_config
     return synthetic_from_config(cfg.data)
 
 
@@ -122,7 +122,7 @@ def _write_config(cfg: RunConfig, d: Path) -> None:
 
 
 def _load(cfg: RunConfig, path: Path):
-    from .model import load_lm
+    from .model.lm import load_lm
     lm = load_lm(path, cfg.model.device, cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens)
     lm.model.eval()
     return lm
@@ -141,8 +141,8 @@ def ensure_vft(cfg: RunConfig, d: Path, snapshots: int = 4, progress: bool = Tru
     checkpoint after each), and each segment's model is copied to ``d/vft_steps/step_N`` for the
     assessment-vs-task-accuracy curve across checkpoints.
     """
-    from .model import build_lm
-    from .vft import train_vft
+    from .model.lm import build_lm
+    from .train.vft import train_vft
 
     d = Path(d)
     _write_config(cfg, d)
@@ -172,8 +172,8 @@ def ensure_vft(cfg: RunConfig, d: Path, snapshots: int = 4, progress: bool = Tru
 def ensure_samples(cfg: RunConfig, d: Path, lm=None, progress: bool = True) -> tuple[list[dict], list[dict]]:
     """(training records, held-out records): k labelled VFT samples per question, as the pipeline
     draws them (same seeds, same cache files), sampled now unless cached."""
-    from .evaluate import assessment_set
-    from .sampling import sample_cots
+    from .eval.evaluate import assessment_set
+    from .sampling.samples import sample_cots
 
     d = Path(d)
     s = cfg.sample
@@ -197,7 +197,7 @@ def ensure_aligned(cfg: RunConfig, d: Path, name: str, method: str | None = None
     """Model ``name``: ``method`` (default: ``name``) trained from the VFT model on the training
     samples with ``cfg.align_for(method)`` plus ``overrides`` (AlignConfig fields); returns
     ``(lm, per-step log)``. Reloaded when a model of that name was trained with the same settings."""
-    from .align import align_from_vft, batch_seed
+    from .align.aft import align_from_vft, batch_seed
 
     d = Path(d)
     acfg = dataclasses.replace(cfg.align_for(method or name), **overrides)
@@ -220,7 +220,7 @@ def ensure_eval(cfg: RunConfig, d: Path, name: str, lm=None, path: Path | None =
     """``evaluate`` of model ``name`` (greedy task accuracy on the held-out questions, and the
     fixed held-out samples rescored), cached in ``d/evals/<name>.json``; ``path`` loads the model
     from another folder (e.g. a VFT snapshot)."""
-    from .evaluate import evaluate, own_sampling
+    from .eval.evaluate import evaluate, own_sampling
 
     d = Path(d)
     cache = d / "evals" / f"{name}.json"

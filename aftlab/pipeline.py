@@ -9,7 +9,7 @@ a half-written ``metrics.json``.
 
 Under a launcher (``torchrun``/``accelerate launch``, ``WORLD_SIZE`` > 1) every process runs this
 same function: VFT and alignment split each step's batch, sampling and evaluation take whole
-batches of questions each (``aftlab.shards``), only the main process writes the run folder's files,
+batches of questions each (``aftlab.train.shards``), only the main process writes the run folder's files,
 and all wait for each other at every stage boundary. Each stage after training reloads the model
 from its checkpoint, so sampling and evaluation never run through a sharded (FSDP) model.
 
@@ -24,18 +24,18 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, distributed
-from .align import align_from_vft, batch_seed, train_align
+from .align.aft import align_from_vft, batch_seed, train_align
 from .config import RunConfig, to_dict
-from .data import synthetic_from_config
-from .evaluate import assessment_set, evaluate, n_mixed, own_sampling
-from .metrics import misranked_examples
-from .model import build_lm, load_lm
-from .runtime import resolve_autocast
-from .sampling import groups, open_sampler, sample_cots
-from .stats import comparisons_for_run
-from .trackers import Trackers, open_trackers
-from .vft import train_vft
+from .data.questions import synthetic_from_config
+from .eval.evaluate import assessment_set, evaluate, n_mixed, own_sampling
+from .eval.metrics import misranked_examples
+from .eval.stats import comparisons_for_run
+from .model.lm import build_lm, load_lm
+from .model.runtime import resolve_autocast
+from .report.trackers import Trackers, open_trackers
+from .sampling.samples import groups, open_sampler, sample_cots
+from .train import checkpoint, distributed
+from .train.vft import train_vft
 
 
 def stage_dirs(out: str | Path) -> dict[str, Path]:
@@ -49,8 +49,8 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print, sampl
         trackers: str | list[str] | Trackers | None = None) -> dict:
     """Run the experiment of ``cfg`` into folder ``out``; returns the metrics dict (also written).
 
-    ``sampler``: ``"hf"`` or ``"vllm"`` draws every round's COTs (``aftlab.sampling.sample_cots``).
-    ``trackers``: backend names (``"tensorboard"``, ``["mlflow", "wandb"]``, see ``aftlab.trackers``)
+    ``sampler``: ``"hf"`` or ``"vllm"`` draws every round's COTs (``aftlab.sampling.samples.sample_cots``).
+    ``trackers``: backend names (``"tensorboard"``, ``["mlflow", "wandb"]``, see ``aftlab.report.trackers``)
     or open ``Trackers`` that receive every VFT and AFT log entry (stage ``vft``, then each method, its
     later rounds as ``<method>_r2`` …); the JSON logs in ``out`` are written either way."""
     if isinstance(trackers, Trackers):
@@ -154,7 +154,7 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
                           ("per_question.json", paired["per_question"]),
                           ("metrics.json", metrics)]:  # metrics last: its presence means the others are complete
             checkpoint.write_atomic(out / name, json.dumps(obj, indent=1 if name == "metrics.json" else None))
-        from .report import write_report
+        from .report.writer import write_report
         write_report(out)
     dist.wait()
     return metrics

@@ -12,13 +12,13 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from .align import align_from_vft, batch_seed
+from .align.aft import align_from_vft, batch_seed
 from .config import from_dict
-from .data import synthetic_from_config
-from .evaluate import evaluate, own_sampling
+from .data.questions import synthetic_from_config
+from .eval.evaluate import evaluate, own_sampling
+from .eval.stats import question_outcomes
 from .records import Record
-from .sampling import read_samples
-from .stats import question_outcomes
+from .sampling.samples import read_samples
 
 
 def split_validation(records: list[Record], n_val: int) -> tuple[list[Record], list[Record]]:
@@ -86,6 +86,6 @@ def beta_sweep(run_dir: Path, betas: list[float], method: str = "aft_bc", progre
     res = variant_sweep(run_dir, {str(b): {"method": method, "beta": b} for b in betas}, progress)
     rows = [{"beta": b, **{k: v for k, v in res[str(b)].items() if k != "train_log"}} for b in betas]
     (run_dir / "beta_sweep.json").write_text(json.dumps(rows, indent=1))
-    from .plots import beta_sweep as fig
+    from .report.plots import beta_sweep as fig
     fig(rows).write_html(run_dir / "beta_sweep.html", include_plotlyjs="inline")
     return rows

@@ -2,7 +2,7 @@
 
 Arms of the tiny/smol VFT step (``vft.nll_backward``) and AFT step (the body of ``align.train_align``):
 ``plain`` is the code path before the fused head (logits of every COT position, gather − logsumexp);
-``fused`` the default now (``aftlab.head``: taken-token log-probs chunk by chunk); ``bf16`` the fused
+``fused`` the default now (``aftlab.model.head``: taken-token log-probs chunk by chunk); ``bf16`` the fused
 path under bf16 autocast (opt-in ``model.autocast``); ``bf16_cast`` that, with the frozen weights cast once
 per step as ``train.fit`` does (``model.linears_cast(frozen_only=True)``: LoRA's base weights on smol; the same
 as ``bf16`` on tiny, which has none). MFU is model FLOPs (``bench_mfu.train_flops``)
@@ -16,17 +16,16 @@ import contextlib
 from unittest import mock
 
 import torch
-
 from common import cli_main, interleaved, load, matmul_flops
 
 
 def _arm(step, name: str, model=None):
     """``step`` run as arm ``name``: ``plain`` without the fused head, ``bf16`` under autocast,
     ``bf16_cast`` also with ``model``'s frozen weights cast once per step."""
-    from aftlab.model import linears_cast
+    from aftlab.model.lm import linears_cast
 
     def f():
-        plain = mock.patch("aftlab.scoring.split_head", lambda m: None) if name == "plain" else contextlib.nullcontext()
+        plain = mock.patch("aftlab.model.scoring.split_head", lambda m: None) if name == "plain" else contextlib.nullcontext()
         cast = torch.autocast("cpu", torch.bfloat16) if name.startswith("bf16") else contextlib.nullcontext()
         once = linears_cast(model, "bfloat16", frozen_only=True) if name == "bf16_cast" else contextlib.nullcontext()
         with plain, cast, once:
@@ -42,14 +41,15 @@ def bf16_matmul_flops(n: int = 2048, reps: int = 3) -> float:
 def run(preset: str = "tiny", device: str = "cpu", reps: int = 3, arms=("plain", "fused", "bf16", "bf16_cast")) -> dict:
     from bench_mfu import train_flops
     from bench_train import _aft, _groups
+
     from aftlab.config import preset as get_preset
-    from aftlab.train import batch_indices
-    from aftlab.vft import nll_backward
+    from aftlab.train.loop import batch_indices
+    from aftlab.train.vft import nll_backward
     peak, peak_bf16 = matmul_flops(2048, device), bf16_matmul_flops()
     lm, train, _ = load(preset, device)
     cfg = get_preset(preset)
     if preset == "smol":
-        from aftlab.model import add_lora
+        from aftlab.model.lm import add_lora
         lm = add_lora(lm, cfg.model.lora_r, cfg.model.lora_alpha)
     model, pad = lm.model, lm.tokenizer.pad_token_id or 0
     model.train()

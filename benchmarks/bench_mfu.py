@@ -11,9 +11,7 @@ micro-batches (``vft.nll_backward``: 1, 2 and the default ``vft.default_buckets`
 """
 from __future__ import annotations
 
-
 import torch
-
 from common import cli_main, interleaved, load, matmul_flops
 
 
@@ -30,13 +28,13 @@ def train_flops(model, tokens: float, logit_positions: float) -> float:
 
 def run(preset: str = "tiny", device: str = "cpu", reps: int = 3) -> dict:
     from aftlab.config import preset as get_preset
-    from aftlab.train import batch_indices
-    from aftlab.vft import nll_backward
+    from aftlab.train.loop import batch_indices
+    from aftlab.train.vft import nll_backward
     peak = matmul_flops(2048 if device == "cpu" else 8192, device)
     lm, train, _ = load(preset, device)
     cfg = get_preset(preset)
     if preset == "smol":
-        from aftlab.model import add_lora
+        from aftlab.model.lm import add_lora
         lm = add_lora(lm, cfg.model.lora_r, cfg.model.lora_alpha)
     model = lm.model
     model.train()
@@ -57,7 +55,7 @@ def run(preset: str = "tiny", device: str = "cpu", reps: int = 3) -> dict:
             opt.step()
         return f
 
-    from aftlab.vft import default_buckets
+    from aftlab.train.vft import default_buckets
     n_default = default_buckets(bs)
     arms = {"vft_1bucket": vft(1), "vft_2buckets": vft(2)}
     if n_default > 2:

@@ -11,9 +11,8 @@ import argparse
 import json
 
 import torch
-from torch.profiler import ProfilerActivity, profile
-
 from common import load, set_bench_threads
+from torch.profiler import ProfilerActivity, profile
 
 MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
           "mkldnn_bf16_gemm")
@@ -22,14 +21,15 @@ MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_dot_product_fla
 def workloads(preset: str, device: str = "cpu", autocast: bool = False) -> dict:
     """Zero-argument callables, one per stage, on the preset's model and task."""
     from bench_train import _aft, _groups
+
     from aftlab.config import preset as get_preset
-    from aftlab.sampling import generate
-    from aftlab.train import batch_indices
-    from aftlab.vft import nll_backward
+    from aftlab.sampling.samples import generate
+    from aftlab.train.loop import batch_indices
+    from aftlab.train.vft import nll_backward
     lm, train, test = load(preset, device)
     cfg = get_preset(preset)
     if preset == "smol":
-        from aftlab.model import add_lora
+        from aftlab.model.lm import add_lora
         lm = add_lora(lm, cfg.model.lora_r, cfg.model.lora_alpha)
     model, pad = lm.model, lm.tokenizer.pad_token_id or 0
     pairs = [(lm.prompt_ids(e.question), lm.cot_ids(e.solution)) for e in train]
@@ -43,7 +43,7 @@ def workloads(preset: str, device: str = "cpu", autocast: bool = False) -> dict:
         opt.step()
 
     aft, _, _ = _aft(lm, _groups(train, cfg.align.questions_per_step, 4, 4))
-    from aftlab.scoring import score, score_grouped
+    from aftlab.model.scoring import score, score_grouped
     n_score = 24 if preset == "tiny" else 3  # questions x k = 8 COTs (other questions' references stand in)
     prompts = [lm.prompt_ids(e.question) for e in train[:n_score]]
     groups = [[lm.cot_ids(train[(n_score + 8 * b + j) % len(train)].solution) for j in range(8)]

@@ -21,18 +21,16 @@ its COTs end where the model ends them, so the projections are those of the real
 """
 from __future__ import annotations
 
-
 import torch
-
 from common import cli_main, interleaved, load
 
 
 def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int | None = None,
         max_new_tokens: int = 48, reps: int = 3, model: str | None = None) -> dict:
-    from aftlab.sampling import generate
+    from aftlab.sampling.samples import generate
     lm, train, _ = load(preset, device)
     if model:  # a trained checkpoint (e.g. runs/demo/vft): COTs end where the model ends them
-        from aftlab.model import load_lm
+        from aftlab.model.lm import load_lm
         lm = load_lm(model, device, max_prompt_tokens=lm.max_prompt_tokens)
     n_questions = n_questions or (64 if preset == "tiny" else 2)  # tiny: one batch of sample.batch_questions
     qs = [e.question for e in train[:n_questions]]
@@ -54,7 +52,7 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
     greedy_qs = [e for e in train[:n_greedy]]
 
     def greedy():
-        from aftlab.evaluate import greedy as eval_greedy
+        from aftlab.eval.evaluate import greedy as eval_greedy
         return eval_greedy(lm, greedy_qs, max_new_tokens)
 
     def naive():
@@ -70,7 +68,7 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
     out = {}
     if preset == "smol":  # last: add_lora wraps the model in place
         from aftlab.config import preset as preset_cfg
-        from aftlab.model import add_lora, lora_merged
+        from aftlab.model.lm import add_lora, lora_merged
         mcfg = preset_cfg("smol").model
         lm = add_lora(lm, mcfg.lora_r, mcfg.lora_alpha)
 
@@ -80,7 +78,7 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
         tl = interleaved({"greedy_lora": greedy, "greedy_lora_merged": greedy_merged}, reps=reps)
         out = {"lora_seconds": tl, "lora_merged_vs_unmerged_greedy": tl["greedy_lora"] / tl["greedy_lora_merged"]}
         # the preset's autocast ("auto": bf16 where it pays): weights cast once per call vs at every token
-        from aftlab.runtime import resolve_autocast
+        from aftlab.model.runtime import resolve_autocast
         lm.autocast = mcfg.autocast
         greedy_q = [e.question for e in greedy_qs]
 

@@ -7,9 +7,7 @@ three must agree to 1e-4; the table reports COT tokens scored per second and the
 """
 from __future__ import annotations
 
-
 import torch
-
 from common import cli_main, interleaved, load
 
 
@@ -34,7 +32,7 @@ def workload(lm, train, n_questions: int, k: int):
 
 
 def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int | None = None, reps: int = 3) -> dict:
-    from aftlab.scoring import score, score_grouped
+    from aftlab.model.scoring import score, score_grouped
     lm, train, _ = load(preset, device)
     lm.model.eval()
     n_questions = n_questions or (24 if preset == "tiny" else 3)

@@ -52,7 +52,7 @@ def arm(name: str, preset: str, device: str, n_questions: int, steps: int) -> di
     set_bench_threads()
     lm, train, _ = load(preset, device)
     if preset == "smol":
-        from aftlab.model import add_lora
+        from aftlab.model.lm import add_lora
         lm = add_lora(lm, 16, 32)
     model = lm.model
     dev = lm.device
@@ -84,10 +84,11 @@ def arm(name: str, preset: str, device: str, n_questions: int, steps: int) -> di
 def _aft(lm, groups, share_prefix: bool = True):
     """One AFT(BC) step as ``align.train_align`` runs it; returns (step, pairs, input tokens per step)."""
     import torch
-    from aftlab import losses
-    from aftlab.align import _matrix, align_loss, pack, step_logprobs
+
+    from aftlab.align.aft import _matrix, align_loss, pack, step_logprobs
     from aftlab.config import AlignConfig
-    from aftlab.scoring import normalised
+    from aftlab.model.scoring import normalised
+    from aftlab.train import losses
     cfg = AlignConfig(method="aft_bc", constraint="boundary")
     batch, _ = pack(lm, groups, 16)
     model, pad = lm.model, lm.tokenizer.pad_token_id or 0

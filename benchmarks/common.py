@@ -26,7 +26,7 @@ class Skip(Exception):
 def task(n_train: int = 2000, seed: int = 0):
     """Synthetic train/test questions of the tiny preset's task (3-4 steps, numbers up to 12)."""
     from aftlab.config import preset
-    from aftlab.data import synthetic_from_config
+    from aftlab.data.questions import synthetic_from_config
     cfg = preset("tiny", seed=seed)
     cfg.data.n_train, cfg.data.n_test = n_train, 64
     return synthetic_from_config(cfg.data)
@@ -35,7 +35,7 @@ def task(n_train: int = 2000, seed: int = 0):
 def load(preset_name: str, device: str = "cpu"):
     """The preset's model (tiny: random init over the task's words; smol: pretrained, if installed)."""
     from aftlab.config import preset
-    from aftlab.model import build_lm
+    from aftlab.model.lm import build_lm
     train, test = task()
     cfg = preset(preset_name)
     cfg.model.device = device
@@ -92,7 +92,7 @@ def fmt(x, nd=2):
 
 def set_bench_threads() -> int:
     """Threads for a benchmark process: ``AFTLAB_BENCH_THREADS`` if set, else the load-aware default."""
-    from aftlab.runtime import set_threads
+    from aftlab.model.runtime import set_threads
     return set_threads(os.environ.get("AFTLAB_BENCH_THREADS", "auto"))
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs"))
-from report_screenshot import CHROMIUM, opened  # noqa: E402
+from report_screenshot import opened  # noqa: E402
 
 PLOTLY = "application/vnd.plotly.v1+json"
 WIDGETS = "application/vnd.jupyter.widget-state+json"

@@ -10,10 +10,10 @@ import sys
 
 import torch
 
-from aftlab.credit import shared_prefix
-from aftlab.evaluate import rescore
-from aftlab.model import load_lm
-from aftlab.sampling import read_samples
+from aftlab.align.credit import shared_prefix
+from aftlab.eval.evaluate import rescore
+from aftlab.model.lm import load_lm
+from aftlab.sampling.samples import read_samples
 
 torch.set_num_threads(1)
 run = sys.argv[1]

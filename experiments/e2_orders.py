@@ -11,8 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from aftlab.checkpoint import write_atomic
 from aftlab.sweep import variant_sweep
+from aftlab.train.checkpoint import write_atomic
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()

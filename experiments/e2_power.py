@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from aftlab.stats import merge_orders, pooled_comparisons
+from aftlab.eval.stats import merge_orders, pooled_comparisons
 
 PRIMARY = ("assessment_accuracy_strict", "rerank_accuracy")
 SHOWN = ("task_accuracy", "assessment_accuracy_strict", "rerank_accuracy", "assessment_accuracy")

@@ -10,7 +10,6 @@ recorded in each row's ``overrides``.
 Appends one JSON line per variant to experiments/e2_results.jsonl (run, variant, overrides, metrics).
 """
 import json
-import sys
 import time
 from pathlib import Path
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from e2_power import PRIMARY, table, verdict
 
-from aftlab.checkpoint import write_atomic
-from aftlab.evaluate import evaluate
-from aftlab.model import load_lm
-from aftlab.stats import merge_orders, pooled_comparisons
+from aftlab.eval.evaluate import evaluate
+from aftlab.eval.stats import merge_orders, pooled_comparisons
+from aftlab.model.lm import load_lm
 from aftlab.sweep import sweep_inputs, variant_sweep
+from aftlab.train.checkpoint import write_atomic
 
 LRS, EPOCHS = (1e-4, 3e-4, 1e-3), (1, 2)  # the pre-registered grid, smallest budget first
 TASK_MARGIN = 0.01  # a setting is eligible when its validation task accuracy >= VFT's - 1 point

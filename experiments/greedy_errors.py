@@ -13,13 +13,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from aftlab.align import align_from_vft, batch_seed
-from aftlab.answers import step_quality
+from aftlab.align.aft import align_from_vft, batch_seed
 from aftlab.config import from_dict
-from aftlab.data import synthetic_from_config
-from aftlab.evaluate import greedy
-from aftlab.model import load_lm
-from aftlab.sampling import read_samples
+from aftlab.data.answers import step_quality
+from aftlab.data.questions import synthetic_from_config
+from aftlab.eval.evaluate import greedy
+from aftlab.model.lm import load_lm
+from aftlab.sampling.samples import read_samples
 
 sys.path.insert(0, str(Path(__file__).parent))
 from e2_sweep import VARIANTS  # noqa: E402

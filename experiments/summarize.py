@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from aftlab.metrics import aggregate
+from aftlab.eval.metrics import aggregate
 
 KEYS = ("task_accuracy", "assessment_accuracy", "assessment_per_question", "assessment_accuracy_strict",
         "rerank_accuracy", "mean_pos_score", "mean_neg_score", "repetition_rate")

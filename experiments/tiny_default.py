@@ -16,15 +16,15 @@ import os
 import time
 from pathlib import Path
 
-from aftlab.checkpoint import write_atomic
 from aftlab.config import preset, replace_path
-from aftlab.data import Example, synthetic_from_config, synthetic_splits
-from aftlab.evaluate import assessment_set, greedy, n_mixed
-from aftlab.metrics import assessment_accuracy, pair_wins
-from aftlab.model import build_lm, load_lm
-from aftlab.runtime import set_threads
-from aftlab.stats import interval, paired_bootstrap
-from aftlab.vft import train_vft
+from aftlab.data.questions import Example, synthetic_from_config, synthetic_splits
+from aftlab.eval.evaluate import assessment_set, greedy, n_mixed
+from aftlab.eval.metrics import assessment_accuracy, pair_wins
+from aftlab.eval.stats import interval, paired_bootstrap
+from aftlab.model.lm import build_lm, load_lm
+from aftlab.model.runtime import set_threads
+from aftlab.train.checkpoint import write_atomic
+from aftlab.train.vft import train_vft
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "tiny_default_runs"
@@ -99,7 +99,7 @@ def full(name: str, seed: int) -> dict:
     records = assessment_set(lm, val, MIN_MIXED, s.k, MIN_MIXED, temperature=s.temperature, top_p=s.top_p,
                              max_new_tokens=s.max_new_tokens, seed=seed + 1, batch_questions=s.batch_questions,
                              progress=False)
-    from aftlab.evaluate import rescore
+    from aftlab.eval.evaluate import rescore
     scores = rescore(lm, records)
     correct = [[x["correct"] for x in r["samples"]] for r in records]
     a = assessment_accuracy(scores, correct)

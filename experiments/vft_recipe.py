@@ -17,14 +17,14 @@ import json
 import time
 from pathlib import Path
 
-from aftlab.checkpoint import write_atomic
 from aftlab.config import preset
-from aftlab.data import Example, synthetic_from_config, synthetic_splits
-from aftlab.evaluate import greedy
-from aftlab.model import build_lm, load_lm
-from aftlab.runtime import set_threads
-from aftlab.stats import mcnemar_exact, paired_bootstrap
-from aftlab.vft import train_vft
+from aftlab.data.questions import Example, synthetic_from_config, synthetic_splits
+from aftlab.eval.evaluate import greedy
+from aftlab.eval.stats import mcnemar_exact, paired_bootstrap
+from aftlab.model.lm import build_lm, load_lm
+from aftlab.model.runtime import set_threads
+from aftlab.train.checkpoint import write_atomic
+from aftlab.train.vft import train_vft
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "vft_recipe_runs"

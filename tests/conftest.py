@@ -26,14 +26,14 @@ def smoke_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_task():
-    from aftlab.data import synthetic_splits
+    from aftlab.data.questions import synthetic_splits
     return synthetic_splits(n_train=400, n_test=16, seed=0, min_steps=2, max_steps=3)
 
 
 @pytest.fixture()
 def tiny(small_task):
     """A fresh, untrained small tiny-architecture LM over the small task's vocabulary."""
-    from aftlab.model import tiny_lm
+    from aftlab.model.lm import tiny_lm
     train, test = small_task
     return tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2, ffn=64)
 
@@ -42,8 +42,8 @@ def tiny(small_task):
 def trained(small_task, tmp_path_factory):
     """A small LM after a short VFT run (enough to emit well-formed COTs), and its checkpoint folder."""
     from aftlab.config import VFTConfig
-    from aftlab.model import tiny_lm
-    from aftlab.vft import train_vft
+    from aftlab.model.lm import tiny_lm
+    from aftlab.train.vft import train_vft
     train, test = small_task
     lm = tiny_lm([e.question + " " + e.solution for e in train + test], hidden=64, layers=2, heads=2, ffn=128)
     out = tmp_path_factory.mktemp("trained") / "vft"

@@ -3,7 +3,7 @@
 accelerate 1.15 turns FSDP on only for GPU-type backends (on CPU processes it sets up plain DDP), so
 this worker shards the tiny model with torch's own ``fully_shard`` (the FSDP2 that accelerate applies
 on GPUs), trains 2 steps on a fixed batch (each process takes half) and saves through
-``aftlab.distributed``, which must gather the full weights and optimizer state from both processes.
+``aftlab.train.distributed``, which must gather the full weights and optimizer state from both processes.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/fsdp_worker.py OUT
 """
@@ -15,7 +15,7 @@ BATCH = [[1, 5, 6, 7, 8, 2], [1, 9, 10, 11, 12, 2], [1, 5, 9, 6, 10, 2], [1, 13,
 
 
 def build():
-    from aftlab.model import tiny_lm
+    from aftlab.model.lm import tiny_lm
     words = "a b c d e f g h i j k l m n o p".split()
     return tiny_lm([" ".join(words)], hidden=16, layers=2, heads=2, ffn=32, seed=0)
 
@@ -32,7 +32,7 @@ def train(model, opt, rows) -> None:
 def main(out: str) -> None:
     from torch.distributed.fsdp import fully_shard
 
-    from aftlab import checkpoint, distributed
+    from aftlab.train import checkpoint, distributed
     dist = distributed.runner()  # WORLD_SIZE=2: sets up the gloo process group
     lm = build()
     for layer in lm.model.model.layers:

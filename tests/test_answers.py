@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aftlab.answers import (
+from aftlab.data.answers import (
     StepCheck,
     check_steps,
     extract_answer,

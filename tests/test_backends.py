@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from aftlab.cli import _config, build_parser, main
-from aftlab.data import DataError, load_hf, load_jsonl, synthetic_from_config
-from aftlab.sampling import read_samples, sample_cots
+from aftlab.data.questions import DataError, load_hf, load_jsonl, synthetic_from_config
+from aftlab.sampling.samples import read_samples, sample_cots
 
 
 # ---------------------------------------------------------------- vLLM
@@ -64,7 +64,7 @@ def test_vllm_records_match_hf_path(tiny, small_task, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", fake_vllm(tiny, ex, log))
 
     def hf_like(lm, questions, k, temperature, top_p, max_new_tokens, seed):
-        # what aftlab.sampling.generate returns for the same tokens: lm.decode, finished = EOS seen
+        # what aftlab.sampling.samples.generate returns for the same tokens: lm.decode, finished = EOS seen
         by_q = {e.question: _canned(lm, e) for e in ex}
         return [[(lm.decode(ids), lm.tokenizer.eos_token_id in ids) for ids, _ in by_q[q][:k]] for q in questions]
 
@@ -93,7 +93,7 @@ def test_vllm_records_match_hf_path(tiny, small_task, tmp_path, monkeypatch):
 
 
 def test_vllm_greedy_is_one_completion_repeated(tiny, small_task, monkeypatch):
-    from aftlab.sampling_vllm import VLLMSampler
+    from aftlab.sampling.vllm import VLLMSampler
     _, test = small_task
     log = _log()
     monkeypatch.setitem(sys.modules, "vllm", fake_vllm(tiny, test[:2], log))
@@ -109,8 +109,8 @@ def test_vllm_greedy_is_one_completion_repeated(tiny, small_task, monkeypatch):
 def test_vllm_saves_lora_models_merged(tiny, tmp_path):
     from safetensors import safe_open
 
-    from aftlab.model import add_lora
-    from aftlab.sampling_vllm import model_folder, save_merged
+    from aftlab.model.lm import add_lora
+    from aftlab.sampling.vllm import model_folder, save_merged
     lm = add_lora(tiny, r=2, alpha=4)
     save_merged(lm, tmp_path / "m")
     with safe_open(tmp_path / "m" / "model.safetensors", "pt") as f:
@@ -124,7 +124,7 @@ def test_vllm_saves_lora_models_merged(tiny, tmp_path):
 
 
 def test_vllm_missing_is_a_clear_error(tiny, small_task, tmp_path, monkeypatch, capsys):
-    from aftlab.sampling_vllm import VLLMUnavailable
+    from aftlab.sampling.vllm import VLLMUnavailable
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm fails, installed or not
     _, test = small_task
     cache = tmp_path / "s.jsonl"

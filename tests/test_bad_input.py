@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from aftlab import checkpoint
 from aftlab.cli import main
 from aftlab.config import ConfigError, DataConfig, from_dict, preset, replace_path, to_dict
-from aftlab.data import MAX_LINE_BYTES, DataError, load_jsonl, synthetic_from_config
-from aftlab.model import ModelLoadError, load_lm
-from aftlab.sampling import label, read_samples, sample_cots
+from aftlab.data.questions import MAX_LINE_BYTES, DataError, load_jsonl, synthetic_from_config
+from aftlab.model.lm import ModelLoadError, load_lm
+from aftlab.sampling.samples import label, read_samples, sample_cots
+from aftlab.train import checkpoint
 
 GOOD = {"question": "Tom has 3 apples. He buys 4 more. How many?", "answer": "3 + 4 = 7. #### 7"}
 

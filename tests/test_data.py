@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from aftlab.answers import check_steps, is_correct
-from aftlab.data import DataError, load_jsonl, synthetic_splits, valid_solutions
+from aftlab.data.answers import check_steps, is_correct
+from aftlab.data.questions import DataError, load_jsonl, synthetic_splits, valid_solutions
 
 
 def test_synthetic_is_deterministic_by_seed_and_splits_are_disjoint():

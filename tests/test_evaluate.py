@@ -1,6 +1,6 @@
 """Evaluation metrics of a model on a fixed set of labelled COTs."""
-from aftlab.evaluate import evaluate, rescore
-from aftlab.sampling import label
+from aftlab.eval.evaluate import evaluate, rescore
+from aftlab.sampling.samples import label
 
 Q = "Mia has 7 shells. She buys 3 bags with 4 shells in each. How many shells does Mia have now?"
 REF = "3 * 4 = 12. 7 + 12 = 19. #### 19"
@@ -20,7 +20,7 @@ def test_strict_assessment_leaves_out_lucky_right_answers(tiny, small_task):
 
 
 def test_assessment_set_grows_until_enough_questions_are_mixed_and_resumes_from_its_cache(tiny, small_task, tmp_path):
-    from aftlab.evaluate import assessment_set, n_mixed
+    from aftlab.eval.evaluate import assessment_set, n_mixed
     _, test = small_task
     pos = {e.question: i for i, e in enumerate(test)}
     seeds = []

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aftlab import answers
-from aftlab.answers import (
+from aftlab.data import answers
+from aftlab.data.answers import (
     StepCheck,
     check_steps,
     extract_answer,

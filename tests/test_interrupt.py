@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from aftlab import checkpoint
+from aftlab.train import checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -41,22 +41,22 @@ ALIGN_CFG = dict(method="aft_bc", constraint="boundary", epochs=3.0, questions_p
 def work(args: dict):
     """One stage, as a worker process (or the in-process reference run) executes it."""
     torch.set_num_threads(args["threads"])
-    from aftlab.data import synthetic_splits
-    from aftlab.model import load_lm, tiny_lm
+    from aftlab.data.questions import synthetic_splits
+    from aftlab.model.lm import load_lm, tiny_lm
     train, test = synthetic_splits(n_train=400, n_test=16, seed=0, min_steps=2, max_steps=3)
     if args["stage"] == "vft":
         from aftlab.config import VFTConfig
-        from aftlab.vft import train_vft
+        from aftlab.train.vft import train_vft
         lm = tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2, ffn=64,
                      seed=1)
         return lm, train_vft(lm, train, VFTConfig(**VFT_CFG), out=args["out"], seed=2, progress=False)
     if args["stage"] == "sample":
-        from aftlab.sampling import sample_cots
+        from aftlab.sampling.samples import sample_cots
         lm = load_lm(args["model"])
         return sample_cots(lm, train[:args["n"]], k=4, temperature=1.0, seed=5, batch_questions=2, cache=args["out"],
                            progress=False)
     if args["stage"] == "align":
-        from aftlab.align import train_align
+        from aftlab.align.aft import train_align
         from aftlab.config import AlignConfig
         lm = load_lm(args["model"])
         state = checkpoint.load_state(checkpoint.find(args["model"]))
@@ -137,7 +137,7 @@ def _swapping(ckpt: Path):
 
 def _assert_loads_and_is_before(ckpt: Path, step_before: int) -> int:
     """After a kill inside save: the checkpoint found is the previous complete one, and it loads."""
-    from aftlab.model import load_lm
+    from aftlab.model.lm import load_lm
     step = _step(ckpt)
     assert step == step_before, f"a kill during a save must leave the previous checkpoint (step {step_before})"
     load_lm(checkpoint.find(ckpt))
@@ -160,7 +160,7 @@ def _kill_sequence(tmp: Path, ckpt: Path, **args) -> None:
 
 
 def _assert_same_weights(a, b_path: Path, tol: float = 1e-6) -> float:
-    from aftlab.model import load_lm
+    from aftlab.model.lm import load_lm
     b = load_lm(b_path)
     diff = max(float((p - q).abs().max()) for p, q in zip(a.model.state_dict().values(),
                                                           b.model.state_dict().values()))
@@ -188,7 +188,7 @@ def test_vft_survives_kills_and_ends_where_an_uninterrupted_run_does(tmp_path):
 
 @pytest.fixture(scope="module")
 def align_inputs(trained, small_task, tmp_path_factory):
-    from aftlab.sampling import groups, sample_cots
+    from aftlab.sampling.samples import groups, sample_cots
     lm, vft_dir, _ = trained
     train, _ = small_task
     recs = sample_cots(lm, train[:24], k=4, temperature=1.0, seed=0, progress=False)
@@ -211,7 +211,7 @@ def test_align_survives_kills_and_ends_where_an_uninterrupted_run_does(align_inp
 
 
 def test_sampling_survives_kills_and_its_cache_reads_back_whole(trained, tmp_path):
-    from aftlab.sampling import read_samples
+    from aftlab.sampling.samples import read_samples
     _, vft_dir, _ = trained
     n = 24
     args = {"stage": "sample", "model": str(vft_dir), "n": n}
@@ -230,7 +230,7 @@ def test_sampling_survives_kills_and_its_cache_reads_back_whole(trained, tmp_pat
 
 def test_torn_last_line_is_cut_before_appending(trained, small_task, tmp_path):
     """A writer killed mid-line leaves a fragment; resuming must not glue the next record onto it."""
-    from aftlab.sampling import read_samples, sample_cots
+    from aftlab.sampling.samples import read_samples, sample_cots
     lm, _, _ = trained
     _, test = small_task
     full = sample_cots(lm, test[:6], k=3, temperature=1.0, seed=5, batch_questions=2, progress=False)

@@ -1,4 +1,4 @@
-"""Behaviour of aftlab.losses: values, gradients (what the constraints do), batching, peers' formulas."""
+"""Behaviour of aftlab.train.losses: values, gradients (what the constraints do), batching, peers' formulas."""
 import doctest
 import math
 
@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aftlab import losses
-from aftlab.losses import (aft_loss, aft_loss_batched, boundary, dpo_loss, nll_loss, pro_loss,
-                           rbc_loss, rrhf_loss)
+from aftlab.train import losses
+from aftlab.train.losses import aft_loss, aft_loss_batched, boundary, dpo_loss, nll_loss, pro_loss, rbc_loss, rrhf_loss
 
 CONSTRAINTS = [None, "detach", "boundary"]
 LN2 = math.log(2)
@@ -113,7 +112,7 @@ def test_boundary_gradient_vanishes_at_b_pushes_down_above_and_up_below():
 
 
 def test_truncate_pushes_negatives_above_the_boundary_and_leaves_the_rest_alone():
-    from aftlab.losses import aft_loss_batched
+    from aftlab.train.losses import aft_loss_batched
     b = -1.0 - 0.1  # min(POS) - beta
     s = torch.tensor([[*POS.tolist(), -0.2, b + 0.01, b - 0.01, -30.0]], requires_grad=True)
     n_pos = len(POS)
@@ -130,7 +129,8 @@ def test_truncate_pushes_negatives_above_the_boundary_and_leaves_the_rest_alone(
 
 def _descend(constraint, free_pos, steps=500, lr=1.0):
     """SGD on scores s = -softplus(theta) <= 0 (log-prob-like) under aft_loss; returns final scores."""
-    inv = lambda s: torch.log(torch.expm1(-s))
+    def inv(s):
+        return torch.log(torch.expm1(-s))
     tp, tn = inv(POS).requires_grad_(free_pos), inv(torch.tensor([-0.8, -1.5, -3.0])).requires_grad_()
     opt = torch.optim.SGD([tp, tn] if free_pos else [tn], lr=lr)
     for _ in range(steps):

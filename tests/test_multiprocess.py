@@ -138,8 +138,9 @@ def test_whole_run_on_two_processes_gives_the_one_process_metrics(tmp_path):
 def test_fsdp2_checkpoint_is_gathered_from_both_processes(tmp_path):
     sys.path.insert(0, str(ROOT / "tests"))
     import fsdp_worker
-    from aftlab import checkpoint
-    from aftlab.model import load_lm
+
+    from aftlab.model.lm import load_lm
+    from aftlab.train import checkpoint
 
     e = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -16,7 +16,8 @@ def _notebook():
     first = go.Figure(go.Bar(x=["a"], y=[1]), layout={"title": {"text": "first figure"}})
     last = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]), layout={"title": {"text": "the plateau"}})
     table = "<table><tr><td>2 * 2 = 5</td><td>✘ step</td></tr></table>"
-    out = lambda fig: {"output_type": "display_data", "data": {shots.PLOTLY: fig.to_plotly_json(), "text/plain": ""}}
+    def out(fig):
+        return {"output_type": "display_data", "data": {shots.PLOTLY: fig.to_plotly_json(), "text/plain": ""}}
     return {"cells": [{"cell_type": "markdown", "source": "# title"},
                       {"cell_type": "code", "outputs": [out(first)]},
                       {"cell_type": "code", "outputs": [{"output_type": "stream", "text": "x"}, out(last)]}],
@@ -37,7 +38,8 @@ def test_main_output_is_the_notebooks_own_figure_or_widget_table():
 
 @pytest.mark.browser
 def test_screenshot_of_a_figure_is_written(tmp_path):
-    if importlib.util.find_spec("playwright") is None or not Path(shots.CHROMIUM).is_file():
+    from report_screenshot import CHROMIUM
+    if importlib.util.find_spec("playwright") is None or not Path(CHROMIUM).is_file():
         pytest.skip("needs playwright and Debian's chromium (`make browser`)")
     png = tmp_path / "fig.png"
     shots.shoot(shots.page(_notebook(), "plotly", -1), png)

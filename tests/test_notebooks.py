@@ -64,8 +64,9 @@ def _parameters(path: Path, env: dict) -> dict:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_a_notebook_opened_by_hand_runs_full_mode_and_ci_smoke_mode_shows_a_banner(path):
     import os
+
     from aftlab.notebook import config
-    from aftlab.views import banner
+    from aftlab.report.views import banner
     env = {k: v for k, v in os.environ.items() if k != "AFTLAB_SMOKE"}
     by_hand = _parameters(path, env)
     assert by_hand["SMOKE"] is False  # JupyterLab without the CI setting: the real experiment
@@ -97,7 +98,7 @@ def test_beta_slider_shows_the_chosen_runs_metrics_and_curve_without_output_capt
     pytest.importorskip("ipywidgets")
     import plotly.io as pio
     monkeypatch.setattr(pio.renderers, "default", "plotly_mimetype")  # what a Jupyter kernel picks
-    from aftlab.views import beta_slider
+    from aftlab.report.views import beta_slider
 
     def log(neg):
         return [{"step": s, "neg_score": neg - 0.01 * s, "gap": 0.1, "boundary": -0.2} for s in range(1, 4)]
@@ -170,7 +171,9 @@ def test_each_notebooks_setup_cell_in_a_kernel_selects_full_mode_by_hand_and_smo
 def test_setup_picks_threads_like_the_cli_and_quiets_transformers(monkeypatch):
     import torch
     import transformers.utils.logging as hf
-    from aftlab import notebook, runtime
+
+    from aftlab import notebook
+    from aftlab.model import runtime
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(runtime, "busy_cores", lambda window=0.3: runtime.usable_cores() - 1)  # all but one busy
     with _restored():
@@ -191,9 +194,9 @@ def test_a_segmented_vft_shows_one_bar_that_ends_complete_and_none_when_cached(t
     weights" / "Writing model shards" bar of transformers'. One bar over the whole schedule, complete,
     once transformers is quieted as ``notebook.setup`` does; a cached stage none."""
     import tqdm.auto
-    import transformers.utils.logging as hf
+
     from aftlab import notebook
-    from aftlab.model import quiet_transformers
+    from aftlab.model.lm import quiet_transformers
     closed = []
 
     class Recorded(tqdm.auto.tqdm):

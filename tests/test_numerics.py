@@ -9,15 +9,15 @@ import json
 import pytest
 import torch
 
-from aftlab import checkpoint
-from aftlab.align import train_align
+from aftlab.align.aft import train_align
 from aftlab.cli import main
 from aftlab.config import AlignConfig, VFTConfig
-from aftlab.model import load_lm
-from aftlab.sampling import groups, label
-from aftlab.scoring import score_texts
-from aftlab.train import NonFiniteError
-from aftlab.vft import train_vft
+from aftlab.model.lm import load_lm
+from aftlab.model.scoring import score_texts
+from aftlab.sampling.samples import groups, label
+from aftlab.train import checkpoint
+from aftlab.train.loop import NonFiniteError
+from aftlab.train.vft import train_vft
 
 
 def _wrong(solution: str) -> str:

@@ -1,9 +1,9 @@
 """The speed-ups give the same numbers: prefix-shared scoring, length-bucketed VFT steps, thread helper."""
 import torch
 
-from aftlab.runtime import auto_threads, threads
-from aftlab.scoring import score, score_grouped
-from aftlab.vft import nll_backward
+from aftlab.model.runtime import auto_threads, threads
+from aftlab.model.scoring import score, score_grouped
+from aftlab.train.vft import nll_backward
 
 
 def _groups(lm, train):
@@ -26,7 +26,7 @@ def test_prefix_shared_scores_equal_full_scoring(tiny, small_task):
 
 
 def test_prefix_shared_scores_equal_with_lora(tiny, small_task):
-    from aftlab.model import add_lora
+    from aftlab.model.lm import add_lora
     train, _ = small_task
     lm = add_lora(tiny, r=4, alpha=8)
     prompts, groups = _groups(lm, train)
@@ -61,7 +61,7 @@ def test_thread_helper_restores_and_respects_load():
 def test_auto_threads_ignores_a_load_average_that_remembers_finished_work(monkeypatch):
     """A fresh `make demo` runs right after pip: the 1-minute load is high, the CPU idle. Two idle
     /proc/stat snapshots must give every core, whatever the load average says."""
-    import aftlab.runtime as rt
+    import aftlab.model.runtime as rt
     snaps = iter(["cpu 1000 0 500 8000 10 0 0 0 0 0\n", "cpu 1001 0 501 8198 10 0 0 0 0 0\n"])
     monkeypatch.setattr(rt, "open", lambda *_: __import__("io").StringIO(next(snaps)), raising=False)
     monkeypatch.setattr(rt.os, "getloadavg", lambda: (3.5, 2.0, 1.0))
@@ -72,7 +72,8 @@ def test_auto_threads_ignores_a_load_average_that_remembers_finished_work(monkey
 def test_auto_threads_leaves_the_cores_a_running_process_keeps_busy():
     import subprocess
     import sys
-    from aftlab.runtime import busy_cores, usable_cores
+
+    from aftlab.model.runtime import busy_cores, usable_cores
     cores = usable_cores()
     spin = "import time\nt = time.time()\nwhile time.time() - t < 20: pass"
     hogs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(cores)]
@@ -87,10 +88,10 @@ def test_auto_threads_leaves_the_cores_a_running_process_keeps_busy():
 
 
 def test_prefix_shared_aft_step_gives_the_same_loss_and_gradient(tiny, small_task):
-    from aftlab.align import _matrix, align_loss, pack, step_logprobs
+    from aftlab.align.aft import _matrix, align_loss, pack, step_logprobs
     from aftlab.config import AlignConfig
-    from aftlab.losses import nll_loss
-    from aftlab.scoring import normalised
+    from aftlab.model.scoring import normalised
+    from aftlab.train.losses import nll_loss
     train, _ = small_task
     groups = [{"question": e.question, "pos": [e.solution], "neg": [train[i + 1].solution, "#### 3"],
                "levels": [1.0, 0.0, 0.0]} for i, e in enumerate(train[:5])]
@@ -130,13 +131,15 @@ def test_batched_tokenization_equals_one_at_a_time(tiny, small_task):
 
 def test_batched_tokenization_equals_one_at_a_time_for_a_chat_model(small_task):
     import pytest
-    from aftlab.ranker import smol_available
-    from aftlab.smol import INSTALL_HINT
+
+    from aftlab.app.ranker import smol_available
+    from aftlab.model.smol import INSTALL_HINT
     if not smol_available():
         pytest.skip(f"the smol weights are not installed: {INSTALL_HINT}")
     from transformers import AutoTokenizer
-    from aftlab.model import LM
-    from aftlab.smol import smol_path
+
+    from aftlab.model.lm import LM
+    from aftlab.model.smol import smol_path
     lm = LM(torch.nn.Linear(1, 1), AutoTokenizer.from_pretrained(smol_path()), chat=True, max_prompt_tokens=160)
     train, _ = small_task
     batched, single = _tokenize_both(lm, [e.question for e in train[:5]], [e.solution for e in train[:5]] + [""])
@@ -147,7 +150,8 @@ def test_word_tokenizer_vocabulary_is_the_words_of_each_text(small_task):
     """The vocabulary, collected from the distinct space-separated pieces, equals the one collected text
     by text with the pre-tokenizer (plus the numbers, the fixed symbols and the specials)."""
     from tokenizers import pre_tokenizers
-    from aftlab.model import SPECIALS, build_word_tokenizer
+
+    from aftlab.model.lm import SPECIALS, build_word_tokenizer
     train, _ = small_task
     texts = [e.question + " " + e.solution for e in train] + ["a\tb  c\n\n7+5=12.#### 3", "½ é x\u0301y \u00a0 12\u200b3 —"]
     splitter, words = pre_tokenizers.Whitespace(), set()
@@ -160,8 +164,8 @@ def test_word_tokenizer_vocabulary_is_the_words_of_each_text(small_task):
 def test_auto_autocast_follows_the_measured_bf16_speed(monkeypatch):
     """``model.autocast="auto"``: bf16 where this device's bf16 matmuls measure faster, else fp32 — the
     forward then runs in that precision, and the run's choice is what the measurement says."""
-    import aftlab.runtime as rt
-    from aftlab.model import autocast_context
+    import aftlab.model.runtime as rt
+    from aftlab.model.lm import autocast_context
     x = torch.randn(8, 64)
     w = torch.nn.Linear(64, 64)
     for speedup, dtype in ((2.2, torch.bfloat16), (0.08, torch.float32)):
@@ -177,7 +181,7 @@ def test_measuring_auto_autocast_leaves_the_global_generator_alone():
     """The bf16 speed check behind ``autocast="auto"`` runs at the first forward, which can come after a seed
     was set (``sampling.generate`` seeds, then enters the model's precision): it must not draw from the
     global generator, or the first call's COTs would differ from the same call's later in the process."""
-    import aftlab.runtime as rt
+    import aftlab.model.runtime as rt
     rt.bf16_speedup.cache_clear()  # measure now, even if an earlier test measured already
     torch.manual_seed(3)
     before = torch.get_rng_state()

@@ -36,9 +36,9 @@ def test_self_consistency_is_the_majority_vote_of_the_models_own_samples(smoke_r
     """VFT's figure comes from the fixed sample set (its own samples), recomputed here by hand."""
     from collections import Counter
 
-    from aftlab.answers import is_correct
     from aftlab.config import preset
-    from aftlab.sampling import read_samples
+    from aftlab.data.answers import is_correct
+    from aftlab.sampling.samples import read_samples
     out, metrics = smoke_run
     n = min(preset("smoke").sc_questions, preset("smoke").data.n_test)
     hits = 0
@@ -96,7 +96,7 @@ def test_align_stage_reproduces_the_runs_model(smoke_run, tmp_path):
     """`aftlab align` on a run's VFT model and samples trains the model `aftlab run` trained (same batch order)."""
     import torch
 
-    from aftlab.model import load_lm
+    from aftlab.model.lm import load_lm
     out, _ = smoke_run
     assert main(["align", "--preset", "smoke", "--seed", "0", "--model", str(out / "vft"), "--samples",
                  str(out / "samples_r1.jsonl"), "--method", "aft_dc", "--out", str(tmp_path / "dc"),
@@ -159,7 +159,7 @@ def test_validation_sweep_trains_without_the_held_back_questions_and_evaluates_o
     """Settings are chosen on training questions: the last n sampled ones are held back from training
     and are the evaluation set (greedy on the questions, assessment on the VFT model's samples of them)."""
     from aftlab import sweep
-    from aftlab.sampling import read_samples
+    from aftlab.sampling.samples import read_samples
     out, _ = smoke_run
     every = read_samples(out / "samples_r1.jsonl")
     trained_on = []
@@ -195,7 +195,7 @@ def _experiment(name: str):
 def test_vft_recipe_rule_and_validation_questions(monkeypatch):
     """experiments/vft_recipe.py: the pre-registered rule, and validation questions that no arm trains or
     is tested on."""
-    from aftlab.data import synthetic_splits
+    from aftlab.data.questions import synthetic_splits
     mod = _experiment("vft_recipe")
     assert mod.decide({"A": {0: .85, 1: .81}, "B": {0: .95, 1: .89}}) == "A stays (C not run)"  # B under the bar
     assert mod.decide({"A": {0: .95, 1: .93}, "B": {0: .94, 1: .92}, "C": {0: .95, 1: .94}}).startswith("C: min 0.940")

@@ -1,7 +1,7 @@
 """Plot builders: the figures carry the data they claim to show."""
 import math
 
-from aftlab import plots
+from aftlab.report import plots
 
 
 def test_training_curves_draw_raw_and_smoothed_lines_per_method():

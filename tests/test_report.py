@@ -6,13 +6,13 @@ import re
 
 import pytest
 
-from aftlab import plots
+from aftlab.align.methods import REGISTRY
 from aftlab.cli import main
 from aftlab.config import preset, replace_path, to_dict
-from aftlab.methods import REGISTRY
-from aftlab.metrics import DEFINITIONS, LABELS, assessment_accuracy, rerank_accuracy, strict_view, task_accuracy
-from aftlab.report import headline, settings, verdict, write_report
-from aftlab.stats import comparisons_for_run
+from aftlab.eval.metrics import DEFINITIONS, LABELS, assessment_accuracy, rerank_accuracy, strict_view, task_accuracy
+from aftlab.eval.stats import comparisons_for_run
+from aftlab.report import plots
+from aftlab.report.writer import headline, settings, verdict, write_report
 
 METHODS = ("vft", "rft", "aft_bc", "aft_dc", "align_only")
 
@@ -102,7 +102,7 @@ def test_settings_show_the_runs_beta_gamma_and_counts(tmp_path):
     (out / "config.json").write_text(json.dumps(cfg))
     grown = settings(out, metrics, n_records=2100)
     assert "2,100 in the fixed sample set" in grown and "(the first 2,000, then more until 600 had a right" in grown
-    assert f"href='metrics.json'" in part and str((out / "config.json").resolve()) in part
+    assert "href='metrics.json'" in part and str((out / "config.json").resolve()) in part
 
 
 def test_every_column_of_the_metrics_tables_has_a_definition(report):

@@ -1,4 +1,4 @@
-from aftlab.sampling import generate, groups, label, sample_cots
+from aftlab.sampling.samples import generate, groups, label, sample_cots
 
 
 def test_same_seed_same_cots_and_k_per_question(trained, small_task):

@@ -1,6 +1,6 @@
 import torch
 
-from aftlab.scoring import score, token_logprobs
+from aftlab.model.scoring import score, token_logprobs
 
 
 def naive_score(model, prompt, cot):

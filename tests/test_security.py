@@ -8,10 +8,8 @@ import ast
 import inspect
 from pathlib import Path
 
-import pytest
-
 from aftlab.config import PRESETS, ModelConfig
-from aftlab.model import load_lm
+from aftlab.model.lm import load_lm
 
 ROOT = Path(__file__).resolve().parents[1]
 UNSAFE_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "joblib", "marshal", "shelve"}
@@ -107,7 +105,6 @@ def test_remote_code_is_off_by_default():
 def test_safetensors_win_over_a_pickle_beside_them(tiny, tmp_path):
     """A model folder holding both formats loads the safetensors and never touches the pickle."""
     import torch
-
     from test_bad_input import _trap_file
     folder = tmp_path / "model"
     tiny.save(folder)
@@ -151,15 +148,13 @@ def test_loopback_checker_catches_a_public_default():
 
 
 def test_app_binds_loopback_by_default():
-    app = ROOT / "apps" / "cot_ranker.py"
+    app = ROOT / "aftlab" / "app" / "ui.py"
     sources = [app.read_text()] + [(ROOT / "aftlab" / "cli.py").read_text()]
     problems, seen = zip(*(_loopback_problems(s) for s in sources))
     assert [p for ps in problems for p in ps] == [] and sum(seen) >= 2  # both the app and the CLI bind somewhere
     from aftlab.cli import build_parser
     assert build_parser().parse_args(["app"]).host in LOOPBACK
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("cot_ranker", app)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     import inspect
+
+    from aftlab.app import ui as mod
     assert inspect.signature(mod.launch).parameters["host"].default in LOOPBACK

@@ -24,8 +24,8 @@ def _gsm8k(name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def smol():
-    from aftlab.model import load_lm
-    from aftlab.smol import SmolMissing, gguf_file
+    from aftlab.model.lm import load_lm
+    from aftlab.model.smol import SmolMissing, gguf_file
     try:
         gguf_file()
     except SmolMissing as e:
@@ -37,7 +37,7 @@ def smol():
 def test_missing_wheel_says_how_to_install(monkeypatch):
     from importlib import metadata
 
-    from aftlab import smol
+    from aftlab.model import smol
 
     def missing(name):
         raise metadata.PackageNotFoundError(name)
@@ -47,20 +47,20 @@ def test_missing_wheel_says_how_to_install(monkeypatch):
 
 
 def test_cache_folder_follows_env(monkeypatch, tmp_path):
-    from aftlab.smol import cache_dir
+    from aftlab.model.smol import cache_dir
     monkeypatch.setenv("AFTLAB_CACHE", str(tmp_path))
     assert cache_dir() == tmp_path
 
 
 def test_missing_hub_model_offline_points_to_presets():
-    from aftlab.model import ModelLoadError, load_lm
+    from aftlab.model.lm import ModelLoadError, load_lm
     with pytest.raises(ModelLoadError, match="--preset smol"):
         load_lm("no-such-org/no-such-model-aftlab", device="cpu")
 
 
 def test_gsm8k_train_parses():
-    from aftlab.answers import is_correct
-    from aftlab.data import load_jsonl
+    from aftlab.data.answers import is_correct
+    from aftlab.data.questions import load_jsonl
     ex = load_jsonl(_gsm8k("train.jsonl"), limit=200)
     assert len(ex) == 200 and len({e.id for e in ex}) == 200
     assert all(e.answer and is_correct(e.solution, e.answer) for e in ex)  # each reference COT is a positive
@@ -68,7 +68,7 @@ def test_gsm8k_train_parses():
 
 def test_gsm8k_as_run_data(tmp_path):
     from aftlab.config import preset, replace_path
-    from aftlab.data import synthetic_from_config
+    from aftlab.data.questions import synthetic_from_config
     cfg = replace_path(preset("smol"), "data.source", str(_gsm8k("train.jsonl")))
     cfg = replace_path(cfg, "data.test_source", str(_gsm8k("test.jsonl")))
     cfg = replace_path(cfg, "data.n_train", "30")
@@ -78,7 +78,7 @@ def test_gsm8k_as_run_data(tmp_path):
 
 
 def test_model_solutions_load_and_clean():
-    from aftlab.assess import load_solutions
+    from aftlab.eval.assess import load_solutions
     items = load_solutions(_gsm8k("model_solutions.jsonl"), limit=20)
     assert len(items) == 20 and all(len(it["cots"]) == 4 for it in items)
     assert any(any(it["correct"]) and not all(it["correct"]) for it in items)
@@ -88,8 +88,8 @@ def test_model_solutions_load_and_clean():
 
 
 def test_bad_model_solutions_name_line_and_field(tmp_path):
-    from aftlab.assess import load_solutions
-    from aftlab.data import DataError
+    from aftlab.data.questions import DataError
+    from aftlab.eval.assess import load_solutions
     f = tmp_path / "ms.jsonl"
     f.write_text(json.dumps({"question": "q", "a": {"solution": "A: 1", "is_correct": True}}) + "\n"
                  + json.dumps({"question": "q", "a": {"solution": "A: 1", "is_correct": "yes"}}) + "\n")
@@ -112,7 +112,7 @@ def _records():
 
 def test_export_round_trip_through_datasets(tmp_path):
     from aftlab.cli import main
-    from aftlab.sampling import groups
+    from aftlab.sampling.samples import groups
     datasets = pytest.importorskip("datasets")
     samples = tmp_path / "samples.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in _records()))
@@ -131,7 +131,7 @@ def test_export_round_trip_through_datasets(tmp_path):
 
 
 def test_conversational_pairs_fit_a_chat_template():
-    from aftlab.export import preference_pairs
+    from aftlab.eval.export import preference_pairs
     p = preference_pairs(_records(), conversational=True, max_pairs=1)
     assert len(p) == 1 and p[0]["prompt"][0]["role"] == "user" and p[0]["chosen"][0]["role"] == "assistant"
 
@@ -151,8 +151,8 @@ def test_smol_chat_layout_round_trips(smol):
 
 @pytest.mark.slow
 def test_smol_prefers_a_real_gsm8k_cot_to_its_scrambled_words(smol):
-    from aftlab.assess import clean_solution
-    from aftlab.scoring import score_texts
+    from aftlab.eval.assess import clean_solution
+    from aftlab.model.scoring import score_texts
     path = GSM8K / "train.jsonl"
     rec = (json.loads(path.read_text().splitlines()[0]) if path.is_file() else
            {"question": "Natalia sold clips to 48 friends in April, and then half as many in May. How many in total?",
@@ -167,9 +167,9 @@ def test_smol_prefers_a_real_gsm8k_cot_to_its_scrambled_words(smol):
 
 @pytest.mark.slow
 def test_smol_lora_aft_bc_steps_move_only_the_adapters(smol):
-    from aftlab.align import train_align
+    from aftlab.align.aft import train_align
     from aftlab.config import AlignConfig
-    from aftlab.model import LM, add_lora
+    from aftlab.model.lm import LM, add_lora
     lm = add_lora(LM(smol.model, smol.tokenizer, smol.chat, 160), r=4, alpha=8)
     try:
         before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
@@ -203,10 +203,10 @@ def test_assess_cli_on_five_real_questions(tmp_path, capsys):
 
 # ------------------------------------------------------------------ scale-out, on one CPU process
 def test_accelerate_path_equals_plain_path_on_tiny(small_task):
-    from aftlab.align import train_align
+    from aftlab.align.aft import train_align
     from aftlab.config import AlignConfig, VFTConfig
-    from aftlab.model import tiny_lm
-    from aftlab.vft import train_vft
+    from aftlab.model.lm import tiny_lm
+    from aftlab.train.vft import train_vft
     train, _ = small_task
     texts = [e.question + " " + e.solution for e in train]
     runs = []

@@ -3,8 +3,8 @@ full and LoRA), and the opt-in bf16 autocast within its stated tolerance."""
 import pytest
 import torch
 
-from aftlab.head import taken_logprobs
-from aftlab.scoring import grouped_token_logprobs, token_logprobs
+from aftlab.model.head import taken_logprobs
+from aftlab.model.scoring import grouped_token_logprobs, token_logprobs
 
 ATOL = 1e-5  # fp32 rounding of a differently ordered softmax/matmul; a wrong token or term is >1e-2
 
@@ -43,7 +43,7 @@ def test_fused_head_equals_log_softmax_gather_with_gradients():
     w = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
     t = torch.randint(0, 50, (300,))
     g = torch.randn(300, dtype=torch.float64)
-    import aftlab.head as head
+    import aftlab.model.head as head
     old, head.CHUNK_ELEMENTS = head.CHUNK_ELEMENTS, 50 * 7  # several chunks, the last one short
     try:
         (taken_logprobs(h, w, t).double() * g).sum().backward()
@@ -69,7 +69,7 @@ def test_fused_scoring_gives_the_plain_log_probs_and_gradients(tiny, small_task)
 
 def test_fused_scoring_with_lora_frozen_head(tiny, small_task):
     """LoRA freezes the tied head: the fused head forms its input gradient in the forward."""
-    from aftlab.model import add_lora
+    from aftlab.model.lm import add_lora
     train, _ = small_task
     lm = add_lora(tiny, r=4, alpha=8)
     with torch.no_grad():  # LoRA's B starts at zero; make the adapters matter
@@ -86,7 +86,7 @@ def test_fused_scoring_with_lora_frozen_head(tiny, small_task):
 
 
 def test_fused_scores_without_gradients(tiny, small_task):
-    from aftlab.scoring import score
+    from aftlab.model.scoring import score
     train, _ = small_task
     prompts, groups = _batch(tiny, train)
     flat_p = [p for p, g in zip(prompts, groups) for _ in g]
@@ -103,7 +103,7 @@ BF16_RTOL = 2e-2  # bf16 keeps 8 mantissa bits (rel. 4e-3 per rounding); sums of
 def test_bf16_autocast_keeps_loss_scores_and_gradient_direction(tiny, small_task):
     """Opt-in ``model.autocast="bfloat16"``: fp32 master weights, the same loss and scores within
     BF16_RTOL, gradients pointing the same way (cosine > 0.99)."""
-    from aftlab.scoring import score
+    from aftlab.model.scoring import score
     train, _ = small_task
     prompts, groups = _batch(tiny, train)
     pad = tiny.tokenizer.pad_token_id
@@ -128,7 +128,7 @@ def test_bf16_autocast_keeps_loss_scores_and_gradient_direction(tiny, small_task
 
 def test_shared_prompt_sampling_draws_the_same_cots(tiny, small_task):
     """k samples per question from one prefilled prompt cache: the same COTs for the seed as k full prompts."""
-    from aftlab.sampling import generate
+    from aftlab.sampling.samples import generate
     _, test = small_task
     qs = [e.question for e in test[:6]]
     shared = generate(tiny, qs, k=4, temperature=0.8, max_new_tokens=12, seed=3, share_prompt=True)
@@ -142,7 +142,7 @@ def test_growing_cache_returns_what_a_dynamic_cache_returns():
     concatenated tensors of transformers' DynamicCache, and the buffer is reallocated only when needed."""
     from transformers import DynamicCache
 
-    from aftlab.model import growing_cache
+    from aftlab.model.lm import growing_cache
     g, d = growing_cache(reserve=3), DynamicCache()
     torch.manual_seed(0)
     steps = [torch.randn(2, 2, 5, 4)] + [torch.randn(4, 2, 1, 4) for _ in range(5)]  # 5 steps > reserve 3
@@ -159,7 +159,7 @@ def test_growing_cache_returns_what_a_dynamic_cache_returns():
 
 @pytest.mark.parametrize("k,temperature", [(1, 0.0), (4, 0.8)])
 def test_growing_cache_generates_the_same_tokens(tiny, small_task, k, temperature):
-    from aftlab.sampling import generate
+    from aftlab.sampling.samples import generate
     _, test = small_task
     qs = [e.question for e in test[:6]]
     grown = generate(tiny, qs, k=k, temperature=temperature, max_new_tokens=12, seed=5)
@@ -169,7 +169,7 @@ def test_growing_cache_generates_the_same_tokens(tiny, small_task, k, temperatur
 
 def test_fused_scoring_with_an_untied_output_layer(small_task):
     """``model.tie_embeddings=false``: the fused head's gradients reach the separate output layer."""
-    from aftlab.model import tiny_lm
+    from aftlab.model.lm import tiny_lm
     train, test = small_task
     lm = tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2, ffn=64,
                  tie_embeddings=False)
@@ -184,7 +184,7 @@ def test_fused_scoring_with_an_untied_output_layer(small_task):
 def _lora_tiny(small_task, tie: bool = True, adapters_matter: bool = True):
     """A small ``tiny`` LM with LoRA adapters (r = 4); ``adapters_matter``: their B matrices drawn non-zero
     (LoRA starts B at zero, which would make the adapters invisible)."""
-    from aftlab.model import add_lora, tiny_lm
+    from aftlab.model.lm import add_lora, tiny_lm
     train, test = small_task
     lm = add_lora(tiny_lm([e.question + " " + e.solution for e in train + test], hidden=32, layers=1, heads=2,
                           ffn=64, tie_embeddings=tie), r=4, alpha=8)
@@ -199,9 +199,9 @@ def _lora_tiny(small_task, tie: bool = True, adapters_matter: bool = True):
 def test_lora_merged_inference_gives_the_adapters_outputs_and_restores_the_weights_bit_for_bit(small_task):
     """``model.lora_merged``: greedy COTs, samples and scores equal the unmerged LoRA model's (scores to
     float rounding), the base weights come back exactly, and a nested use is a no-op."""
-    from aftlab.evaluate import rescore
-    from aftlab.model import lora_merged
-    from aftlab.sampling import generate, sample_cots
+    from aftlab.eval.evaluate import rescore
+    from aftlab.model.lm import lora_merged
+    from aftlab.sampling.samples import generate, sample_cots
     _, test = small_task
     lm = _lora_tiny(small_task)
     before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
@@ -233,8 +233,8 @@ def test_linears_cast_decodes_exactly_what_autocast_decodes_and_restores_the_par
     the same greedy COTs and samples, bit for bit, as autocast casting them at every token, on a LoRA
     model with a tied head; the original parameter objects come back (the tie too), and fp32 decodes
     differently (so autocast did run)."""
-    from aftlab.model import linears_cast
-    from aftlab.sampling import generate
+    from aftlab.model.lm import linears_cast
+    from aftlab.sampling.samples import generate
     _, test = small_task
     lm = _lora_tiny(small_task)
     params = dict(lm.model.named_parameters())
@@ -266,10 +266,10 @@ def test_frozen_weights_cast_once_per_step_train_exactly_as_autocast_does(small_
     bit as casting at every forward; the adapters and the output layer (tied or not) stay fp32."""
     import contextlib
 
-    import aftlab.train
+    import aftlab.train.loop
     from aftlab.config import VFTConfig
-    from aftlab.model import linears_cast
-    from aftlab.vft import train_vft
+    from aftlab.model.lm import linears_cast
+    from aftlab.train.vft import train_vft
     train, _ = small_task
 
     def fresh():
@@ -284,17 +284,17 @@ def test_frozen_weights_cast_once_per_step_train_exactly_as_autocast_does(small_
         assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
         assert head.weight.dtype == torch.float32
     cfg = VFTConfig(steps=3, batch_size=8, lr=1e-2, warmup=1, log_every=1, checkpoint_every=0)
-    seen, real = [], aftlab.train.linears_cast
+    seen, real = [], aftlab.train.loop.linears_cast
 
     @contextlib.contextmanager
     def spy(model, autocast, frozen_only=False):  # the real cast, noting what a step's forward sees
         with real(model, autocast, frozen_only=frozen_only):
             seen.append(next(p.dtype for n, p in model.named_parameters() if "base_layer" in n))
             yield model
-    monkeypatch.setattr(aftlab.train, "linears_cast", spy)
+    monkeypatch.setattr(aftlab.train.loop, "linears_cast", spy)
     once = train_vft(lm, train[:40], cfg, progress=False)
     assert seen == [torch.bfloat16] * 3
-    monkeypatch.setattr(aftlab.train, "linears_cast", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(aftlab.train.loop, "linears_cast", lambda *a, **k: contextlib.nullcontext())
     lm2 = fresh()
     per_forward = train_vft(lm2, train[:40], cfg, progress=False)
     assert [r["loss"] for r in once] == [r["loss"] for r in per_forward]

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from aftlab import stats
-from aftlab.metrics import assessment_accuracy, rerank_accuracy, strict_view, task_accuracy
+from aftlab.eval import stats
+from aftlab.eval.metrics import assessment_accuracy, rerank_accuracy, strict_view, task_accuracy
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

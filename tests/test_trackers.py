@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from aftlab import trackers
 from aftlab.cli import main
+from aftlab.report import trackers
 
 TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 TRACKIO = importlib.util.find_spec("trackio") is not None

@@ -1,16 +1,16 @@
-import math
 import dataclasses
+import math
 
 import pytest
 import torch
 
-from aftlab import checkpoint
-from aftlab.align import train_align
+from aftlab.align.aft import train_align
 from aftlab.config import AlignConfig, VFTConfig
-from aftlab.model import load_lm, tiny_lm
-from aftlab.sampling import groups, sample_cots
-from aftlab.scoring import score_texts
-from aftlab.vft import train_vft
+from aftlab.model.lm import load_lm, tiny_lm
+from aftlab.model.scoring import score_texts
+from aftlab.sampling.samples import groups, sample_cots
+from aftlab.train import checkpoint
+from aftlab.train.vft import train_vft
 
 
 def _fresh(small_task):
@@ -78,7 +78,7 @@ def test_unconstrained_alignment_sinks_negatives_but_boundary_holds_them(trained
         assert all(k in log[-1] for k in ("pos_score", "neg_score", "gap", "boundary", "neg_below_boundary",
                                           "grad_norm"))
         logs[constraint], models[constraint] = log, lm
-    (pos_a, neg_a), (pos_b, neg_b) = results[None], results["boundary"]
+    (_pos_a, neg_a), (_pos_b, neg_b) = results[None], results["boundary"]
     assert neg_a < neg0 - 1.0  # unconstrained: negatives pushed far down
     assert neg_a < neg_b - 0.5  # ... far below where the boundary constraint keeps them
     assert neg_b > neg0 - 0.1  # BC did not push them down at all: they start below its boundary
@@ -142,9 +142,9 @@ def test_dc_positive_scores_rise(trained, small_task):
 
 
 def test_divergent_scope_pushes_only_the_tokens_after_the_shared_prefix(small_task):
-    from aftlab.align import _matrix, align_loss, pack, step_logprobs
-    from aftlab.credit import scope_mask
-    from aftlab.scoring import normalised
+    from aftlab.align.aft import _matrix, align_loss, pack, step_logprobs
+    from aftlab.align.credit import scope_mask
+    from aftlab.model.scoring import normalised
     train, _ = small_task
     e = train[0]
     head, _, _ = e.solution.rpartition(" #### ")
@@ -163,9 +163,9 @@ def test_divergent_scope_pushes_only_the_tokens_after_the_shared_prefix(small_ta
 
 
 def test_first_step_credit_keeps_the_score_and_pushes_only_the_wrong_step(small_task):
-    from aftlab.align import _matrix, align_loss, pack, step_logprobs
-    from aftlab.credit import credited, scope_mask
-    from aftlab.scoring import normalised
+    from aftlab.align.aft import _matrix, align_loss, pack, step_logprobs
+    from aftlab.align.credit import credited, scope_mask
+    from aftlab.model.scoring import normalised
     train, _ = small_task
     e = next(x for x in train if x.solution.count("=") >= 3)
     steps = e.solution.split(". ")
@@ -187,7 +187,7 @@ def test_first_step_credit_keeps_the_score_and_pushes_only_the_wrong_step(small_
 
 
 def test_every_credit_mode_leaves_positives_all_their_tokens():
-    from aftlab.credit import credit_bounds
+    from aftlab.align.credit import credit_bounds
     batch = [{"n_pos": 2, "skip": [0, 0, 3, 0], "stop": [7, 6, 5, 2], "err_start": [0, 0, 4, 9], "err_stop": [7, 6, 5, 9]}]
     for credit in ("divergent", "first_step", "first_token", "first_error"):
         starts, stops = credit_bounds(batch, credit)
@@ -197,8 +197,8 @@ def test_every_credit_mode_leaves_positives_all_their_tokens():
 
 
 def test_first_error_credit_lands_on_the_first_wrong_result_only(small_task):
-    from aftlab.align import pack
-    from aftlab.credit import error_span, step_end_ids
+    from aftlab.align.aft import pack
+    from aftlab.align.credit import error_span, step_end_ids
     train, _ = small_task
     e = next(x for x in train if x.solution.count("=") >= 3)
     steps = e.solution.split(". ")
@@ -266,7 +266,7 @@ def test_balanced_alignment_gradient_is_the_set_share_of_the_nll_gradient(traine
 
 
 def test_balance_gradients_sets_the_share_exactly():
-    from aftlab.align import balance_gradients
+    from aftlab.align.aft import balance_gradients
     w = torch.randn(3, requires_grad=True)
     c = balance_gradients([w], (w * torch.tensor([1.0, 0.0, 0.0])).sum(), (w * torch.tensor([0.0, 4.0, 0.0])).sum(),
                           0.25)

@@ -9,7 +9,7 @@ so a resumed run sees exactly the batches an uninterrupted one would), check the
 gradient norm for NaN/inf *before* the update, clip, step optimizer and schedule, log, checkpoint.
 Everything that differs between one process and many goes through ``distributed.runner()``.
 
->>> from aftlab.model import tiny_lm
+>>> from aftlab.model.lm import tiny_lm
 >>> lm = tiny_lm(["1 + 1 = 2"], hidden=16, layers=1, heads=2, ffn=32)
 >>> opt = torch.optim.SGD(lm.model.parameters(), lr=0.1)
 >>> sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
@@ -29,13 +29,13 @@ from typing import Callable
 
 import torch
 
+from ..model.lm import linears_cast
+from ..records import LogRow
 from . import checkpoint, distributed
-from .model import linears_cast
-from .records import LogRow
 
 # (model, step, dist) -> (loss detached, extra log fields); runs forward and backward on this process's share
 StepFn = Callable[[torch.nn.Module, int, "distributed.Plain"], tuple[torch.Tensor, dict]]
-# called with each new log entry on the main process (e.g. ``aftlab.trackers``); the returned log stays the record
+# called with each new log entry on the main process (e.g. ``aftlab.report.trackers``); the returned log stays the record
 OnLog = Callable[[LogRow], None]
 
 
@@ -80,7 +80,7 @@ def resume(out: str | Path | None, lm, optimizer, scheduler, fingerprint: str | 
     if fingerprint is not None and state.get("extra", {}).get("fingerprint") != fingerprint:
         warnings.warn(f"{found}: checkpoint was written with other settings or samples; training afresh")
         return 0, [], {}
-    from .model import load_lm
+    from ..model.lm import load_lm
     lm.model.load_state_dict(load_lm(found, device=str(lm.device)).model.state_dict())
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -103,7 +103,7 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
     (a simulated interruption, or one segment of a longer run). ``progress``: show a bar over the
     ``total`` steps, or an open tqdm bar to advance and leave open (one bar across segments, which
     would otherwise each end short of their total and be drawn as failed). ``on_log``: called with
-    each new log entry on the main process (``aftlab.trackers`` mirrors them to TensorBoard & co.).
+    each new log entry on the main process (``aftlab.report.trackers`` mirrors them to TensorBoard & co.).
     """
     from tqdm.auto import tqdm
 

@@ -24,7 +24,7 @@ import re
 import time
 from pathlib import Path
 
-from .data import DataError, iter_records
+from ..data.questions import DataError, iter_records
 from .metrics import assessment_accuracy, rerank_accuracy
 
 _CALC = re.compile(r"<<[^<>]*>>")
@@ -79,7 +79,7 @@ def assess(lm, items: list[dict], batch_tokens: int = 2048, chunk: int | None = 
     time and ``on_chunk(partial_result)`` is called after each, so a long CPU run shows (and can save)
     figures as it goes.
     """
-    from .scoring import score_grouped
+    from ..model.scoring import score_grouped
 
     start = time.perf_counter()
     scores: list[list[float]] = []

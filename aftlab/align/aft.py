@@ -4,10 +4,10 @@ Place in the data path: data → model → VFT → sampling → scoring → loss
 
 Each step scores all COTs of ``questions_per_step`` questions in one forward pass (each question once,
 its COTs from its KV cache), builds the (B, K) score matrix with group masks, and calls the loss of
-``AlignConfig.method`` from the registry (``aftlab.methods``). It logs mean positive/negative score,
+``AlignConfig.method`` from the registry (``aftlab.align.methods``). It logs mean positive/negative score,
 gap, boundary, share of negatives below the boundary, and grad norm per step. ``neg_scope`` and
 ``neg_credit`` choose which tokens of a negative its score covers and which the gradient reaches
-(``aftlab.credit``).
+(``aftlab.align.credit``).
 
 Like VFT, the batch of step t is a pure function of (seed, t), so with ``out`` a killed run resumes
 from its last checkpoint (weights, optimizer, scheduler, step, log) and ends where an uninterrupted
@@ -27,17 +27,29 @@ import json
 import math
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from . import checkpoint, distributed, losses, train
+from ..model.lm import LM
+from ..model.scoring import (
+    gap_quantile,
+    grouped_token_logprobs,
+    normalised,
+    score,
+    score_grouped,
+    summed,
+    token_logprobs,
+)
+from ..records import Group, LogRow, Packed, Record
+from ..train import checkpoint, distributed, losses
+from ..train import loop as train
+from ..train.loop import batch_indices
 from .credit import credit_bounds, credited, error_span, flat, scope_mask, shared_prefix, step_end, step_end_ids
-from .config import AlignConfig
 from .methods import REGISTRY, Scores
-from .model import LM
-from .records import Group, LogRow, Packed, Record
-from .scoring import gap_quantile, grouped_token_logprobs, normalised, score, score_grouped, summed, token_logprobs
-from .train import batch_indices
+
+if TYPE_CHECKING:  # the config sits above the stages; they only name its types
+    from ..config import AlignConfig
 
 
 def alignment_term(cfg: AlignConfig):
@@ -175,10 +187,10 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
     a warning, and overwritten). ``stop_after`` ends after that many steps (simulated interruption).
     NaN/inf in the loss or gradients raises ``NonFiniteError`` naming the step, before the bad
     update, so the last checkpoint stays good. ``share_prefix``: run each question once and its COTs
-    from its KV cache (:func:`~aftlab.scoring.grouped_token_logprobs`; the same loss and gradient up
+    from its KV cache (:func:`~aftlab.model.scoring.grouped_token_logprobs`; the same loss and gradient up
     to float rounding, tested, and ~2x faster on the tiny preset where the question is longer than
     the COT); ``False`` runs every (question, COT) row in full. COTs over ``cfg.max_cots`` per
-    question are left out with a warning that counts them. ``on_log``: see :func:`aftlab.train.fit`.
+    question are left out with a warning that counts them. ``on_log``: see :func:`aftlab.train.loop.fit`.
     """
     if not groups:
         raise ValueError("train_align: no questions to train on (empty samples)")
@@ -244,8 +256,8 @@ def align_from_vft(vft_dir: str | Path, records: list[Record], cfg: AlignConfig,
     """The one way to align from a run's VFT checkpoint: load it and its optimizer moments, build the
     groups of ``records`` as ``cfg`` asks, and train; returns ``(lm, per-step log)``. ``seed`` is the
     batch-order seed (:func:`batch_seed` of the run's seed); ``kw`` go to :func:`train_align`."""
-    from .model import load_lm
-    from .sampling import groups
+    from ..model.lm import load_lm
+    from ..sampling.samples import groups
 
     lm = load_lm(vft_dir, device, max_prompt_tokens=max_prompt_tokens, autocast=autocast)
     found = checkpoint.find(vft_dir)

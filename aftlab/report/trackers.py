@@ -38,8 +38,8 @@ import os
 from pathlib import Path
 from typing import Callable, Protocol
 
-from .config import ConfigError
-from .records import LogRow
+from ..errors import ConfigError
+from ..records import LogRow
 
 NOT_SCALARS = ("step", "round")  # the x axis, and the round a row came from (its stage prefix says it)
 

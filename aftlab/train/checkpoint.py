@@ -45,7 +45,7 @@ def save(path: str | Path, lm, optimizer=None, scheduler=None, step: int = 0, hi
     """Atomically write a checkpoint folder at ``path``.
 
     ``model_state`` / ``optimizer_state``: full state dicts gathered from a sharded engine (FSDP,
-    see :meth:`aftlab.distributed.Accelerated.save`) to write instead of ``lm``'s and ``optimizer``'s own.
+    see :meth:`aftlab.train.distributed.Accelerated.save`) to write instead of ``lm``'s and ``optimizer``'s own.
     """
     path = Path(path)
     for stale in path.parent.glob(path.name + ".tmp-*"):  # left by a writer killed mid-save
@@ -104,7 +104,7 @@ def find(path: str | Path) -> Path | None:
 
 def load_state(path: str | Path) -> dict:
     """The trainer state of a checkpoint folder (tensors and plain values only)."""
-    from .model import ModelLoadError
+    from ..model.lm import ModelLoadError
     try:
         return torch.load(Path(path) / STATE, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses arbitrary pickles: report, never fall back to a full unpickle

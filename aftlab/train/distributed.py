@@ -96,7 +96,7 @@ class Plain:
         return tensors
 
     def save(self, path, lm, optimizer=None, scheduler=None, step: int = 0, history=None, extra=None):
-        """:func:`aftlab.checkpoint.save`, by the processes the engine needs; all return together."""
+        """:func:`aftlab.train.checkpoint.save`, by the processes the engine needs; all return together."""
         return checkpoint.save(path, lm, optimizer, scheduler, step, history, extra)
 
     def wait(self) -> None:

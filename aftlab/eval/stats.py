@@ -26,8 +26,8 @@ from typing import TypedDict
 
 import numpy as np
 
+from ..records import EvalResult, Record
 from .metrics import pair_wins, rerank_hits, strict_view
-from .records import EvalResult, Record
 
 # With 200 questions of 0/1 outcomes an interval's ends move by ~0.25 points between bootstrap seeds,
 # already at 2,000 resamples (the 0.5-point grid of the difference); more buy little. Tens of ms each.

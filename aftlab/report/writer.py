@@ -21,13 +21,13 @@ import html
 import json
 from pathlib import Path
 
+from ..align.methods import REGISTRY
+from ..config import ConfigError, from_dict
+from ..eval.metrics import DEFINITIONS, label
+from ..eval.stats import describe, method_intervals
+from ..sampling.samples import read_samples
 from . import plots
-from .config import ConfigError, from_dict
-from .methods import REGISTRY
-from .metrics import DEFINITIONS, label
 from .plots import method_label
-from .sampling import read_samples
-from .stats import describe, method_intervals
 
 ACCURACY_COLUMNS = ("task_accuracy", "assessment_accuracy", "assessment_per_question", "assessment_accuracy_strict",
                     "rerank_accuracy", "self_consistency")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from .config import RunConfig
-from .records import GreedyRow, Record
+from ..config import RunConfig
+from ..records import GreedyRow, Record
 
 
 def banner(cfg: RunConfig, smoke: bool, work: Path | None = None):
@@ -43,7 +43,7 @@ def sample_stats(records: list[Record]) -> dict:
     >>> s = sample_stats([rec]); s["right_share"], s["questions_mixed"], s["right_not_reference"]
     (0.6666666666666666, 1, 0)
     """
-    from .data import canonical
+    from ..data.questions import canonical
 
     draws = sum(r["n_sampled"] for r in records)
     right = sum(s["count"] for r in records for s in r["samples"] if s["correct"])
@@ -86,7 +86,7 @@ def strict_only(records: list[Record], scores: list[list[float]]) -> tuple[list[
 
 def token_view(lm, question: str, cot: str) -> tuple[list[str], list[float]]:
     """(tokens, per-token log-probs) of a COT (EOS included) under ``lm``, for ``plots.token_logprobs_view``."""
-    from .scoring import score
+    from ..model.scoring import score
 
     ids = lm.cot_ids(cot)
     _, per_token = score(lm, [lm.prompt_ids(question)], [ids])
@@ -97,8 +97,8 @@ def credit_spans(lm, record: Record, strict: bool = True) -> list[dict]:
     """For each wrong COT of a sampled ``record``: the tokens it shares with a positive, the first
     step where it leaves every positive (what ``neg_credit="first_step"`` pushes down) and the rest,
     cut exactly as the AFT trainer cuts them (``sampling.groups`` then ``align.pack``)."""
-    from .align import pack
-    from .sampling import groups
+    from ..align.aft import pack
+    from ..sampling.samples import groups
 
     g = groups([record], strict)
     p = pack(lm, g, max_cots=len(g[0]["pos"]) + len(g[0]["neg"]))[0][0]
@@ -133,7 +133,7 @@ def ranked_table(record: Record, scores: dict[str, list[float]] | None = None) -
     >>> "lucky" in ranked_table(lucky) and "✗✓" in ranked_table(lucky)
     True
     """
-    from .answers import step_marks
+    from ..data.answers import step_marks
     samples = record["samples"]
     scores = scores or {}
     order = list(range(len(samples)))
@@ -218,7 +218,7 @@ def beta_slider(rows: list[dict], keys=("gap", "train_gap", "train_neg_score", "
     import ipywidgets as w
 
     from .plots import training_curves
-    from .report import metrics_table
+    from .writer import metrics_table
 
     rows = sorted(rows, key=lambda r: r["beta"])
     table, curve = w.HTML(), w.Output()

@@ -5,7 +5,7 @@ Place in the data path: data → model → VFT → sampling → **scoring** → 
     s(c) = (1/|c|) * sum_j log P(c_j | q, c_<j)      (COT tokens only; prompt tokens excluded)
 
 Sequences are left-padded so every COT ends at the same position; the LM head then runs only on
-the COT positions, fused with the log-prob of the taken token (``aftlab.head``): no ``[N, C, V]``
+the COT positions, fused with the log-prob of the taken token (``aftlab.model.head``): no ``[N, C, V]``
 logits are held, only one chunk of rows at a time. ``fused=False`` is the plain path (logits of the
 last ``max |c|`` positions via ``logits_to_keep``, a gather minus a logsumexp), kept for models whose
 head is not a plain linear map and for the equality tests.
@@ -22,7 +22,7 @@ import contextlib
 import torch
 
 from .head import split_head, taken_logprobs
-from .model import cache_arg, left_pad
+from .lm import cache_arg, left_pad
 
 
 def normalised(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -124,7 +124,7 @@ def score(lm, prompts: list[list[int]], cots: list[list[int]], batch_tokens: int
 
 
 def score_texts(lm, questions: list[str], cots: list[str], batch_tokens: int | None = None) -> torch.Tensor:
-    """Convenience: scores of COT texts for their questions under ``lm`` (an ``aftlab.model.LM``)."""
+    """Convenience: scores of COT texts for their questions under ``lm`` (an ``aftlab.model.lm.LM``)."""
     cache: dict[str, list[int]] = {}
     prompts = [cache.setdefault(q, lm.prompt_ids(q)) for q in questions]
     return score(lm, prompts, [lm.cot_ids(c) for c in cots], batch_tokens)[0]

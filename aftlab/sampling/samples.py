@@ -5,7 +5,7 @@ Place in the data path: data → model → VFT → **sampling** → scoring → 
 Each batch of questions is seeded from (seed, index of its first question), so the same seed
 gives the same COTs, and a resumed run (the JSONL cache already holds some questions) produces
 the rest exactly as an uninterrupted run would. Under a launcher each process draws whole batches
-(``aftlab.shards``), so the process count does not change the COTs either.
+(``aftlab.train.shards``), so the process count does not change the COTs either.
 
 >>> rec = label("3 * 4 = 12. 12 + 5 = 17. #### 17", "17")
 >>> rec["correct"], rec["strict"], rec["label"]
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from .answers import extract_answer, is_correct, is_strict_correct, step_quality
-from .data import DataError, Example, canonical, iter_records
-from .model import LM, cache_arg, growing_cache, left_pad, linears_cast, lora_merged
-from .records import Group, Record, Sample
+from ..data.answers import extract_answer, is_correct, is_strict_correct, step_quality
+from ..data.questions import DataError, Example, canonical, iter_records
+from ..model.lm import LM, cache_arg, growing_cache, left_pad, linears_cast, lora_merged
+from ..records import Group, Record, Sample
 
 
 def label(cot: str, reference: str, finished: bool = True) -> Sample:
@@ -105,7 +105,8 @@ def generate(lm: LM, questions: list[str], k: int = 1, temperature: float = 0.0,
     return results
 
 
-def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float = 0.8, top_p: float = 1.0, max_new_tokens: int = 48,
+def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float = 0.8, top_p: float = 1.0,
+                max_new_tokens: int = 48,
                 seed: int = 0, batch_questions: int = 64, cache: str | Path | None = None,
                 progress: bool = True, sampler="hf", dist=None, first_index: int = 0) -> list[Record]:
     """One record per question: its k samples de-duplicated and labelled against the gold answer.
@@ -116,19 +117,19 @@ def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float 
     finish, and questions already there are not sampled again.
 
     ``sampler`` draws the COTs: ``"hf"`` (``generate`` above), ``"vllm"`` (one vLLM engine for this
-    call, ``aftlab.sampling_vllm``) or any callable with ``generate``'s signature; records, labels
+    call, ``aftlab.sampling.vllm``) or any callable with ``generate``'s signature; records, labels
     and cache are the same whichever draws.
 
-    ``dist`` (an ``aftlab.distributed`` runner, under a launcher): each process samples whole batches
-    (``aftlab.shards``), so the records, and the merged cache, are those of one process.
+    ``dist`` (an ``aftlab.train.distributed`` runner, under a launcher): each process samples whole batches
+    (``aftlab.train.shards``), so the records, and the merged cache, are those of one process.
 
     ``first_index``: the position of ``examples[0]`` in a longer list sampled piece by piece, so each
     batch draws with the seed it has in that list (pieces of whole batches: the records of one call).
     """
     from tqdm.auto import tqdm
 
-    from . import shards
-    from .distributed import Plain
+    from ..train import shards
+    from ..train.distributed import Plain
 
     dist = dist or Plain()
     done: dict[str, dict] = {}
@@ -195,10 +196,10 @@ def open_sampler(sampler):
     if sampler == "hf":
         return generate, lambda: None
     if sampler == "vllm":
-        from .sampling_vllm import VLLMSampler
+        from .vllm import VLLMSampler
         vs = VLLMSampler()  # fails here, before any sampling, when vllm is missing
         return vs, vs.close
-    from .config import ConfigError
+    from ..errors import ConfigError
     raise ConfigError(f"sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
 
 

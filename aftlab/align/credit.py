@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from .records import Packed
-from .scoring import normalised
+from ..model.scoring import normalised
+from ..records import Packed
 
 
 def shared_prefix(cot: list[int], others: list[list[int]]) -> int:
@@ -61,9 +61,9 @@ def error_span(lm, cot: list[int], ends: set[int]) -> tuple[int, int] | None:
     (the tokens after its "=" up to the step's end), or None when every step checks out.
 
     The COT is cut into steps at ``ends`` tokens and each step is checked on its own
-    (`aftlab.answers.check_steps`), so a step that is right given an earlier slip counts as right.
+    (`aftlab.data.answers.check_steps`), so a step that is right given an earlier slip counts as right.
     """
-    from .answers import check_steps
+    from ..data.answers import check_steps
 
     start = 0
     for i in range(len(cot) + 1):

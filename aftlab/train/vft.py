@@ -5,8 +5,8 @@ Place in the data path: data → model → **VFT** → sampling → scoring → 
 The batch for step t is a pure function of (seed, t), so a resumed run sees exactly the batches
 an uninterrupted run would; checkpoints carry optimizer and scheduler state.
 
->>> from aftlab.data import synthetic_splits
->>> from aftlab.model import tiny_lm
+>>> from aftlab.data.questions import synthetic_splits
+>>> from aftlab.model.lm import tiny_lm
 >>> from aftlab.config import VFTConfig
 >>> train, _ = synthetic_splits(64, 1, seed=0)
 >>> lm = tiny_lm([e.question + " " + e.solution for e in train], hidden=32, layers=1, heads=2, ffn=64)
@@ -17,17 +17,21 @@ True
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from . import checkpoint, train
-from .config import VFTConfig
-from .data import Example
+from ..data.questions import Example
+from ..model.lm import LM
+from ..model.scoring import token_logprobs
+from ..records import LogRow
+from . import checkpoint
+from . import loop as train
+from .loop import batch_indices
 from .losses import nll_loss
-from .model import LM
-from .records import LogRow
-from .scoring import token_logprobs
-from .train import batch_indices
+
+if TYPE_CHECKING:  # the config sits above the stages; they only name its types
+    from ..config import VFTConfig
 
 
 def default_buckets(n_pairs: int) -> int:
@@ -75,7 +79,7 @@ def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path |
     with ``resume`` an existing checkpoint there is continued. ``stop_after`` ends early after that
     many steps (to simulate an interruption in tests). ``length_buckets``: micro-batches per step
     (see :func:`nll_backward`: the same gradient, less padding; None: :func:`default_buckets`). ``progress`` and ``on_log``: as
-    :func:`aftlab.train.fit` takes them.
+    :func:`aftlab.train.loop.fit` takes them.
     """
     pairs = list(zip(lm.prompt_ids_batch([e.question for e in examples]), lm.cot_ids_batch([e.solution for e in examples])))
     pad = lm.tokenizer.pad_token_id or 0

@@ -14,7 +14,7 @@ import math
 import statistics
 from collections import Counter
 
-from .records import Record
+from ..records import Record
 
 # What every metric of ``evaluate()`` means, in one place: the report's tables and definitions, the
 # notebooks and the app read them from here. ``LABELS``: the short plain name a reader sees.

@@ -1,7 +1,7 @@
 """Alignment losses: data → model → VFT → sampling → scoring → **losses** → align → metrics.
 
 Pure functions of score tensors (a COT's score is its length-normalised log-likelihood, see
-`aftlab.scoring`). The training loop (`aftlab.align`) calls them; nothing here touches a model.
+`aftlab.model.scoring`). The training loop (`aftlab.align.aft`) calls them; nothing here touches a model.
 
     >>> import torch
     >>> s = torch.tensor([[0.0, -1.0, -0.5]])               # (B=1, K=3) scores
@@ -288,11 +288,11 @@ def pro_loss(scores: Tensor, rewards: Tensor, mask: Tensor, constraint: Constrai
 def averaged_over(unit: str | None, scores: Tensor, pos_mask: Tensor, neg_mask: Tensor, levels: Tensor,
                   beta: float = 0.1, truncate: bool = False) -> int:
     """How many items a loss averages over in a batch: (B,K)×4 -> int. ``unit`` (a method's
-    ``aftlab.methods.Method.unit``): ``"pair_questions"`` — questions with a (positive, negative) pair
+    ``aftlab.align.methods.Method.unit``): ``"pair_questions"`` — questions with a (positive, negative) pair
     (after ``truncate``), ``"pairs"`` — every pair (DPO), ``"level_questions"`` — questions with two
     levels (RBC, RRHF), ``"list_questions"`` — questions with two COTs (PRO), ``None`` — nothing (RFT).
     A process that holds part of a step's batch weights its mean by its part of this count
-    (`aftlab.distributed`). ``scores`` are the scaled scores the loss sees (``gamma * s``).
+    (`aftlab.train.distributed`). ``scores`` are the scaled scores the loss sees (``gamma * s``).
 
     >>> s = torch.tensor([[0.0, -1.0, -0.01], [0.0, 0.0, 0.0]])
     >>> p = torch.tensor([[True, False, False], [True, True, False]])

@@ -2,7 +2,7 @@
 
 Place in the data path: data → model → VFT → **sampling** (drawing the COTs) → scoring → ...
 
-A drop-in for ``aftlab.sampling.generate``: ``sample_cots(..., sampler="vllm")`` dedups, labels and
+A drop-in for ``aftlab.sampling.samples.generate``: ``sample_cots(..., sampler="vllm")`` dedups, labels and
 caches exactly as with the default Hugging Face sampler; only the drawing of the k COTs moves to a
 vLLM engine (continuous batching, paged KV cache — much faster on a CUDA GPU). Prompts are the
 LM's own prompt token ids (``lm.prompt_ids``: plain layout or chat template, truncated the same way),
@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .config import ConfigError
+from ..errors import ConfigError
 
 
 class VLLMUnavailable(ConfigError):
@@ -47,7 +47,7 @@ def import_vllm():
 
 
 class VLLMSampler:
-    """A callable with ``aftlab.sampling.generate``'s signature, backed by one lazily started vLLM engine.
+    """A callable with ``aftlab.sampling.samples.generate``'s signature, backed by one lazily started vLLM engine.
 
     ``model_path``: a folder (or hub id) holding the LM's current weights; None saves the LM to a
     temporary folder when the engine starts. ``engine_kw`` go to ``vllm.LLM`` (e.g. ``dtype``,
@@ -118,7 +118,7 @@ class VLLMSampler:
 
     def __call__(self, lm, questions: list[str], k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                  max_new_tokens: int = 48, seed: int = 0) -> list[list[tuple[str, bool]]]:
-        """k completions per question as (text, finished) pairs, like ``aftlab.sampling.generate``."""
+        """k completions per question as (text, finished) pairs, like ``aftlab.sampling.samples.generate``."""
         llm = self._engine(lm)
         prompts = [{"prompt_token_ids": lm.prompt_ids(q)} for q in questions]
         params = [self.sampling_params(lm, k, temperature, top_p, max_new_tokens, seed + i)
@@ -167,7 +167,7 @@ def model_folder(name_or_path: str | Path) -> str | None:
     """The folder (or hub id) vLLM can load for a ``load_lm`` argument as it is on disk, or None when
     the LM must be saved first (a PEFT adapter folder needs merging)."""
     if str(name_or_path) == "smol":
-        from .smol import smol_path
+        from ..model.smol import smol_path
         return str(smol_path())
     path = Path(name_or_path)
     if path.is_dir() and (path / "adapter_config.json").is_file():

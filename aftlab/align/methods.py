@@ -6,7 +6,7 @@ needs, its defaults) → align (the AFT objective) → metrics.
 The losses see scaled scores ``gamma * s`` and a boundary margin ``gamma * beta``: ``align.beta`` is in
 the scores' own units, nats per token, whatever ``gamma`` is (DPO's ``beta`` margin is in its reward units).
 
-An entry names its loss (a pure function of :class:`Scores`, built from ``aftlab.losses``), what it
+An entry names its loss (a pure function of :class:`Scores`, built from ``aftlab.train.losses``), what it
 needs beyond the scores (``reference``: a frozen copy of the starting model's summed log-probs, as
 DPO uses), and the ``AlignConfig`` fields it sets on top of the run's shared ones. Adding a method
 is one entry here plus its loss in ``losses`` and a test — see the README's "Extending" section.
@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from . import losses
+from ..train import losses
 
 
 class Scores(NamedTuple):

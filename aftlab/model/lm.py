@@ -271,7 +271,7 @@ def linears_cast(model: torch.nn.Module, autocast: str, frozen_only: bool = Fals
     bias) swapped for a copy already in the autocast dtype, the original parameters put back afterwards
     (the very same objects; tied weights stay tied). ``frozen_only`` (for a training step): only
     parameters that take no gradient (LoRA's base weights), and never the output layer, whose rows the
-    fused head reads in fp32 (``aftlab.head``).
+    fused head reads in fp32 (``aftlab.model.head``).
 
     Autocast casts a linear layer's fp32 weight to bf16 at *every* call; it caches casts only of leaf
     tensors that require grad, which excludes everything under ``inference_mode`` and LoRA's frozen base

@@ -19,21 +19,28 @@ from __future__ import annotations
 
 import math
 
-from .answers import is_correct
-from .data import Example
-from .metrics import (assessment_accuracy, mean_kendall_tau, repetition_rate, rerank_accuracy, self_consistency,
-                      strict_view, task_accuracy)
-from .sampling import generate, quality_level, sample_cots
-from .model import LM, lora_merged
-from .records import EvalResult, GreedyRow, Record
-from .scoring import score, score_grouped
-from .shards import map_batches
+from ..data.answers import is_correct
+from ..data.questions import Example
+from ..model.lm import LM, lora_merged
+from ..model.scoring import score, score_grouped
+from ..records import EvalResult, GreedyRow, Record
+from ..sampling.samples import generate, quality_level, sample_cots
+from ..train.shards import map_batches
+from .metrics import (
+    assessment_accuracy,
+    mean_kendall_tau,
+    repetition_rate,
+    rerank_accuracy,
+    self_consistency,
+    strict_view,
+    task_accuracy,
+)
 
 
 def rescore(lm: LM, records: list[Record], dist=None) -> list[list[float]]:
     """Scores of every sample of every record under ``lm``, grouped per record; each question is encoded
     once and its samples continue from its KV cache (``scoring.score_grouped``, equal to scoring every
-    (question, COT) row in full up to float rounding). With ``dist`` (an ``aftlab.distributed`` runner)
+    (question, COT) row in full up to float rounding). With ``dist`` (an ``aftlab.train.distributed`` runner)
     each process scores a contiguous block of records."""
     def block(recs):
         prompts = lm.prompt_ids_batch([r["question"] for r in recs])
@@ -81,7 +88,7 @@ GREEDY_BATCH = 512  # questions per generate() call: 1.15x the rate of 128 on ti
 def greedy(lm: LM, examples: list[Example], max_new_tokens: int = 48, batch: int = GREEDY_BATCH, dist=None
            ) -> list[GreedyRow]:
     """Greedy COT, answer correctness and whether it finished, per example; with ``dist`` each process
-    decodes whole batches of ``batch`` questions (``aftlab.shards``), so the answers are those of one process."""
+    decodes whole batches of ``batch`` questions (``aftlab.train.shards``), so the answers are those of one process."""
     def run(chunk):
         gens = generate(lm, [e.question for e in chunk], k=1, temperature=0.0, max_new_tokens=max_new_tokens)
         return [{"id": e.id, "question": e.question, "cot": text, "finished": finished,

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .model import CHAT_INSTRUCTION, PLAIN_PROMPT
-from .sampling import groups
+from ..model.lm import CHAT_INSTRUCTION, PLAIN_PROMPT
+from ..sampling.samples import groups
 
 FORMATS = ("jsonl", "pairs")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .metrics import label
+from ..eval.metrics import label
 
 POS, NEG = "#2a9d8f", "#e76f51"  # right / wrong COTs: never used for a method or a checkpoint
 # One colour per method, the same in every figure, distinct from each other and from POS/NEG

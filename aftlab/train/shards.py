@@ -1,7 +1,7 @@
 """Sampling and evaluation on several processes: each takes whole batches, results merge in order.
 
 Place in the data path: a service of **sampling** and **evaluate** under a launcher (the training
-stages split each step's batch instead, see ``aftlab.distributed``).
+stages split each step's batch instead, see ``aftlab.train.distributed``).
 
 Batch j of a stage's work goes to process j % world. A batch is exactly the one a single process
 would run, seeded as it would be (by its first question's index), so the same seed gives the same
