@@ -31,7 +31,8 @@ browser:  ## headless Chromium for the app's browser test (Debian package; skipp
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: browser tests will skip"; }
 
-test: install browser  ## unit, pipeline, app and notebook tests
+test: install browser  ## lint, unit, pipeline, app and notebook tests
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests aftlab --doctest-modules
 	AFTLAB_SMOKE=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly notebooks
 
