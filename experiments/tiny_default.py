@@ -4,11 +4,15 @@
     python experiments/tiny_default.py screen NAME --steps N --set data.max_number=20 --set model.hidden=96
     python experiments/tiny_default.py full NAME      # 2N-step VFT, plateau CI, assessment on own samples
     python experiments/tiny_default.py report         # the table, from experiments/tiny_default_runs/*.json
+    python experiments/tiny_default.py curve NAME --steps M --set ...   # a learning curve (search aid, below)
 
 Per candidate and seed: the `e2` preset with the overrides, VFT for N steps (weights in
 ``runs/tiny-default/NAME-sS-N``, not committed), greedy on 10,000 validation questions of the candidate's task ->
 ``experiments/tiny_default_runs/NAME-sS.json``. ``full`` adds the 2N-step VFT, the paired CI of its gain, and the
 N-step model's assessment accuracy on its own k = 8 samples of validation questions (grown until 1,000 are mixed).
+``curve`` is a search aid, not a criterion: one M-step VFT, greedy on the first 2,000 validation questions after
+each quarter of its schedule -> ``experiments/tiny_default_runs/curve-NAME-sS.json``; it shows where a candidate's
+accuracy levels off before the N and 2N runs are spent on it.
 """
 import argparse
 import json
@@ -117,6 +121,27 @@ def full(name: str, seed: int) -> dict:
     return run
 
 
+def curve(name: str, overrides: list[str], steps: int, seed: int) -> dict:
+    cfg = candidate(overrides, seed)
+    cfg.vft.steps, cfg.vft.checkpoint_every = steps, steps // 4
+    train_q, test_q = synthetic_from_config(cfg.data)
+    lm = build_lm(cfg.model, train_q + test_q, cfg.seed)
+    val = validation(cfg)[:2000]
+    points, tick = [], time.time()
+    for quarter in range(1, 5):
+        train_vft(lm, train_q, cfg.vft, out=WEIGHTS / f"curve-{name}-s{seed}", seed=seed, progress=False,
+                  stop_after=quarter * steps // 4)
+        elapsed = time.time() - tick
+        acc = sum(r["correct"] for r in greedy(lm, val, cfg.sample.max_new_tokens)) / len(val)
+        points.append({"step": quarter * steps // 4, "accuracy": acc, "vft_seconds": elapsed})
+        print(f"curve {name} s{seed}: step {points[-1]['step']} greedy {acc:.4f} ({elapsed:.0f} s)", flush=True)
+        tick = time.time() - elapsed
+    out = {"name": name, "seed": seed, "overrides": overrides, "steps": steps, "points": points}
+    RESULTS.mkdir(exist_ok=True)
+    write_atomic(RESULTS / f"curve-{name}-s{seed}.json", json.dumps(out))
+    return out
+
+
 def verdict(r: dict) -> str:
     """The pre-registered criteria of one candidate run, as a short reading.
 
@@ -148,6 +173,12 @@ def report() -> list[dict]:
           "| mixed | verdict |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for p in sorted(RESULTS.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        if p.name.startswith("curve-"):
+            c = json.loads(p.read_text())
+            print(f"| {c['name']} (curve) | {c['seed']} | {' '.join(c['overrides'])} | {c['steps']:,} | "
+                  f"{c['points'][-1]['vft_seconds']:.0f} | "
+                  + ", ".join(f"{q['step']}: {q['accuracy']:.3f}" for q in c["points"]) + " | | | | search aid |")
+            continue
         r = json.loads(p.read_text())
         if "correct_2n" in r:
             r["gain"] = paired_bootstrap(r["correct_2n"], r["correct"])
@@ -164,7 +195,7 @@ def report() -> list[dict]:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["screen", "full", "report"])
+    ap.add_argument("stage", choices=["screen", "full", "report", "curve"])
     ap.add_argument("name", nargs="?")
     ap.add_argument("--steps", type=int)
     ap.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE")
@@ -176,6 +207,8 @@ def main(argv=None):
     set_threads(a.threads)
     if a.stage == "screen":
         return screen(a.name, a.overrides, a.steps, a.seed)
+    if a.stage == "curve":
+        return curve(a.name, a.overrides, a.steps, a.seed)
     return full(a.name, a.seed)
 
 
