@@ -9,3 +9,7 @@ $T screen c1 --steps 1500 $S --set model.hidden=64 --set model.ffn=256 --set mod
 $T screen c2 --steps 1200 $S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.n_train=20000 --set data.max_number=20
 $T screen c3 --steps 800 $S --set model.layers=2 --set data.n_train=4000
 $T screen c4 --steps 1200 $S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.n_train=50000 --set data.min_steps=2 --set data.max_steps=3 --set data.max_number=30
+# after c1-c4 (all far below 0.35 at N): learning curves, to see where accuracy levels off
+$T curve c5 --steps 2400 $S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.n_train=20000 --set data.min_steps=2 --set data.max_steps=3
+$T curve c3 --steps 1600 $S --set model.layers=2 --set data.n_train=4000
+$T curve c6 --steps 2400 $S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.n_train=20000
