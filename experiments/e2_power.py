@@ -1,6 +1,8 @@
-"""E2 with power: the pre-registered analysis (experiments/README.md, 2026-12-02).
+"""E2 with power: the pre-registered analysis (experiments/archive/e2_power.md; superseded, but
+``e2_tune.py`` imports this module's table and verdict).
 
-    python experiments/e2_power.py runs/e2-0 runs/e2-1 runs/e2-2 [--json experiments/e2_power.json]
+    python experiments/e2_power.py runs/e2-0 runs/e2-1 runs/e2-2 [--json experiments/archive/e2_power.json]
+    python experiments/e2_power.py experiments/archive/e2_power_runs/seed-{0,1,2}   # from the committed outcomes
 
 Per seed (run), each method's per-question outcomes are averaged over the batch orders that every
 method of that seed has finished (order 1 from ``per_question.json``, others from ``orders/``), then

@@ -1,5 +1,5 @@
-"""Does a re-evaluated E2 reproduce the one it extends? (pre-registration: experiments/README.md,
-2026-12-03 fifth session, check 2)
+"""Does a re-evaluated E2 reproduce the one it extends? (pre-registration: experiments/e2_powered.md,
+check 2)
 
     python experiments/e2_reproduced.py experiments/e2_tune_runs/new runs/new runs/powered
     #                                   OLD outcomes (seed-S/)      OLD runs  NEW runs (-S)
@@ -9,8 +9,8 @@ For S = 0, 1, 2: the VFT model's samples in ``OLD_RUNS-S/eval_samples.jsonl`` ar
 prefix of NEW's held-out lists), the same per-question outcomes in NEW. Prints one line per comparison and
 exits 1 on any difference.
 """
+import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -51,4 +51,9 @@ def main(old_root: str, old_runs: str, new_runs: str) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(*sys.argv[1:4]))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("old", help="committed outcomes of the earlier evaluation (folders seed-S)")
+    ap.add_argument("old_runs", help="the earlier runs' prefix (folders OLD_RUNS-S)")
+    ap.add_argument("new_runs", help="the new runs' prefix (folders NEW_RUNS-S)")
+    a = ap.parse_args()
+    raise SystemExit(main(a.old, a.old_runs, a.new_runs))

@@ -1,12 +1,12 @@
 """E2, tuned: learning rate and epochs chosen per method on a validation split of training questions,
-then the chosen settings compared on the held-out set (pre-registration: experiments/README.md,
-2026-12-02 evening).
+then the chosen settings compared on the held-out set (pre-registrations: experiments/archive/e2_tuned.md,
+then experiments/e2_powered.md, e2_untied.md and e2_wrong_choice.md).
 
     python experiments/e2_tune.py runs/e2-0 --methods rft          # one process per method, resumable
     python experiments/e2_tune.py runs/e2-0 --methods aft_bc
     python experiments/e2_tune.py runs/e2-0 --methods rft,aft_bc --orders 2,3             # other batch orders
     python experiments/e2_tune.py runs/e2-1 --settings-from runs/e2-0 --orders 1,2,3      # other VFT seeds
-    python experiments/e2_tune.py runs/e2-0 runs/e2-1 --report [--json experiments/e2_tune.json] [--tuning-run runs/x-0]
+    python experiments/e2_tune.py runs/e2-0 runs/e2-1 --report [--json experiments/e2_tune_NAME.json] [--tuning-run runs/x-0]
 
 Per method: every (lr, epochs) of the grid trains on the run's sampled questions but the last
 ``--validation`` and is evaluated on those (``sweep.variant_sweep(validation=...)``) ->

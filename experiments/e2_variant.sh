@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A tuned E2 on the tiny default with some settings changed: the design of the pre-registered E2s in
-# experiments/README.md (seed 0's validation grid chooses lr x epochs per method; the choices carried to
+# A tuned E2 on the tiny default with some settings changed: the design of the pre-registered E2s of
+# experiments/INDEX.md (seed 0's validation grid chooses lr x epochs per method; the choices carried to
 # VFT seeds 0, 1, 2 x batch orders 1, 2, 3; pooled paired CIs). Resumable: every stage skips what a
 # previous call finished. Run from the repository root:
 #   nice -n 10 experiments/e2_variant.sh NAME [KEY=VALUE ...] > runs/e2_NAME.log 2>&1

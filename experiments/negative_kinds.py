@@ -6,10 +6,10 @@ Counts the sampled COTs of ``RUN/eval_samples.jsonl`` (with their multiplicity, 
 wrong ones split into *slips* (some step's claimed result is wrong: ``answers.step_quality`` < 1, as stored
 in each sample's ``quality``) and *choices* (every step's arithmetic right, the answer wrong: a wrong plan,
 e.g. a number the question gave but did not ask to use). Prints one line per run and the share of choices
-among the negatives (the wrong-choice E2's manipulation check, experiments/README.md).
+among the negatives (the wrong-choice E2's manipulation check, experiments/e2_wrong_choice.md).
 """
+import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -32,4 +32,6 @@ def main(runs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run folders holding eval_samples.jsonl")
+    main(ap.parse_args().runs)

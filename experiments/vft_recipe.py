@@ -1,11 +1,11 @@
 """VFT recipe study: more distinct training questions vs more passes over fewer (pre-registration:
-experiments/README.md, 2026-12-03 second session). Chooses on validation questions, never on the held-out set.
+experiments/vft_recipe.md). Chooses on validation questions, never on the held-out set.
 
     python experiments/vft_recipe.py --seeds 0,1,2 --arm A --existing runs/e2-{seed}/vft
     python experiments/vft_recipe.py --seeds 0,1,2 --arm B --n-train 200000 --steps 1500
     python experiments/vft_recipe.py --report
     python experiments/vft_recipe.py --heldout C --seeds 0,1,2   # after the choice: the held-out figure
-    python experiments/vft_recipe.py --plateau D C --seeds 0      # D - C on validation, paired (third session)
+    python experiments/vft_recipe.py --plateau D C --seeds 0      # D - C on validation, paired (experiments/vft_plateau.md)
 
 Per (arm, seed): trains the VFT of preset ``tiny`` with ``data.n_train`` and ``vft.steps`` overridden
 (weights in ``runs/vft-recipe/ARM-SEED``, not committed) or loads an existing one, then greedy-decodes the
@@ -110,8 +110,8 @@ def heldout(arm: str, seeds: list[int]) -> dict:
 
 
 def plateau(longer: str, base: str, seeds: list[int]) -> dict:
-    """Paired validation comparison of two arms on the same questions (pre-registered 2026-12-03, third
-    session): ``longer`` − ``base`` greedy accuracy per seed, bootstrap 95% CI and exact McNemar p, and the
+    """Paired validation comparison of two arms on the same questions (pre-registered 2026-12-03,
+    experiments/vft_plateau.md): ``longer`` − ``base`` greedy accuracy per seed, bootstrap 95% CI and exact McNemar p, and the
     rule's reading (at the plateau: CI upper end < +1 point; more steps pay: lower end > 0)."""
     out = {}
     for seed in seeds:

@@ -1,13 +1,13 @@
 """E2 search: alignment variants trained from one finished run's VFT model and samples.
 
-    python experiments/e2_sweep.py runs/tiny-0 [name ...] [--with field=value ...] [--seed-offset N]
+    python experiments/archive/e2_sweep.py runs/tiny-0 [name ...] [--with field=value ...] [--seed-offset N]
 
 ``--seed-offset`` changes the alignment batch order (default 1, as ``aftlab run``); rerunning a
 variant with another offset measures how much of a difference is training noise.
 ``--with`` adds AlignConfig overrides to every named variant (e.g. ``--with epochs=1``); they are
 recorded in each row's ``overrides``.
 
-Appends one JSON line per variant to experiments/e2_results.jsonl (run, variant, overrides, metrics).
+Appends one JSON line per variant to experiments/archive/e2_results.jsonl (run, variant, overrides, metrics).
 """
 import json
 import time
@@ -85,7 +85,7 @@ VARIANTS = {
     "rft_ep4": {"method": "rft", "epochs": 4.0},
     "bc_ep4": {"method": "aft_bc", "epochs": 4.0},
     "bc_div_ep4": {"method": "aft_bc", "neg_scope": "divergent", "epochs": 4.0},
-    # E3: SPEC's collapse setting (strong, no NLL term), unconstrained vs boundary-constrained
+    # E3: the task design's collapse setting (strong, no NLL term), unconstrained vs boundary-constrained
     "collapse_align_only": {"method": "align_only", "gamma": 30.0, "nll_weight": 0.0, "lr": 5e-4, "epochs": 4.0},
     "collapse_bc": {"method": "aft_bc", "gamma": 30.0, "nll_weight": 0.0, "lr": 5e-4, "epochs": 4.0},
 }

@@ -1,12 +1,12 @@
 """Why does pushing negatives cost greedy accuracy? Compare two models' greedy COTs on a run's held-out set.
 
-    python experiments/greedy_errors.py runs/tiny-2 [variant]
+    python experiments/archive/greedy_errors.py runs/tiny-2 [variant]
 
 Trains ``variant`` (an e2_sweep.py name, default ``trunc_fs``) from the run's VFT model, takes the
 run's RFT model, and for each model counts greedy COTs that are right, wrong with an arithmetic slip
 (some step's claimed result is wrong) and wrong with every step valid (a wrong choice). Then, for the
 questions RFT gets right and the variant gets wrong, prints where they part and a few examples.
-Writes experiments/greedy_errors_<run>_<variant>.json.
+Writes experiments/archive/greedy_errors_<run>_<variant>.json.
 """
 import json
 import sys

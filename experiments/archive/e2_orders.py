@@ -1,10 +1,10 @@
 """E2 with power: each method re-trained from a finished run's VFT model and samples with other batch orders.
 
-    python experiments/e2_orders.py runs/e2-0 --methods rft,aft_bc,aft_bc_bal --orders 2,3
+    python experiments/archive/e2_orders.py runs/e2-0 --methods rft,aft_bc,aft_bc_bal --orders 2,3
 
 Writes ``RUN/orders/METHOD@ORDER.json`` ({"metrics", "outcomes"}: the per-question outcomes that the run's
 own ``per_question.json`` holds for order 1), skipping those already written, so a killed sweep resumes.
-``experiments/e2_power.py`` pools them (pre-registration: experiments/README.md, 2026-12-02).
+``experiments/e2_power.py`` pools them (pre-registration: experiments/archive/e2_power.md).
 """
 import argparse
 import json

@@ -1,6 +1,6 @@
 """Per-seed and mean tables of E2 variants against RFT, from e2_results.jsonl and each run's metrics.json.
 
-    python experiments/vs_rft.py runs/tiny-{0,1,2} -- trunc_fe_lam01 bc_lam003 ...
+    python experiments/archive/vs_rft.py runs/tiny-{0,1,2} -- trunc_fe_lam01 bc_lam003 ...
 
 RFT appears once per batch order it was trained with: ``rft@1`` is the run's own RFT model
 (``aftlab run`` aligns with seed + 1), ``rft@N`` a sweep row with ``--seed-offset N``. The spread

@@ -1,6 +1,6 @@
 """Markdown tables of finished runs: per seed, and mean ± std over seeds.
 
-    python experiments/summarize.py runs/tiny-0 runs/tiny-1 runs/tiny-2
+    python experiments/archive/summarize.py runs/tiny-0 runs/tiny-1 runs/tiny-2
 """
 import json
 import sys

@@ -1,6 +1,6 @@
 """Held-out (right, wrong) pairs of a run split by kind, scored by one model.
 
-    python experiments/analyze_pairs.py runs/b32-0 [MODEL_DIR]   # default MODEL_DIR: RUN/vft
+    python experiments/archive/analyze_pairs.py runs/b32-0 [MODEL_DIR]   # default MODEL_DIR: RUN/vft
 
 Kinds: whether the right COT is step-valid ("strict") or reaches the right answer through a wrong
 step ("lucky"), and whether the two COTs share their first step (>= 6 tokens of common prefix).
