@@ -62,3 +62,7 @@ screenshots-report: install browser  ## docs/report_smoke.png: a smoke run's rep
 .PHONY: screenshots-notebooks
 screenshots-notebooks: install browser  ## docs/notebooks/*.png: each notebook's main figure from a full-mode run of 01-05 (hours on 2 cores)
 	$(BIN)/python docs/notebook_screenshots.py --execute
+
+.PHONY: notebooks-html
+notebooks-html: install  ## notebooks/*.ipynb executed, then runs/notebooks-html/*.html with figures and formulas that need no network
+	$(BIN)/python -m aftlab.report.offline --execute --out runs/notebooks-html notebooks/*.ipynb

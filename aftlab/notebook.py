@@ -56,16 +56,19 @@ def setup(preset_name: str = "tiny", seed: int = 0, smoke: bool = False, threads
     """The one call of a notebook's setup cell: torch's CPU threads chosen as ``aftlab`` on the command line
     chooses them (``runtime.set_threads``: the usable cores minus those other work keeps busy, unless
     ``OMP_NUM_THREADS`` is set), transformers' own bars and logs silenced (``model.quiet_transformers``),
-    and the notebook's config (:func:`config`).
+    plotly figures shown with an HTML view as well (``report.offline``: an HTML export keeps them, plotly.js
+    embedded once), and the notebook's config (:func:`config`).
 
     A kernel left at torch's default (every core) on a machine whose cores are busy ran a notebook
     about 100× slower than one thread would have: OpenMP workers spin waiting for each other."""
     from .model.lm import quiet_transformers
     from .model.runtime import set_threads
+    from .report.offline import use_offline_figures
 
     if "OMP_NUM_THREADS" not in os.environ:
         set_threads(threads)
     quiet_transformers()
+    use_offline_figures()
     return config(preset_name, seed, smoke)
 
 

@@ -32,6 +32,7 @@ from .eval.metrics import misranked_examples
 from .eval.stats import comparisons_for_run
 from .model.lm import build_lm, load_lm
 from .model.runtime import resolve_autocast
+from .report.provenance import provenance
 from .report.trackers import Trackers, open_trackers
 from .sampling.samples import groups, open_sampler, sample_cots
 from .train import checkpoint, distributed
@@ -144,6 +145,7 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
         "n_train_questions_sampled": len(train_records), "n_eval_questions": len(eval_records),
         "seconds": time.time() - t0, "stage_seconds": seconds, "sampler": sampler,
         "autocast": resolve_autocast(cfg.model.autocast, lm.device.type),  # what "auto" meant on this machine
+        "provenance": provenance(),  # commit, date and machine: the report names them
     }
     paired = comparisons_for_run(results, eval_records)  # method vs rft / vft, question by question
     metrics.update({k: v for k, v in paired.items() if k != "per_question"})  # comparisons and question counts

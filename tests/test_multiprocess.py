@@ -9,6 +9,7 @@ greedy answers exactly from the same model (each batch of questions is decoded w
 seed one process uses), metrics.json figures of a whole ``aftlab run`` to 1e-3 (its VFT models
 agree to float rounding, not bit for bit, so 90% of its sampled questions must match exactly).
 """
+import importlib.util
 import json
 import os
 import subprocess
@@ -83,6 +84,20 @@ def test_vft_on_two_processes_matches_one_with_an_uneven_batch(vft_pair):
     assert losses(b, "grad_norm") == pytest.approx(losses(a, "grad_norm"), rel=1e-5)
     assert_same_weights(a, b)
     assert not list(vft_pair.glob("*/vft.tmp-*"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
+def test_a_tracker_on_two_processes_gets_the_main_processes_log(tmp_path):
+    """accelerate's trackers need its process state: set up on the main process before training, it must
+    be the one the Accelerator then uses (gloo, 2 processes), and only the main process writes events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    two("vft", *VFT, "--out", str(tmp_path), "--report-to", "tensorboard")
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    points = events.Scalars("vft/loss")
+    assert [p.step for p in points] == [1, 2, 3, 4]
+    assert [p.value for p in points] == pytest.approx(losses(tmp_path / "vft"), rel=1e-6)
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
 def test_sampling_on_two_processes_writes_the_one_process_file(vft_pair):

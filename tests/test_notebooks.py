@@ -230,3 +230,75 @@ def _restored():
         torch.set_num_threads(threads)
         (hf.enable_progress_bar if bars else hf.disable_progress_bar)()
         hf.set_verbosity(level)
+
+
+@pytest.fixture(scope="module")
+def exported_probe(tmp_path_factory):
+    """A notebook that calls ``notebook.setup``, shows two plotly figures and formulas, executed in a kernel
+    and exported by ``aftlab.report.offline`` (``make notebooks-html``)."""
+    import os
+
+    import nbformat
+
+    from aftlab.report.offline import export_html
+    root = str(NOTEBOOKS[0].parents[1])
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Probe\nThe score $s(c) = \\frac{1}{|c|}\\sum_j \\log P(c_j \\mid q, c_{<j})$ "
+                                      "and a display\n$$L_A = \\log\\big(1 + \\sum_{p}\\sum_{n} e^{s_n - s_p}\\big)$$\n"
+                                      "cost $5 and `$HOME`."),
+        nbformat.v4.new_code_cell("from aftlab import notebook as nb\ncfg = nb.setup('tiny', 0, smoke=True)"),
+        nbformat.v4.new_code_cell("import plotly.graph_objects as go\n"
+                                  "go.Figure(go.Scatter(x=[1, 2, 3], y=[4.25, 5.5, 6.75], name='probe-one'))"),
+        nbformat.v4.new_code_cell("from IPython.display import display\n"
+                                  "display(go.Figure(go.Bar(x=['a', 'b'], y=[0.125, 0.375], name='probe-two')))")])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))  # this checkout's aftlab
+        mp.delenv("PLOTLY_RENDERER", raising=False)
+        return export_html(nb, tmp_path_factory.mktemp("html") / "probe.html", execute=True, timeout=300)
+
+
+def test_an_exported_notebook_keeps_its_figures_and_formulas_offline(exported_probe):
+    """The HTML holds each figure's data and plotly.js once, the formulas as MathML, and loads nothing from
+    a CDN (plain ``jupyter nbconvert --to html`` dropped the figures and fetched MathJax, require.js and
+    mermaid from cdnjs). The embedded plotly.js itself names map-tile servers: what counts is what the
+    page loads, its script and link tags and the CDN addresses of nbconvert's and plotly's defaults."""
+    from nbconvert import HTMLExporter
+    page = exported_probe.read_text()
+    plots = [m.group(0) for m in re.finditer(r"Plotly\.newPlot\([^;]*", page)]
+    assert len(plots) == 2 and "probe-one" in plots[0] and "4.25" in plots[0] and "6.75" in plots[0]
+    assert "probe-two" in plots[1] and "0.375" in plots[1]
+    assert page.count("plotly.js v") == 1  # the library's banner: embedded once, before the first figure
+    assert page.index("plotly.js v") < page.index("Plotly.newPlot(")
+    assert page.count("<math") == 2 and 'display="block"' in page and "\\frac" not in page
+    assert "cost $5 and" in page and "$HOME" in page  # money and code are not formulas
+    tags = re.findall(r"<(?:script|link)\b[^>]*>", page)
+    assert tags and not [t for t in tags if re.search(r"(?:src|href)\s*=\s*[\"']?(?:https?:)?//", t)]
+    defaults = HTMLExporter()
+    for url in (defaults.mathjax_url, defaults.require_js_url, defaults.mermaid_js_url, "cdn.plot.ly/plotly-"):
+        assert url.split("?")[0] not in page, url
+
+
+@pytest.mark.browser
+def test_an_exported_notebook_draws_its_figures_and_formulas_with_the_network_cut(exported_probe):
+    pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    if not Path("/usr/bin/chromium").is_file():
+        pytest.skip("no /usr/bin/chromium (`make browser` installs Debian's chromium)")
+    sys.path.insert(0, str(NOTEBOOKS[0].parents[1] / "docs"))
+    from report_screenshot import opened
+    outside = []
+
+    def cut(route):  # the page's own file passes; anything from the network is recorded and refused
+        if route.request.url.startswith(("file:", "data:", "blob:")):
+            return route.continue_()
+        outside.append(route.request.url)
+        return route.abort()
+    with opened(exported_probe, 900) as page:
+        page.context.route("**/*", cut)
+        page.reload(wait_until="load")
+        page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot')].filter(f => f.querySelector('.main-svg'))"
+                               ".length === 2", timeout=20000)
+        drawn = page.evaluate("""() => ({
+            bars: document.querySelectorAll('.js-plotly-plot .bars path').length,
+            math: [...document.querySelectorAll('math')].map(m => m.getBoundingClientRect().width)})""")
+    assert drawn["bars"] == 2 and len(drawn["math"]) == 2 and min(drawn["math"]) > 20, drawn
+    assert outside == []

@@ -1,10 +1,12 @@
 """The run report says what was found: plain-word comparisons, the run's own settings, every column
 defined, honest axes, one colour per method, greedy COTs beside their questions and gold answers."""
+import html
 import json
 import random
 import re
 
 import pytest
+import torch
 
 from aftlab.align.methods import REGISTRY
 from aftlab.cli import main
@@ -102,7 +104,9 @@ def test_settings_show_the_runs_beta_gamma_and_counts(tmp_path):
     (out / "config.json").write_text(json.dumps(cfg))
     grown = settings(out, metrics, n_records=2100)
     assert "2,100 in the fixed sample set" in grown and "(the first 2,000, then more until 600 had a right" in grown
-    assert "href='metrics.json'" in part and str((out / "config.json").resolve()) in part
+    doc = write_report(out).read_text()
+    assert "href='metrics.json'" in part and "href='config.json'" in part and "href='per_question.json'" in part
+    assert str(out.resolve()) not in doc and str(out) not in doc  # relative links: the folder may move machines
 
 
 def test_every_column_of_the_metrics_tables_has_a_definition(report):
@@ -137,17 +141,53 @@ def test_headline_reads_in_plain_words_against_rft_and_vft(report):
                 assert re.search(rf"{m} − {vs} on {metric}: [+−]\d+\.\d \[[+−]\d+\.\d, [+−]\d+\.\d\] points — "
                                  r"(not )?distinguishable", part), (m, vs, metric)
     assert "RFT − VFT on strict assessment" in part and "VFT − RFT" not in part  # each pair of baselines once
-    assert "Noise floor:" in part and part.count("<b>Against ") == 2
+    assert "Noise floor:" in part and part.count("<h3>Against ") == 2
 
 
-def test_verdict_names_what_differs_and_headline_marks_it():
+def test_verdict_is_one_sentence_naming_what_differs_from_rft():
     comps = {"aft_bc": {"rft": {"assessment_accuracy_strict": {"diff": 0.021, "lo": 0.005, "hi": 0.037},
                                 "task_accuracy": {"diff": -0.004, "lo": -0.02, "hi": 0.012}}},
+             "aft_dc": {"rft": {"task_accuracy": {"diff": -0.03, "lo": -0.05, "hi": -0.01},
+                                "rerank_accuracy": {"diff": -0.02, "lo": -0.03, "hi": -0.01}}},
+             "align_only": {"rft": {"task_accuracy": {"diff": -0.03, "lo": -0.05, "hi": -0.01},
+                                    "rerank_accuracy": {"diff": -0.02, "lo": -0.03, "hi": -0.01}}},
+             "pro": {"rft": {"task_accuracy": {"diff": 0.0, "lo": -0.01, "hi": 0.01}}},
              "vft": {"rft": {"task_accuracy": {"diff": -0.1, "lo": -0.2, "hi": -0.05}}}}
-    assert verdict(comps, "rft") == ("Against RFT: AFT-BC is higher on strict assessment (+2.1 points); "
-                                     "every other difference is within the noise.")
-    assert headline(comps) == ["AFT-BC − RFT on strict assessment: +2.1 [+0.5, +3.7] points — distinguishable",
-                               "AFT-BC − RFT on task accuracy: −0.4 [−2.0, +1.2] points — not distinguishable"]
+    assert verdict(comps, 1200) == ("Against RFT on 1,200 held-out questions, AFT-BC is higher on strict assessment, "
+                                    "AFT-DC and alignment only are lower on rerank accuracy and task accuracy, and PRO "
+                                    "does not differ beyond the noise.")
+    assert verdict({m: {"vft": c["rft"]} for m, c in comps.items() if m != "vft"}).startswith("Against VFT, AFT-BC is")
+    assert verdict({}) == "No paired comparison: this run has no RFT or VFT baseline to compare with."
+    assert headline(comps)[:2] == ["AFT-BC − RFT on strict assessment: +2.1 [+0.5, +3.7] points — distinguishable",
+                                   "AFT-BC − RFT on task accuracy: −0.4 [−2.0, +1.2] points — not distinguishable"]
+
+
+def test_report_opens_with_the_verdict_and_where_it_came_from(tmp_path):
+    out, _ = fake_run(tmp_path / "run")
+    metrics = json.loads((out / "metrics.json").read_text())
+    first = re.search(r"<body>\s*<h1>[^<]*</h1>\s*<p class='verdict'>([^<]*)</p>\s*<p class='from'>([^<]*)</p>",
+                      write_report(out).read_text())
+    assert first and first.group(1) == verdict(metrics["comparisons"], 40)
+    assert first.group(1).count(".") == 1 and ";" not in first.group(1)  # one sentence, its numbers in the tables
+    assert first.group(2) == "From commit unknown, date unknown, machine unknown."  # a run from before provenance
+    metrics["provenance"] = {"commit": "0123456789ab-dirty", "date": "2026-12-07T18:50:12+00:00",
+                             "machine": {"cpu": "AMD EPYC 7B13", "cores": 2, "threads": 1, "torch": "2.13.0+cpu"}}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    assert ("<p class='from'>From commit 0123456789ab-dirty, 2026-12-07 18:50 UTC, AMD EPYC 7B13 (2 cores, 1 torch "
+            "thread), torch 2.13.0+cpu.</p>") in write_report(out).read_text()
+
+
+def test_report_escapes_what_comes_from_the_run_folder(tmp_path):
+    out, records = fake_run(tmp_path / "run")
+    records[0]["question"] = "Is <script>alert(1)</script> & 2 < 3?"
+    (out / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    greedy = json.loads((out / "greedy.json").read_text())
+    for rows in greedy.values():
+        rows[0]["question"], rows[0]["cot"] = records[0]["question"], "1 < 2 = <b>3</b>. #### 3"
+    (out / "greedy.json").write_text(json.dumps(greedy))
+    doc = write_report(out).read_text()
+    assert "Is &lt;script&gt;alert(1)&lt;/script&gt; &amp; 2 &lt; 3?" in doc and "<script>alert(1)" not in doc
+    assert "<code>1 &lt; 2 = &lt;b&gt;3&lt;/b&gt;. #### 3</code>" in doc
 
 
 def _delta_e(a: str, b: str) -> float:
@@ -185,6 +225,15 @@ def _traces(doc: str) -> list[dict]:
     return out
 
 
+def _layouts(doc: str) -> list[dict]:
+    """The layout of every Plotly figure in an HTML page, in page order."""
+    dec, out = json.JSONDecoder(), []
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"[^"]+",\s*', doc):
+        _, end = dec.raw_decode(doc, m.end())
+        out.append(dec.raw_decode(doc, re.compile(r",\s*").match(doc, end).end())[0])
+    return out
+
+
 def test_report_figures_draw_each_method_in_its_own_colour(report):
     doc, _ = report
     seen: dict[str, set] = {}
@@ -210,6 +259,65 @@ def test_assessment_vs_task_axes_span_the_noise_not_the_gap():
     assert wide.layout.xaxis.range[0] < 0.1 and wide.layout.xaxis.range[1] > 0.9  # wide data: no clipping
 
 
+def test_each_caption_sits_under_its_own_figure_and_reads_its_spans_from_it(report):
+    doc, _ = report
+    blocks = re.findall(r"<figure>(.*?)</figure>", doc, re.S)
+    assert len(blocks) == len(_layouts(doc)) >= 5
+    for block in blocks:  # one figure, then its own caption
+        assert block.count("Plotly.newPlot(") == 1 and block.rstrip().endswith("</figcaption>")
+    captions = [re.search(r"<figcaption>(.*?)</figcaption>", b, re.S).group(1) for b in blocks]
+    layouts = _layouts(doc)
+    for caption, layout in zip(captions[:2], layouts[:2]):  # the forest plots: each panel's own span
+        for name, axis in sorted(layout.items()):
+            if name.startswith("xaxis"):
+                span = axis["range"][1] - axis["range"][0]
+                assert f"{span:.1f} points" in caption or f"{span:.0f} points" in caption, (caption, span)
+    x, y = (layouts[2][a]["range"] for a in ("xaxis", "yaxis"))
+    assert f"x axis spans {100 * (x[1] - x[0]):.0f} points and the y axis {100 * (y[1] - y[0]):.0f}" in captions[2]
+    assert "never spans less than" not in doc
+
+
+def test_score_axis_starts_where_the_scores_mass_does_and_counts_what_lies_below(tmp_path):
+    pos, neg = [-0.01 * (i % 30) for i in range(1000)], [-0.1, -0.2, -3.5, -3.2, -3.4]
+    fig = plots.score_distributions({"vft": (pos, neg)})
+    lo, hi = fig.layout.yaxis.range
+    assert -0.4 < lo < -0.29 and 0 < hi < 0.05  # the mass, not the three COTs near −3.5
+    assert sorted(x for t in fig.data for x in t.y) == sorted(pos + neg)  # nothing dropped from the violins
+    assert "3 of 1,005 scores lie below (lowest -3.50)" in fig.layout.title.text
+    assert plots.score_distributions({"vft": ([-0.1, -0.2], [-0.3])}).layout.yaxis.range is None  # nothing to clip
+    out, _ = fake_run(tmp_path / "run")
+    scores = json.loads((out / "eval_scores.json").read_text())
+    scores["vft"][0][2] = -3.5  # one wrong COT of the 600 scores the model finds absurd
+    (out / "eval_scores.json").write_text(json.dumps(scores))
+    doc = write_report(out).read_text()
+    caption = html.unescape(re.search(r"<figcaption>(Every sampled COT.*?)</figcaption>", doc, re.S).group(1))
+    lo = next(lay for lay in _layouts(doc) if "Scores of right vs wrong" in lay["title"]["text"])["yaxis"]["range"][0]
+    below = sum(x < lo for rows in scores.values() for row in rows for x in row)
+    assert -0.6 < lo < -0.3 and 1 <= below <= 3  # −3.5 and at most the Gaussian's lowest two
+    assert f"The axis starts at {lo:.2f} nats/token, where the scores' mass begins: {below} of 600 scores lie below" \
+        in caption, caption
+
+
+def test_the_report_templates_ship_in_the_wheel(tmp_path):
+    """``pip install .`` (not editable) must carry the Jinja2 templates: build the wheel from a copy."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    shutil.copytree(root / "aftlab", src / "aftlab", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "wheel"), str(src)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("aftlab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"aftlab/report/templates/{p.name}" for p in (root / "aftlab" / "report" / "templates").iterdir()}
+    assert "aftlab/report/templates/report.html.j2" in shipped and shipped <= names
+
+
 def test_aftlab_report_rewrites_reports_from_run_files(tmp_path, capsys):
     one, _ = fake_run(tmp_path / "one")
     seeds = tmp_path / "seeds"
@@ -229,6 +337,9 @@ def test_real_run_metrics_are_all_defined_and_its_report_shows_its_beta(smoke_ru
         assert set(m) <= set(DEFINITIONS), set(m) - set(DEFINITIONS)
     doc = write_report(out).read_text()
     beta = json.loads((out / "config.json").read_text())["align"]["beta"]
+    made = metrics["provenance"]  # recorded at run time, shown by the report
+    assert made["machine"]["torch"] == torch.__version__ and made["machine"]["cores"] >= 1 and made["commit"]
+    assert f"<p class='from'>From commit {made['commit']}, " in doc and made["machine"]["cpu"] in doc
     assert re.search(rf"<b>aft_bc</b></th><td class='l'>boundary</td><td class='l'>{beta:g}</td>", doc), \
         re.findall(r"<b>aft_bc</b>.{0,120}", doc)
 

@@ -4,8 +4,10 @@ import importlib.util
 import json
 import math
 import sys
+import types
 
 import pytest
+from accelerate.tracking import GeneralTracker
 
 from aftlab.cli import main
 from aftlab.report import trackers
@@ -15,18 +17,27 @@ TRACKIO = importlib.util.find_spec("trackio") is not None
 MLFLOW = importlib.util.find_spec("mlflow") is not None
 
 
-class Memory:
-    """A tracker that keeps what it is given (registered as ``memory`` for the run below)."""
+class Memory(GeneralTracker):
+    """An accelerate tracker that keeps what it is given (registered as ``memory`` for the run below)."""
+    name, requires_logging_directory = "memory", False
     runs: list["Memory"] = []
 
-    def __init__(self, out, name, config):
-        self.out, self.name, self.config, self.rows, self.closed = out, name, config, [], False
+    def __init__(self, out, run_name):
+        super().__init__()
+        self.out, self.run_name, self.config, self.rows, self.closed = out, run_name, None, [], False
         Memory.runs.append(self)
 
-    def log(self, stage, step, values):
-        self.rows.append((stage, step, values))
+    @property
+    def tracker(self):
+        return self.rows
 
-    def close(self):
+    def store_init_configuration(self, values):
+        self.config = values
+
+    def log(self, values, step=None, **kwargs):
+        self.rows.append((step, values))
+
+    def finish(self):
         self.closed = True
 
 
@@ -58,8 +69,11 @@ def _json_logs(out):
 def test_every_vft_and_aft_log_entry_reaches_the_tracker_with_the_json_values(tracked_run):
     out, run = tracked_run
     vft, aft = _json_logs(out)
-    assert run.closed and run.name == out.resolve().name and run.config["preset"] == "smoke"
-    got = {stage: [(step, v) for s, step, v in run.rows if s == stage] for stage in ("vft", "aft_bc")}
+    assert run.closed and run.run_name == out.resolve().name and run.config["preset"] == "smoke"
+    assert run.config["align.beta"] == json.loads((out / "config.json").read_text())["align"]["beta"]
+    got = {stage: [(step, {k.split("/", 1)[1]: x for k, x in v.items()}) for step, v in run.rows
+                   if all(k.startswith(stage + "/") for k in v)] for stage in ("vft", "aft_bc")}
+    assert len(got["vft"]) + len(got["aft_bc"]) == len(run.rows)  # every row under one stage's prefix
     assert [s for s, _ in got["vft"]] == [r["step"] for r in vft] == [5, 10, 15, 20, 25, 30]
     assert [s for s, _ in got["aft_bc"]] == [r["step"] for r in aft] and len(aft) >= 2
     for (_, values), row in zip(got["vft"] + got["aft_bc"], vft + aft):
@@ -135,3 +149,42 @@ def test_an_unknown_tracker_is_refused_by_name(tmp_path, capsys):
 
 def test_no_tracker_means_no_callback():
     assert trackers.open_trackers("none", ".").on_log("vft") is None
+
+
+def test_wandb_plots_each_stage_against_its_own_step(tmp_path, monkeypatch):
+    """W&B keeps one rising step per run, and each stage restarts at step 1: every row travels with its
+    stage's step as a value, which W&B is told to plot that stage against (a fake ``wandb`` records what
+    accelerate's tracker passes to it; the real one, offline, writes a binary log only its service reads)."""
+    calls = []
+
+    class Run:
+        def log(self, values, step=None, **kwargs):
+            calls.append(("log", values, step))
+
+        def define_metric(self, name, step_metric=None):
+            calls.append(("define_metric", name, step_metric))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    class Config:
+        def update(self, values, allow_val_change=False):
+            calls.append(("config", values))
+
+    fake = types.ModuleType("wandb")
+    fake.init, fake.config = lambda **kwargs: calls.append(("init", kwargs)) or Run(), Config()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with trackers.open_trackers("wandb", tmp_path / "run", {"align": {"beta": 0.1}}) as t:
+        vft, aft = t.on_log("vft"), t.on_log("aft_bc")
+        vft({"step": 5, "loss": 2.0})
+        vft({"step": 10, "loss": 1.5})
+        aft({"step": 1, "loss": 0.5, "gap": 0.25, "round": 1})
+    (init,) = [c[1] for c in calls if c[0] == "init"]
+    assert init["project"] == "aftlab" and init["name"] == "run" and init["mode"] == "offline"
+    assert init["dir"] == str(tmp_path / "run") and ("config", {"align.beta": 0.1}) in calls
+    assert ("define_metric", "vft/*", "vft/step") in calls and ("define_metric", "aft_bc/*", "aft_bc/step") in calls
+    assert [c[1:] for c in calls if c[0] == "log"] == [
+        ({"vft/loss": 2.0, "vft/step": 5}, None), ({"vft/loss": 1.5, "vft/step": 10}, None),
+        ({"aft_bc/loss": 0.5, "aft_bc/gap": 0.25, "aft_bc/step": 1}, None)]
+    assert calls[-1] == ("finish",)

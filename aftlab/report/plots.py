@@ -73,13 +73,36 @@ def method_colors(names) -> dict[str, str]:
     return {name: out[name] for name in names}
 
 
-def score_distributions(by_method: dict[str, tuple[list[float], list[float]]]) -> go.Figure:
+def mass_range(values: list[float], lower: float = 0.5) -> tuple[list[float] | None, int]:
+    """An axis range over where the values' mass is: from their ``lower``-th percentile to their maximum,
+    padded 5%, and how many values lie below it; ``(None, 0)`` when no value would (keep plotly's).
+
+    >>> mass_range([-3.5] + [-0.001 * i for i in range(300)])   # one score of 301 far below the rest
+    ([-0.31395, 0.01495], 1)
+    >>> mass_range([-0.3, -0.2, -0.1])
+    (None, 0)
+    """
+    v = sorted(values)
+    if not v:
+        return None, 0
+    lo, hi = v[int(lower / 100 * (len(v) - 1))], v[-1]
+    pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 0.01
+    below = sum(x < lo - pad for x in v)
+    return ([round(lo - pad, 6), round(hi + pad, 6)], below) if below else (None, 0)
+
+
+def score_distributions(by_method: dict[str, tuple[list[float], list[float]]], lower: float = 0.5) -> go.Figure:
     """Positive vs negative score distributions, one pair of violins per method. With few methods the
     figure is narrowed (a lone violin pair stretched across the page reads as a blob); with many it
-    takes the page's width.
+    takes the page's width. A few very low scores (a COT the model finds absurd) would stretch the axis
+    far below where the scores' mass sits, so the y axis starts at the ``lower``-th percentile of all
+    scores; the subtitle says how many lie below it, and every score still shapes its violin.
 
     >>> score_distributions({"vft": ([-0.1], [-0.3])}).layout.width
     420
+    >>> fig = score_distributions({"vft": ([-0.1 - 0.001 * i for i in range(300)], [-3.5, -0.2, -0.25])})
+    >>> [round(y, 3) for y in fig.layout.yaxis.range], "1 of 303 scores lie below" in fig.layout.title.text
+    ([-0.414, -0.085], True)
     """
     fig = go.Figure()
     for i, (method, (pos, neg)) in enumerate(by_method.items()):
@@ -88,10 +111,14 @@ def score_distributions(by_method: dict[str, tuple[list[float], list[float]]]) -
             fig.add_trace(go.Violin(x=[method] * len(vals), y=vals, name=name, legendgroup=name,
                                     showlegend=i == 0, side=side, line_color=color, meanline_visible=True,
                                     points=False, scalegroup=method))
+    scores = [x for pos, neg in by_method.values() for x in pos + neg]
+    yrange, below = mass_range(scores, lower)
+    clip = (f"<br><sup>axis from the {lower:g}th percentile: {below:,} of {len(scores):,} scores lie below "
+            f"(lowest {min(scores):.2f})</sup>" if below else "")
     fig.update_layout(title="Scores of right vs wrong sampled COTs<br><sup>length-normalised log-likelihood<br>"
-                            "of the fixed sample set under each model</sup>",  # two lines: fits 420 px
+                            "of the fixed sample set under each model</sup>" + clip,  # short lines: fits 420 px
                       yaxis_title="score s(c) (nats / token)", violingap=0.1, violinmode="overlay",
-                      legend=_LEGEND_BELOW, margin=dict(b=110),
+                      yaxis_range=yrange, legend=_LEGEND_BELOW, margin=dict(b=110, t=120 if below else None),
                       width=200 + 220 * len(by_method) if len(by_method) <= 3 else None)
     return fig
 
@@ -160,6 +187,19 @@ def _span(values: list[float], lo: list[float], hi: list[float], min_span: float
     return [round(a - pad, 6), round(b + pad, 6)]
 
 
+def spans(fig: go.Figure, axis: str = "x") -> dict[str, float]:
+    """The span (top minus bottom of the range it was given) of each ``x`` or ``y`` axis of a figure, by
+    axis name (``xaxis``, ``xaxis2``, …): what a caption says about the figure's scale, read from the
+    figure itself. Axes left to plotly's autorange are not listed.
+
+    >>> spans(assessment_vs_task({"a": (0.5, 0.5)}), "y")
+    {'yaxis': 0.1}
+    """
+    layout = fig.to_plotly_json()["layout"]
+    return {name: round(a["range"][1] - a["range"][0], 6) for name, a in sorted(layout.items())
+            if name.startswith(axis + "axis") and isinstance(a, dict) and a.get("range") is not None}
+
+
 def assessment_vs_task(points: dict[str, tuple[float, float]], intervals: dict[str, dict] | None = None,
                        min_span: float = 0.1) -> go.Figure:
     """Assessment accuracy against task accuracy, one point per model or checkpoint, each in its own
@@ -210,6 +250,8 @@ def comparison_forest(comparisons: dict, vs: str = "rft",
                                                    "<extra></extra>"),
                           row=1, col=c)
         fig.add_vline(x=0, line_dash="dot", line_color="#999", row=1, col=c)
+        ends = [100 * d[k] for m in rows if (d := comparisons[m][vs].get(metric)) for k in ("lo", "hi")]
+        fig.update_xaxes(range=_span([0.0], ends or [0.0], ends or [0.0], min_span=1.0), row=1, col=c)
     fig.update_xaxes(title_text="points", zeroline=False)
     fig.update_yaxes(autorange="reversed")  # rows top to bottom in the order of the tables
     fig.update_layout(title=f"Each method minus {vs}, paired over the same held-out questions<br>"

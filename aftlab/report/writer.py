@@ -2,13 +2,19 @@
 
 Place in the data path: … → metrics → stats → plots → **report**.
 
-The report opens with the run's answer to "does each method beat RFT and VFT?": paired differences
-with 95% intervals in plain words, and the noise floor of this run's question counts. Then the run's
-settings (per method: constraint, β in nats/token, γ, λ, lr) and the files they come from; the
-metrics tables with every column defined (from ``metrics.DEFINITIONS``, the one home of the
-definitions); the figures, methods in the colours of ``plots.method_colors``, each comparison with
-its interval and no axis zoomed into the noise; the wrong COTs VFT prefers; and greedy generations
-beside their questions and gold answers. ``aftlab report RUN`` rewrites it from the run's files.
+The report opens with one sentence on what the run shows (each method against RFT, the control, by
+the differences its paired 95% intervals tell from noise) and where it came from (commit, date,
+machine); then each comparison in plain words with its interval, and the noise floor of this run's
+question counts. Then the run's settings (per method: constraint, β in nats/token, γ, λ, lr) and
+the files they come from; the metrics tables with every column defined (from
+``metrics.DEFINITIONS``, the one home of the definitions); the figures, methods in the colours of
+``plots.method_colors``, each with its caption beneath it and no axis zoomed into the noise; the
+wrong COTs VFT prefers; and greedy generations beside their questions and gold answers.
+``aftlab report RUN`` rewrites it from the run's files.
+
+The page is the Jinja2 template ``templates/report.html.j2`` (autoescaped: every text from the run
+folder is escaped; only the figures' and tables' own HTML goes in as markup); this module gathers
+what it shows.
 
 >>> "<table" in metrics_table({"vft": {"task_accuracy": 0.5}})
 True
@@ -17,9 +23,12 @@ True
 """
 from __future__ import annotations
 
-import html
+import functools
 import json
 from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
 
 from ..align.methods import REGISTRY
 from ..config import ConfigError, from_dict
@@ -28,6 +37,7 @@ from ..eval.stats import describe, method_intervals
 from ..sampling.samples import read_samples
 from . import plots
 from .plots import method_label
+from .provenance import line
 
 ACCURACY_COLUMNS = ("task_accuracy", "assessment_accuracy", "assessment_per_question", "assessment_accuracy_strict",
                     "rerank_accuracy", "self_consistency")
@@ -37,6 +47,18 @@ COLUMNS = ACCURACY_COLUMNS + SCORE_COLUMNS
 PRIMARY = ("assessment_accuracy_strict", "rerank_accuracy")  # the pre-registered primary metrics of E2
 SECONDARY = ("task_accuracy",)
 BASELINES = {"rft": "the control, NLL on the positive samples only", "vft": "the starting model, vanilla fine-tuning"}
+FILES = ("metrics.json", "config.json", "per_question.json", "align_logs.json", "greedy.json")
+
+
+@functools.cache
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("aftlab.report", "templates"), autoescape=True,
+                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+
+
+def _macros():
+    """The table macros of ``templates/tables.html.j2``, callable from Python (they return markup)."""
+    return _env().get_template("tables.html.j2").module
 
 
 def metrics_table(methods: dict[str, dict], columns=None, std: dict[str, dict] | None = None,
@@ -45,23 +67,16 @@ def metrics_table(methods: dict[str, dict], columns=None, std: dict[str, dict] |
     the report and the notebooks. ``columns``: metric keys to show (default: ``COLUMNS`` present);
     a missing value is left blank. Headers are the metrics' plain names, their definitions on hover."""
     cols = list(columns) if columns else [c for c in COLUMNS if any(c in m for m in methods.values())]
-    head = "".join(f"<th title='{html.escape(DEFINITIONS.get(c, ''))}'>{html.escape(label(c))}</th>" for c in cols)
     rows = []
     for name, m in methods.items():
         cells = []
         for c in cols:
             v = m.get(c)
-            txt = "" if not isinstance(v, (int, float)) else f"{v:.{digits}f}" + (
-                f" ± {std[name][c]:.{digits}f}" if std and c in std.get(name, {}) else "")
-            cells.append(f"<td>{txt}</td>")
-        rows.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
-    return f"<div class='scroll'><table><tr><th>method</th>{head}</tr>{''.join(rows)}</table></div>"
-
-
-def definitions(columns) -> str:
-    """The definitions of ``columns`` as an HTML list (what the report prints under its tables)."""
-    return "<dl>" + "".join(f"<dt>{html.escape(label(c))}</dt><dd>{html.escape(DEFINITIONS[c])}</dd>"
-                            for c in columns) + "</dl>"
+            cells.append("" if not isinstance(v, (int, float)) else f"{v:.{digits}f}" + (
+                f" ± {std[name][c]:.{digits}f}" if std and c in std.get(name, {}) else ""))
+        rows.append((name, cells))
+    head = [(label(c), DEFINITIONS.get(c, "")) for c in cols]
+    return str(_macros().metrics_table(head, rows))
 
 
 def _compared(comparisons: dict, vs: str, baselines) -> list[str]:
@@ -76,24 +91,45 @@ def headline(comparisons: dict, metrics=PRIMARY + SECONDARY, baselines=tuple(BAS
             for m in _compared(comparisons, vs, baselines) for k in metrics if k in comparisons[m][vs]]
 
 
-def verdict(comparisons: dict, vs: str, metrics=PRIMARY + SECONDARY, baselines=tuple(BASELINES)) -> str:
-    """One sentence: which methods differ from ``vs`` beyond the noise, and in which direction.
+def _and(words: list[str], conjunction: str = "and") -> str:
+    """``["a", "b", "c"]`` → ``"a, b and c"``."""
+    return f"{', '.join(words[:-1])} {conjunction} {words[-1]}" if len(words) > 1 else "".join(words)
 
-    >>> verdict({"aft_bc": {"rft": {"task_accuracy": {"diff": -0.05, "lo": -0.08, "hi": -0.02}}}}, "rft")
-    'Against RFT: AFT-BC is lower on task accuracy (−5.0 points); every other difference is within the noise.'
+
+def verdict(comparisons: dict, n_questions: int | None = None, metrics=PRIMARY + SECONDARY,
+            baselines=tuple(BASELINES)) -> str:
+    """What the run shows, in one sentence: each method against the first baseline it was compared
+    with (RFT, the control, else VFT), by the differences whose paired 95% interval excludes zero;
+    methods with the same outcome share a clause. The numbers and intervals are in the tables.
+
+    >>> verdict({"aft_bc": {"rft": {"task_accuracy": {"diff": -0.05, "lo": -0.08, "hi": -0.02},
+    ...                             "rerank_accuracy": {"diff": 0.03, "lo": 0.01, "hi": 0.05}}},
+    ...          "aft_dc": {"rft": {"task_accuracy": {"diff": 0.0, "lo": -0.02, "hi": 0.02}}},
+    ...          "align_only": {"rft": {"task_accuracy": {"diff": 0.01, "lo": -0.01, "hi": 0.03}}}},
+    ...         600)  # doctest: +NORMALIZE_WHITESPACE
+    'Against RFT on 600 held-out questions, AFT-BC is higher on rerank accuracy but lower on task accuracy,
+     and AFT-DC and alignment only do not differ beyond the noise.'
+    >>> verdict({"aft_bc": {"rft": {"task_accuracy": {"diff": 0.0, "lo": -0.02, "hi": 0.02}}}})
+    'Against RFT, no method differs beyond the noise on strict assessment, rerank accuracy or task accuracy.'
     """
-    found = []
+    vs = next((b for b in baselines if _compared(comparisons, b, baselines)), None)
+    if vs is None:
+        return "No paired comparison: this run has no RFT or VFT baseline to compare with."
+    outcomes: dict[str, list[str]] = {}
     for m in _compared(comparisons, vs, baselines):
-        for k in metrics:
-            d = comparisons[m][vs].get(k)
-            if d and (d["lo"] > 0 or d["hi"] < 0):
-                pts = f"{100 * d['diff']:+.1f}".replace("-", "−")
-                way = "higher" if d["lo"] > 0 else "lower"
-                found.append(f"{method_label(m)} is {way} on {label(k)} ({pts} points)")
-    if not found:
-        return (f"Against {method_label(vs)}: no method differs beyond the noise on "
-                f"{', '.join(label(k) for k in metrics)}.")
-    return f"Against {method_label(vs)}: {'; '.join(found)}; every other difference is within the noise."
+        found = [(k, d) for k in metrics if (d := comparisons[m][vs].get(k))]
+        higher = [label(k) for k, d in found if d["lo"] > 0]
+        lower = [label(k) for k, d in found if d["hi"] < 0]
+        what = " but ".join(f"{way} on {_and(ks)}" for way, ks in (("higher", higher), ("lower", lower)) if ks)
+        outcomes.setdefault(what, []).append(method_label(m))
+    where = f"Against {method_label(vs)}" + (f" on {n_questions:,} held-out questions" if n_questions else "")
+    if list(outcomes) == [""]:
+        return f"{where}, no method differs beyond the noise on {_and([label(k) for k in metrics], 'or')}."
+    clauses = [f"{_and(names)} {'is' if len(names) == 1 else 'are'} {what}" for what, names in outcomes.items() if what]
+    if "" in outcomes:
+        names = outcomes[""]
+        clauses.append(f"{_and(names)} {'does' if len(names) == 1 else 'do'} not differ beyond the noise")
+    return f"{where}, {', and '.join([', '.join(clauses[:-1]), clauses[-1]] if len(clauses) > 1 else clauses)}."
 
 
 def noise_floor(comparisons: dict, metrics=PRIMARY + SECONDARY) -> dict[str, float]:
@@ -107,56 +143,28 @@ def noise_floor(comparisons: dict, metrics=PRIMARY + SECONDARY) -> dict[str, flo
     return out
 
 
-def _headline_html(comps: dict) -> str:
-    parts = []
+def _found(comps: dict) -> list[dict]:
+    """Per baseline, every comparison in plain words and whether its interval excludes zero."""
+    out = []
     for vs, what in BASELINES.items():
-        names = _compared(comps, vs, tuple(BASELINES))
-        if not names:
-            continue
-        items = []
-        for m in names:
-            for k in PRIMARY + SECONDARY:
-                d = comps[m][vs].get(k)
-                if d:
-                    sig = d["lo"] > 0 or d["hi"] < 0
-                    items.append(f"<li{' class=sig' if sig else ''}>"
-                                 f"{html.escape(describe(method_label(m), method_label(vs), label(k), d))}</li>")
-        parts.append(f"<h3>Against {method_label(vs)}: {html.escape(what)}</h3>"
-                     f"<p><b>{html.escape(verdict(comps, vs))}</b></p><ul>{''.join(items)}</ul>")
-    if not parts:
-        return "<p>No paired comparison (this run has no RFT or VFT baseline to compare with).</p>"
-    floor = noise_floor(comps)
-    if floor:
-        parts.append("<p><b>Noise floor:</b> with these question counts a 95% interval reaches about "
-                     + ", ".join(f"±{w:.1f} points on {label(k)}" for k, w in floor.items())
-                     + "; smaller differences cannot be told from noise. Intervals resample held-out questions "
-                       "jointly for both methods (paired bootstrap); one seed, so batch-order and seed variation "
-                       "are not in them (<code>aftlab run --seeds</code> pools seeds). Differences are "
-                       "method − baseline in points (1 point = 0.01 of accuracy); the primary metrics are "
-                     + " and ".join(label(k) for k in PRIMARY) + ".</p>")
-    return "".join(parts)
-
-
-def _table(rows, head=None) -> str:
-    """A left-aligned HTML table of already-escaped cells, the first cell of each row its header."""
-    h = "<tr>" + "".join(f"<th class='l'>{html.escape(x)}</th>" for x in head) + "</tr>" if head else ""
-    body = "".join("<tr>" + "".join(f"<{t} class='l'>{x}</{t}>" for t, x in zip(["th"] + ["td"] * len(r), r))
-                   + "</tr>" for r in rows)
-    return f"<div class='scroll'><table class='settings'>{h}{body}</table></div>"
+        items = [(describe(method_label(m), method_label(vs), label(k), d), d["lo"] > 0 or d["hi"] < 0)
+                 for m in _compared(comps, vs, tuple(BASELINES)) for k in PRIMARY + SECONDARY
+                 if (d := comps[m][vs].get(k))]
+        if items:
+            out.append({"vs": method_label(vs), "what": what, "items": items})
+    return out
 
 
 def _g(x) -> str:
     """A setting or count for the page: floats short (``0.0001``), counts with thousands separators (``3,000``)."""
     if x is None:
         return "—"
-    return html.escape(f"{x:g}" if isinstance(x, float) else f"{x:,}" if isinstance(x, int) else str(x))
+    return f"{x:g}" if isinstance(x, float) else f"{x:,}" if isinstance(x, int) else str(x)
 
 
-def settings(out: Path, metrics: dict, logs: dict | None = None, n_records: int | None = None) -> str:
-    """The run's settings as two HTML tables: the run (data, model, counts, files) and each method's
-    alignment settings (constraint, β in nats/token, γ, λ, NLL weight, lr), read from ``config.json``
-    (what the run used) and ``metrics.json`` (the counts it saw)."""
-    out, logs = Path(out), logs or {}
+def _settings(out: Path, metrics: dict, logs: dict, n_records: int | None) -> dict:
+    """The run's settings for the page: rows of the run table, the files, and each method's alignment
+    settings, read from ``config.json`` (what the run used) and ``metrics.json`` (the counts it saw)."""
     try:
         cfg = from_dict(json.loads((out / "config.json").read_text())) if (out / "config.json").is_file() else None
     except (ConfigError, TypeError, ValueError):  # a config from another version: show what metrics.json has
@@ -167,9 +175,9 @@ def settings(out: Path, metrics: dict, logs: dict | None = None, n_records: int 
     if cfg:
         d, mo, v, s = cfg.data, cfg.model, cfg.vft, cfg.sample
         task = (f"synthetic word problems, {d.min_steps}–{d.max_steps} steps, numbers up to {d.max_number}"
-                if d.source == "synthetic" else html.escape(d.source))
+                if d.source == "synthetic" else d.source)
         model = (f"tiny (hidden {mo.hidden}, {mo.layers} layers, {mo.heads} heads)" if mo.name == "tiny"
-                 else html.escape(mo.name) + (f", LoRA r = {mo.lora_r}" if mo.lora else ""))
+                 else mo.name + (f", LoRA r = {mo.lora_r}" if mo.lora else ""))
         rows += [("task", task), ("model", model),
                  ("VFT", f"{v.steps:,} steps × batch {v.batch_size}, lr {v.lr:g}"),
                  ("training questions", f"{d.n_train:,} generated; {_g(metrics.get('n_train_questions_sampled'))} "
@@ -191,74 +199,81 @@ def settings(out: Path, metrics: dict, logs: dict | None = None, n_records: int 
                                           f"per step, NLL weight {a.nll_weight:g}; positives: "
                                           + ("step-valid" if a.strict_positives else "right-answer")
                                           + " samples" + (" + the reference" if a.include_reference else "")))
-    rows.append(("files", " · ".join(f"<a href='{f}'>{f}</a> (<code>{html.escape(str((out / f).resolve()))}</code>)"
-                                     for f in ("metrics.json", "config.json") if (out / f).is_file())))
-    parts = [_table([(html.escape(k), v) for k, v in rows])]
-    if cfg:
-        per = []
-        for m in cfg.methods:
-            a, entry = cfg.align_for(m), REGISTRY.get(m)
-            aligns = entry is not None and entry.loss is not None and a.lam > 0
-            bounded = aligns and a.constraint == "boundary"  # β places the boundary; no boundary, no β
-            beta = a.beta if not a.beta_quantile else (logs.get(m) or [{}])[0].get("beta")
-            note = f" (calibrated: quantile {a.beta_quantile:g})" if a.beta_quantile else ""
-            per.append((f"<b>{html.escape(m)}</b>", _g(a.constraint or "none") if aligns else "—",
-                        (_g(beta) + note) if bounded else "—",
+    per = []
+    for m in cfg.methods if cfg else ():
+        a, entry = cfg.align_for(m), REGISTRY.get(m)
+        aligns = entry is not None and entry.loss is not None and a.lam > 0
+        bounded = aligns and a.constraint == "boundary"  # β places the boundary; no boundary, no β
+        beta = a.beta if not a.beta_quantile else (logs.get(m) or [{}])[0].get("beta")
+        note = f" (calibrated: quantile {a.beta_quantile:g})" if a.beta_quantile else ""
+        per.append((m, [_g(a.constraint or "none") if aligns else "—", (_g(beta) + note) if bounded else "—",
                         _g(a.gamma) if aligns and not entry.reference else "—",  # DPO scales by dpo_beta instead
-                        _g(a.lam), _g(a.nll_weight), _g(a.lr), html.escape(entry.doc if entry else "")))
-        parts.append("<p>Per method (β: boundary margin below the worst right COT, in nats/token, the scores' "
-                     "units; γ: score scale inside the loss; λ: weight of the alignment term; —: the setting "
-                     "does not enter this method's loss):</p>"
-                     + _table(per, ("method", "constraint", "β (nats/token)", "γ", "λ", "NLL weight", "lr",
-                                    "what it trains")))
-    return "".join(parts)
+                        _g(a.lam), _g(a.nll_weight), _g(a.lr), entry.doc if entry else ""]))
+    # relative links: the report travels with its folder, and a reader's machine has other absolute paths
+    return {"rows": rows, "files": [f for f in FILES if (out / f).is_file()], "per_method": per}
 
 
-def _examples(examples: list[dict]) -> str:
-    items = []
-    for e in examples:
-        items.append(
-            f"<div class='ex'><p><b>Q:</b> {html.escape(e['question'])} <b>gold:</b> {html.escape(str(e['gold']))}</p>"
-            f"<p class='neg'>wrong, score {e['wrong_score']:.3f}: <code>{html.escape(e['wrong_cot'])}</code></p>"
-            f"<p class='pos'>right, score {e['right_score']:.3f}: <code>{html.escape(e['right_cot'])}</code></p></div>")
-    return "".join(items) or "<p>No wrong COT outscored a right one.</p>"
+def settings(out: Path, metrics: dict, logs: dict | None = None, n_records: int | None = None) -> str:
+    """The run's settings as two HTML tables: the run (data, model, counts, files) and each method's
+    alignment settings (constraint, β in nats/token, γ, λ, NLL weight, lr)."""
+    return str(_macros().settings(_settings(Path(out), metrics, logs or {}, n_records)))
 
 
-def greedy_section(greedy: dict[str, list[dict]], records: dict[str, dict], n: int = 5) -> str:
-    """The first ``n`` held-out questions, each with its gold answer and reference COT, then every
-    method's greedy COT marked right (✓) or wrong (✗). ``records``: question id → sample record."""
+def _figure(fig, first: bool) -> Markup:
+    fig.update_layout(autosize=True, margin=dict(l=60, r=20))
+    return Markup(fig.to_html(full_html=False, include_plotlyjs=first, default_width="100%",
+                              config={"responsive": True, "displaylogo": False}))
+
+
+def _points(x: float) -> str:
+    """A span in points: one decimal below 10 (``2.4``), whole above (``28``)."""
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
+
+
+def _figures(metrics: dict, logs: dict, scores: dict, records: list, per_q: dict) -> list[dict]:
+    """The report's figures, each with a caption whose numbers are read from the figure itself."""
+    comps, figs = metrics.get("comparisons", {}), []
+    for vs in BASELINES:
+        if any(vs in c for c in comps.values()):
+            fig = plots.comparison_forest(comps, vs)
+            panels = [a.text for a in fig.layout.annotations]
+            widths = [_points(w) for w in plots.spans(fig, "x").values()]
+            figs.append((fig, f"Each method minus {method_label(vs)} in points, with its paired 95% interval. "
+                              "The x axes span " + _and([f"{w} points ({p})" for w, p in zip(widths, panels)]) + "."))
+    cis = method_intervals(per_q) if per_q else {}
+    fig = plots.assessment_vs_task(
+        {m: (v["task_accuracy"], v["assessment_accuracy"]) for m, v in metrics["methods"].items()},
+        {m: {"task": c.get("task_accuracy"), "assess": c.get("assessment_accuracy")}
+         for m, c in cis.items() if "task_accuracy" in c and "assessment_accuracy" in c})
+    (x,), (y,) = plots.spans(fig, "x").values(), plots.spans(fig, "y").values()
+    figs.append((fig, f"Each point is one model{', with its 95% intervals' if cis else ''}. The x axis spans "
+                      f"{_points(100 * x)} points and the y axis {_points(100 * y)}, so a gap inside the noise does "
+                      "not fill the plot."))
+    correct = [[s["correct"] for s in r["samples"]] for r in records]
+    dist = {m: ([x for s, c in zip(sc, correct) for x, ok in zip(s, c) if ok],
+                [x for s, c in zip(sc, correct) for x, ok in zip(s, c) if not ok]) for m, sc in scores.items()}
+    fig = plots.score_distributions(dist)
+    lo = fig.layout.yaxis.range[0] if fig.layout.yaxis.range else None
+    n = sum(len(p) + len(q) for p, q in dist.values())
+    below = sum(v < lo for p, q in dist.values() for v in p + q) if lo is not None else 0
+    figs.append((fig, "Every sampled COT of the fixed set, scored by each model; dashed lines are the means."
+                      + (f" The axis starts at {lo:.2f} nats/token, where the scores' mass begins: {below:,} of {n:,} "
+                         "scores lie below it and still shape the violins." if below else "")))
+    if logs:
+        figs.append((plots.training_curves(logs, ("neg_score", "gap", "pos_score")),
+                     "Per AFT step, one line per method; the faint lines are the raw values."))
+    return [{"html": _figure(fig, i == 0), "caption": caption} for i, (fig, caption) in enumerate(figs)]
+
+
+def _greedy(greedy: dict[str, list[dict]], records: dict[str, dict], n: int) -> list[dict]:
     names = list(greedy)
-    rows = []
+    out = []
     for j in range(min(n, *(len(g) for g in greedy.values()))):
         q = greedy[names[0]][j]
         rec = records.get(q["id"], {})
-        ref = f" <span class='ref'>reference: <code>{html.escape(rec['reference'])}</code></span>" \
-            if rec.get("reference") else ""
-        cots = "".join(f"<tr><th>{html.escape(m)}</th><td class='{'pos' if greedy[m][j]['correct'] else 'neg'}'>"
-                       f"{'✓' if greedy[m][j]['correct'] else '✗'}</td>"
-                       f"<td class='l'><code>{html.escape(greedy[m][j]['cot'])}</code></td></tr>" for m in names)
-        rows.append(f"<div class='ex'><p><b>Q:</b> {html.escape(q['question'])}<br><b>gold answer:</b> "
-                    f"{html.escape(str(rec.get('answer', '?')))}{ref}</p><table class='greedy'>{cots}</table></div>")
-    return "".join(rows)
-
-
-STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 12px;line-height:1.35}"
-         "table{border-collapse:collapse;margin:4px 0}.scroll{overflow-x:auto}"
-         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;vertical-align:top}th{max-width:9em}"
-         "td.l,th.l{text-align:left}table.settings th.l{white-space:nowrap}table.settings td.l{max-width:none}"
-         ".neg{color:#b3402a}.pos{color:#1d7268}code{white-space:pre-wrap;word-break:break-word}"
-         ".ex{border-left:3px solid #ccc;padding-left:8px;margin:10px 0}.ex p{margin:4px 0}.ref{color:#555}"
-         "table.greedy td,table.greedy th{border:none;padding:1px 6px}"
-         ".headline{background:#f4f6fb;padding:4px 14px;border-left:4px solid #1f77b4}.headline h3{margin:10px 0 4px}"
-         ".headline ul{margin:4px 0;padding-left:20px}li.sig{font-weight:bold}"
-         ".warn{background:#fff3f3;border:3px solid #d62728;padding:8px}.caption{color:#444;font-size:.92em}"
-         "dl{font-size:.9em}dt{font-weight:bold}dd{margin:0 0 4px 16px}.plotly-graph-div{max-width:100%}")
-
-
-def _figure(fig, first: bool) -> str:
-    fig.update_layout(autosize=True, margin=dict(l=60, r=20))
-    return fig.to_html(full_html=False, include_plotlyjs="inline" if first else False, default_width="100%",
-                       config={"responsive": True, "displaylogo": False})
+        out.append({"question": q["question"], "gold": str(rec.get("answer", "?")), "reference": rec.get("reference"),
+                    "cots": [(m, greedy[m][j]["correct"], greedy[m][j]["cot"]) for m in names]})
+    return out
 
 
 def write_report(out: str | Path) -> Path:
@@ -273,46 +288,18 @@ def write_report(out: str | Path) -> Path:
     greedy = json.loads((out / "greedy.json").read_text())
     per_q = json.loads((out / "per_question.json").read_text()) if (out / "per_question.json").is_file() else {}
     comps = metrics.get("comparisons", {})
-    body = [f"<h1>aftlab run: preset {html.escape(str(metrics['preset']))}, seed {metrics['seed']}</h1>"]
-    if str(metrics["preset"]).endswith("smoke") or metrics.get("n_eval_questions", 0) < 200:
-        body.append("<p class='warn'><b>⚠ A smoke-sized run: its figures are not meaningful</b> — "
-                    f"{metrics.get('n_eval_questions')} held-out questions; the intervals below say how little it "
-                    "can tell.</p>")
-    body.append("<h2>What this run found</h2><div class='headline'>" + _headline_html(comps) + "</div>")
-    body.append("<h2>Settings</h2>" + settings(out, metrics, logs, len(records)))
-    accuracy = [c for c in ACCURACY_COLUMNS if any(c in m for m in metrics["methods"].values())]
-    health = [c for c in SCORE_COLUMNS if any(c in m for m in metrics["methods"].values())]
-    body.append("<h2>Accuracy per method</h2><p class='caption'>Shares of held-out questions or pairs "
-                "(0.5 = 50%); the intervals of the differences are in the headline.</p>"
-                + metrics_table(metrics["methods"], accuracy) + definitions(accuracy))
-    body.append("<h2>Scores and health of the generations</h2>"
-                + metrics_table(metrics["methods"], health) + definitions(health))
-    figs = []
-    for vs in BASELINES:
-        if any(vs in c for c in comps.values()):
-            figs.append(("", plots.comparison_forest(comps, vs)))
-    cis = method_intervals(per_q) if per_q else {}
-    figs.append(("Each point is one model; an axis never spans less than 10 points, so gaps inside the "
-                 "noise do not fill the plot.", plots.assessment_vs_task(
-                     {m: (v["task_accuracy"], v["assessment_accuracy"]) for m, v in metrics["methods"].items()},
-                     {m: {"task": c.get("task_accuracy"), "assess": c.get("assessment_accuracy")}
-                      for m, c in cis.items() if "task_accuracy" in c and "assessment_accuracy" in c})))
-    correct = [[s["correct"] for s in r["samples"]] for r in records]
-    dist = {m: ([x for s, c in zip(sc, correct) for x, ok in zip(s, c) if ok],
-                [x for s, c in zip(sc, correct) for x, ok in zip(s, c) if not ok]) for m, sc in scores.items()}
-    figs.append(("", plots.score_distributions(dist)))
-    if logs:
-        figs.append(("", plots.training_curves(logs, ("neg_score", "gap", "pos_score"))))
-    body.append("<h2>Figures</h2>")
-    for i, (caption, fig) in enumerate(figs):
-        body.append((f"<p class='caption'>{html.escape(caption)}</p>" if caption else "") + _figure(fig, i == 0))
-    body.append("<h2>Assessment misalignment under VFT: wrong COTs scored above right ones</h2>")
-    body.append(_examples(metrics.get("misranked_examples", [])))
-    body.append("<h2>Greedy generations (first 5 held-out questions)</h2>"
-                + greedy_section(greedy, {r["id"]: r for r in records}))
-    doc = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
-           f"content='width=device-width, initial-scale=1'><title>aftlab report</title><style>{STYLE}</style>"
-           f"</head><body>{''.join(body)}</body></html>")
+    present = [c for c in COLUMNS if any(c in m for m in metrics["methods"].values())]
+    accuracy, health = [c for c in present if c in ACCURACY_COLUMNS], [c for c in present if c in SCORE_COLUMNS]
+    page = _env().get_template("report.html.j2").render(
+        preset=metrics["preset"], seed=metrics["seed"], n_eval=metrics.get("n_eval_questions"),
+        smoke=str(metrics["preset"]).endswith("smoke") or metrics.get("n_eval_questions", 0) < 200,
+        verdict=verdict(comps, metrics.get("n_eval_questions")), provenance=line(metrics.get("provenance")),
+        found=_found(comps), floor=[(w, label(k)) for k, w in noise_floor(comps).items()],
+        primary=[label(k) for k in PRIMARY], settings=_settings(out, metrics, logs, len(records)),
+        accuracy=(Markup(metrics_table(metrics["methods"], accuracy)), [(label(c), DEFINITIONS[c]) for c in accuracy]),
+        health=(Markup(metrics_table(metrics["methods"], health)), [(label(c), DEFINITIONS[c]) for c in health]),
+        figures=_figures(metrics, logs, scores, records, per_q), examples=metrics.get("misranked_examples", []),
+        greedy=_greedy(greedy, {r["id"]: r for r in records}, 5))
     path = out / "report.html"
-    path.write_text(doc, encoding="utf-8")
+    path.write_text(page, encoding="utf-8")
     return path

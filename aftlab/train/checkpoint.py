@@ -26,7 +26,12 @@ STATE = "trainer_state.pt"
 
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float):
-    """LR multiplier: linear warmup to 1 over ``warmup`` steps, then cosine to ``min_ratio`` at ``total``."""
+    """LR multiplier: linear warmup to 1 over ``warmup`` steps, then cosine to ``min_ratio`` at ``total``.
+
+    Not transformers' ``get_cosine_with_min_lr_schedule_with_warmup``: it warms up from 0 (step 0 of 50 → 0.0,
+    here 0.02) and its ``_lr_rate`` variant runs one step ahead on the cosine (step 50 → 0.9999989, here 1.0);
+    recorded models and E2's outcomes depend on this schedule bit for bit (tests/test_schedule.py).
+    """
     def f(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup

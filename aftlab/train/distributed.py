@@ -48,6 +48,21 @@ def wanted(flag: bool | None = None, env=None) -> bool:
     return int(env.get("WORLD_SIZE", "1") or 1) > 1
 
 
+def cpu_launch(env=None) -> bool:
+    """Whether accelerate's process state must be set up with ``cpu=True``: several processes and no GPU.
+
+    Without a GPU, accelerate ignores torchrun's WORLD_SIZE unless told cpu=True (`accelerate launch
+    --cpu` says so through ACCELERATE_USE_CPU): each process then trained the whole batch alone,
+    believed itself the main one and raced the others writing the same checkpoint. Whoever sets the
+    state up first (``Accelerated``, or the trackers of ``aftlab.report.trackers``) must say it alike.
+
+    >>> cpu_launch({}), cpu_launch({"WORLD_SIZE": "2"}) == (not torch.cuda.is_available())
+    (False, True)
+    """
+    env = os.environ if env is None else env
+    return int(env.get("WORLD_SIZE", "1") or 1) > 1 and not torch.cuda.is_available()
+
+
 def main_process(env=None) -> bool:
     """Whether this process reports (always, unless it is a non-zero rank of a launch), before any
     process group exists: from the launcher's ``RANK``.
@@ -110,10 +125,7 @@ class Accelerated(Plain):
     def __init__(self):
         from accelerate import Accelerator
         expected = int(os.environ.get("WORLD_SIZE", "1") or 1)
-        # Without a GPU, accelerate ignores torchrun's WORLD_SIZE unless told cpu=True (`accelerate
-        # launch --cpu` says so through ACCELERATE_USE_CPU): each process then trained the whole batch
-        # alone, believed itself the main one and raced the others writing the same checkpoint.
-        self.acc = Accelerator(cpu=expected > 1 and not torch.cuda.is_available())
+        self.acc = Accelerator(cpu=cpu_launch())
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.is_main = self.acc.is_main_process
         if self.world != expected:
