@@ -81,20 +81,18 @@ def pack(lm, groups: list[Group], max_cots: int, error_spans: bool = False) -> t
 
 
 def _matrix(packed: list[Packed], values: torch.Tensor):
-    """Scatter flat per-COT values into (B, K) with positive/negative masks and levels."""
+    """Scatter flat per-COT values (N,) into (B, K) with positive/negative masks and levels, all on
+    ``values``' device (a mask made on the CPU would meet scores on the GPU in the losses)."""
     B, K = len(packed), max(len(p["cots"]) for p in packed)
+    dev = values.device
+    rows = torch.tensor([b for b, p in enumerate(packed) for _ in p["cots"]], device=dev)  # (N,)
+    cols = torch.tensor([j for p in packed for j in range(len(p["cots"]))], device=dev)  # (N,)
     mat = values.new_zeros(B, K)
-    pos = torch.zeros(B, K, dtype=torch.bool)
-    neg = torch.zeros(B, K, dtype=torch.bool)
-    lev = torch.zeros(B, K)
-    i = 0
-    for b, p in enumerate(packed):
-        n = len(p["cots"])
-        mat[b, :n] = values[i:i + n]
-        pos[b, :p["n_pos"]] = True
-        neg[b, p["n_pos"]:n] = True
-        lev[b, :n] = torch.tensor(p["levels"])
-        i += n
+    mat[rows, cols] = values
+    pos = torch.tensor([[j < p["n_pos"] for j in range(K)] for p in packed], device=dev)  # (B, K)
+    neg = torch.tensor([[p["n_pos"] <= j < len(p["cots"]) for j in range(K)] for p in packed], device=dev)
+    lev = torch.tensor([[float(x) for x in p["levels"]] + [0.0] * (K - len(p["levels"])) for p in packed],
+                       device=dev)  # (B, K)
     return mat, pos, neg, lev
 
 
@@ -164,9 +162,10 @@ def batch_seed(run_seed: int, round_: int = 1) -> int:
 
 
 def _reference_logprobs(lm: LM, packed: list[Packed]) -> list[torch.Tensor]:
-    """The starting model's summed log-prob of every COT, per packed question (DPO's frozen reference)."""
+    """The starting model's summed log-prob of every COT, per packed question (DPO's frozen reference), on
+    the model's device, where the step's scores meet them."""
     _, per_tok = score(lm, [p["prompt"] for p in packed for _ in p["cots"]], [c for p in packed for c in p["cots"]])
-    sums, out = torch.tensor([float(t.sum()) for t in per_tok]), []
+    sums, out = torch.tensor([float(t.sum()) for t in per_tok], device=lm.device), []
     i = 0
     for p in packed:
         out.append(sums[i:i + len(p["cots"])])

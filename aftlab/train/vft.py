@@ -49,7 +49,7 @@ def default_buckets(n_pairs: int) -> int:
 
 def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, buckets: int | None = None,
                  backward=torch.Tensor.backward) -> torch.Tensor:
-    """Backpropagate the token-mean NLL of (prompt, COT) id pairs; returns the loss, detached.
+    """Backpropagate the token-mean NLL of (prompt, COT) id pairs; returns the loss, detached, on the model's device.
 
     The pairs are sorted by length and run as ``buckets`` micro-batches (default:
     :func:`default_buckets`), each loss weighted by its share of the batch's COT tokens, so the
@@ -60,13 +60,13 @@ def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, 
     pairs = sorted(pairs, key=lambda pc: len(pc[0]) + len(pc[1]))
     n_tokens = sum(len(c) for _, c in pairs)
     buckets = max(1, min(buckets, len(pairs)))
-    total = torch.zeros(())
+    total = None  # summed on the model's device: reading each part back would make the host wait for it
     for b in range(buckets):
         part = pairs[b * len(pairs) // buckets:(b + 1) * len(pairs) // buckets]
         lp, mask = token_logprobs(model, [p for p, _ in part], [c for _, c in part], pad)  # (n, C)
         loss = nll_loss(lp, mask) * (mask.sum() / n_tokens)
         backward(loss)
-        total = total + loss.detach().cpu()
+        total = loss.detach() if total is None else total + loss.detach()
     return total
 
 
