@@ -122,8 +122,8 @@ def _write_config(cfg: RunConfig, d: Path) -> None:
 
 
 def _load(cfg: RunConfig, path: Path):
-    from .model.lm import load_lm
-    lm = load_lm(path, cfg.model.device, cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens)
+    from .model.lm import load_lm_from_config
+    lm = load_lm_from_config(cfg.model, path)
     lm.model.eval()
     return lm
 
@@ -206,9 +206,8 @@ def ensure_aligned(cfg: RunConfig, d: Path, name: str, method: str | None = None
     if meta.is_file() and json.loads(meta.read_text())["config"] == dataclasses.asdict(acfg):
         return _load(cfg, out), json.loads(meta.read_text())["log"]
     train_records, _ = ensure_samples(cfg, d, progress=progress)
-    lm, log = align_from_vft(checkpoint.find(d / "vft"), train_records, acfg, batch_seed(cfg.seed),
-                             device=cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens,
-                             autocast=cfg.model.autocast, progress=progress)
+    lm, log = align_from_vft(checkpoint.find(d / "vft"), train_records, acfg, batch_seed(cfg.seed), cfg.model,
+                             progress=progress)
     if out.exists():
         shutil.rmtree(out)
     lm.save(out)

@@ -30,7 +30,7 @@ from .data.questions import synthetic_from_config
 from .eval.evaluate import assessment_set, evaluate, n_mixed, own_sampling
 from .eval.metrics import misranked_examples
 from .eval.stats import comparisons_for_run
-from .model.lm import build_lm, load_lm
+from .model.lm import build_lm, load_lm_from_config
 from .model.runtime import resolve_autocast
 from .report.trackers import Trackers, open_trackers
 from .sampling.samples import groups, open_sampler, sample_cots
@@ -82,7 +82,7 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
     seconds["vft"] = time.time() - tick
     log(f"VFT done: loss {vft_hist[-1]['loss']:.3f}")
     if dist.world > 1:
-        lm = _reload(paths["vft"], lm)
+        lm = _reload(paths["vft"], cfg, lm)
     s = cfg.sample
     tick = time.time()
     try:
@@ -109,13 +109,12 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
     for method in cfg.methods:
         tick = time.time()
         acfg = cfg.align_for(method)
-        mlm, step_log = align_from_vft(paths["vft"], train_records, acfg, batch_seed(cfg.seed), device=str(lm.device),
-                                       max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
-                                       progress=progress, on_log=trackers.on_log(method),
+        mlm, step_log = align_from_vft(paths["vft"], train_records, acfg, batch_seed(cfg.seed), cfg.model,
+                                       device=str(lm.device), progress=progress, on_log=trackers.on_log(method),
                                        out=paths["align"] / f"{method}_r1")
         method_log = [dict(x, round=1) for x in step_log]
         if dist.world > 1:
-            mlm = _reload(paths["align"] / f"{method}_r1", mlm)
+            mlm = _reload(paths["align"] / f"{method}_r1", cfg, mlm)
         for rnd in range(2, cfg.rounds + 1):  # later rounds: the method's own samples, fresh optimizer moments
             records = sample_cots(mlm, train[:s.n_questions], k=s.k, temperature=s.temperature, top_p=s.top_p,
                                   max_new_tokens=s.max_new_tokens, seed=cfg.seed + 100 * rnd,
@@ -126,7 +125,7 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
                                    out=paths["align"] / f"{method}_r{rnd}", on_log=trackers.on_log(f"{method}_r{rnd}"))
             method_log += [dict(x, round=rnd) for x in step_log]
             if dist.world > 1:
-                mlm = _reload(paths["align"] / f"{method}_r{rnd}", mlm)
+                mlm = _reload(paths["align"] / f"{method}_r{rnd}", cfg, mlm)
         if dist.is_main:
             checkpoint.save(out / method, mlm, step=len(method_log), history=method_log,
                             extra={"kind": "align", "method": method})
@@ -160,10 +159,9 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
     return metrics
 
 
-def _reload(folder: Path, lm):
+def _reload(folder: Path, cfg: RunConfig, lm):
     """The model a training stage checkpointed at ``folder``, unwrapped and whole on every process
-    (a sharded FSDP model cannot decode different questions on different processes), with ``lm``'s
-    prompt cap and precision."""
-    return load_lm(checkpoint.find(folder), device=str(lm.device), max_prompt_tokens=lm.max_prompt_tokens,
-                   autocast=lm.autocast)
+    (a sharded FSDP model cannot decode different questions on different processes), as the config
+    says, on ``lm``'s device."""
+    return load_lm_from_config(cfg.model, checkpoint.find(folder), device=str(lm.device))
 

@@ -49,7 +49,7 @@ from .credit import credit_bounds, credited, error_span, flat, scope_mask, share
 from .methods import REGISTRY, Scores
 
 if TYPE_CHECKING:  # the config sits above the stages; they only name its types
-    from ..config import AlignConfig
+    from ..config import AlignConfig, ModelConfig
 
 
 def alignment_term(cfg: AlignConfig):
@@ -250,15 +250,16 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
                      start=start, progress=progress, stop_after=stop_after, accelerate=accelerate, on_log=on_log)
 
 
-def align_from_vft(vft_dir: str | Path, records: list[Record], cfg: AlignConfig, seed: int, *, device: str = "auto",
-                   max_prompt_tokens: int = 96, autocast: str = "off", **kw) -> tuple[LM, list[LogRow]]:
-    """The one way to align from a run's VFT checkpoint: load it and its optimizer moments, build the
+def align_from_vft(vft_dir: str | Path, records: list[Record], cfg: AlignConfig, seed: int, model: ModelConfig, *,
+                   device: str | None = None, **kw) -> tuple[LM, list[LogRow]]:
+    """The one way to align from a run's VFT checkpoint: load it as the run's ``model`` config says
+    (``model.lm.load_lm_from_config``; ``device`` overrides the config's) and its optimizer moments, build the
     groups of ``records`` as ``cfg`` asks, and train; returns ``(lm, per-step log)``. ``seed`` is the
     batch-order seed (:func:`batch_seed` of the run's seed); ``kw`` go to :func:`train_align`."""
-    from ..model.lm import load_lm
+    from ..model.lm import load_lm_from_config
     from ..sampling.samples import groups
 
-    lm = load_lm(vft_dir, device, max_prompt_tokens=max_prompt_tokens, autocast=autocast)
+    lm = load_lm_from_config(model, vft_dir, device)
     found = checkpoint.find(vft_dir)
     state = checkpoint.load_state(found) if found else None
     g = groups(records, cfg.strict_positives, cfg.include_reference)
