@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "`aftlab config --methods` lists them")
     p.add_argument("--rounds", type=int, help="sample → align rounds (iterative AFT)")
     p.add_argument("--model", help="HF id or local model folder instead of the preset's model")
+    p.add_argument("--reuse", choices=("auto", "strict"), default="auto",
+                   help="stages OUT holds from other settings: auto (default) computes them and what follows "
+                        "them again, saying which and why; strict stops with an error instead")
     _sampler_arg(p)
     _report_arg(p)
     p = sub.add_parser("vft", help="vanilla fine-tuning only")
@@ -233,7 +236,7 @@ def cmd_run(args) -> None:
         args.seed = seed
         out = Path(args.out) / f"seed-{seed}" if args.seeds else Path(args.out)
         results.append(run(_config(args), out, progress=not args.no_progress, sampler=args.sampler,
-                           trackers=args.report_to))
+                           trackers=args.report_to, reuse=args.reuse))
         if _main_process():
             print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
     if args.seeds and _main_process():

@@ -144,10 +144,11 @@ def balance_gradients(params: list[torch.Tensor], main: torch.Tensor, aux: torch
     return c
 
 
-def fingerprint(cfg: AlignConfig, groups: list[Group], seed: int, weight_decay: float) -> str:
-    """What a resumable AFT checkpoint must agree with: settings (bar checkpoint frequency) and data."""
+def fingerprint(cfg: AlignConfig, groups: list[Group], seed: int, weight_decay: float, start: str = "") -> str:
+    """What a resumable AFT checkpoint must agree with: settings (bar checkpoint frequency), data, and the
+    fingerprint ``start`` of the checkpoint it started from (a VFT model trained again changes it)."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "checkpoint_every"}
-    blob = json.dumps([settings, groups, seed, weight_decay], sort_keys=True, default=str)
+    blob = json.dumps([settings, groups, seed, weight_decay] + ([start] if start else []), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -180,10 +181,11 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
     """Continue training ``lm`` in place with ``cfg.method``; returns the per-step log.
 
     ``init_state``: a VFT checkpoint's trainer state, whose AdamW moments are continued (the new
-    peak lr and zero weight decay replace the old ones). ``out``: checkpoint folder, written
-    atomically every ``cfg.checkpoint_every`` steps and at the end; with ``resume`` a checkpoint
-    there from the same settings and groups is continued (one from other settings is ignored with
-    a warning, and overwritten). ``stop_after`` ends after that many steps (simulated interruption).
+    peak lr and zero weight decay replace the old ones), and whose fingerprint joins this run's.
+    ``out``: checkpoint folder, written atomically every ``cfg.checkpoint_every`` steps and at the end;
+    with ``resume`` a checkpoint there from the same settings, groups and starting checkpoint is
+    continued (one from others is ignored with a warning, and overwritten).
+    ``stop_after`` ends after that many steps (simulated interruption).
     NaN/inf in the loss or gradients raises ``NonFiniteError`` naming the step, before the bad
     update, so the last checkpoint stays good. ``share_prefix``: run each question once and its COTs
     from its KV cache (:func:`~aftlab.model.scoring.grouped_token_logprobs`; the same loss and gradient up
@@ -194,7 +196,8 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
     if not groups:
         raise ValueError("train_align: no questions to train on (empty samples)")
     packed, dropped = pack(lm, groups, cfg.max_cots, error_spans=cfg.neg_credit == "first_error")
-    fp = fingerprint(cfg, groups, seed, weight_decay)  # of the settings as given (a calibrated beta follows from them)
+    # of the settings as given (a calibrated beta follows from them) and of the starting checkpoint
+    fp = fingerprint(cfg, groups, seed, weight_decay, (init_state or {}).get("extra", {}).get("fingerprint", ""))
     if cfg.beta_quantile > 0:
         cfg = dataclasses.replace(cfg, beta=calibrated_beta(lm, packed, cfg.beta_quantile))
     if cfg.balance and distributed.wanted(accelerate):
