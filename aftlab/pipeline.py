@@ -79,7 +79,8 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
     seconds: dict[str, float] = {}
     tick = time.time()
     train, test = synthetic_from_config(cfg.data)
-    stages = plan(cfg, questions_fingerprint(train, test), sampler if isinstance(sampler, str) else repr(sampler))
+    drawer = sampler if isinstance(sampler, str) else getattr(sampler, "__qualname__", type(sampler).__qualname__)
+    stages = plan(cfg, questions_fingerprint(train, test), drawer)
     reconcile(out, stages, reuse, write=False)  # --reuse strict refuses here, before anything runs or changes
     vft_sampler, close_sampler = open_sampler(sampler)  # one engine for both VFT-model calls; a missing
     # vllm fails here, before any training
