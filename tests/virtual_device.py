@@ -24,7 +24,7 @@ Traceback (most recent call last):
 RuntimeError: where: a CPU tensor of shape (4, 2) meets tensors on the device cpu:1
 >>> with VirtualDevice() as dev:
 ...     dev.put(lin)
-...     total = float(lin.weight.sum())
+...     total = float(lin.weight.detach().sum())
 >>> [kind for kind, _ in dev.syncs]
 ['__float__']
 """
