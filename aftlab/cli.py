@@ -95,7 +95,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny", help="named config preset: tiny, smoke, smol (default tiny)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, init, batches and sampling")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set align.beta=0.3 (repeatable)")
+                   help="override a config field, e.g. --set align.beta=0.3, or one method's: --set "
+                        "method_overrides.aft_bc.beta=0.3 (repeatable)")
     p.add_argument("--data", help="GSM8K/AQuA/ECQA-format JSONL of training questions (default: synthetic)")
     p.add_argument("--test-data", help="JSONL of held-out questions")
     p.add_argument("--hf-dataset", metavar="NAME[:CONFIG]",
@@ -137,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "`aftlab config --methods` lists them")
     p.add_argument("--rounds", type=int, help="sample → align rounds (iterative AFT)")
     p.add_argument("--model", help="HF id or local model folder instead of the preset's model")
+    p.add_argument("--reuse", choices=("auto", "strict"), default="auto",
+                   help="stages OUT holds from other settings: auto (default) computes them and what follows "
+                        "them again, saying which and why; strict stops with an error instead")
     _sampler_arg(p)
     _report_arg(p)
     p = sub.add_parser("vft", help="vanilla fine-tuning only")
@@ -232,7 +236,7 @@ def cmd_run(args) -> None:
         args.seed = seed
         out = Path(args.out) / f"seed-{seed}" if args.seeds else Path(args.out)
         results.append(run(_config(args), out, progress=not args.no_progress, sampler=args.sampler,
-                           trackers=args.report_to))
+                           trackers=args.report_to, reuse=args.reuse))
         if _main_process():
             print(f"wrote {out / 'report.html'} and {out / 'metrics.json'}")
     if args.seeds and _main_process():
@@ -261,7 +265,7 @@ def cmd_vft(args) -> None:
 
 def cmd_sample(args) -> None:
     from .data.questions import synthetic_from_config
-    from .model.lm import load_lm
+    from .model.lm import load_lm_from_config
     from .sampling.samples import sample_cots
     from .train import distributed
     cfg = _config(args)
@@ -271,7 +275,7 @@ def cmd_sample(args) -> None:
     if sampler == "vllm":  # checked before the model loads; vLLM reads the weights from the model's own folder
         from .sampling.vllm import VLLMSampler, model_folder
         sampler = VLLMSampler(model_folder(args.model))
-    lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
+    lm = load_lm_from_config(cfg.model, args.model)
     s = cfg.sample
     try:
         recs = sample_cots(lm, examples, s.k, s.temperature, s.top_p, s.max_new_tokens, cfg.seed, s.batch_questions,
@@ -297,8 +301,7 @@ def cmd_align(args) -> None:
     # checkpoints go to --out as training runs: re-running the same command resumes a killed run
     # beside the checkpoint folder, which every save replaces: RUN/tensorboard for --out RUN/aft_bc, as `run` does
     with _trackers(args, cfg, Path(args.out).resolve().parent) as trackers:
-        _, log = align_from_vft(args.model, records, acfg, batch_seed(cfg.seed), device=cfg.model.device,
-                                max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
+        _, log = align_from_vft(args.model, records, acfg, batch_seed(cfg.seed), cfg.model,
                                 progress=not args.no_progress, on_log=trackers.on_log(args.method),
                                 out=args.out, accelerate=args.accelerate or None)
     if _main_process():
@@ -308,7 +311,7 @@ def cmd_align(args) -> None:
 def cmd_eval(args) -> None:
     from .data.questions import synthetic_from_config
     from .eval.evaluate import evaluate, own_sampling
-    from .model.lm import load_lm
+    from .model.lm import load_lm_from_config
     from .sampling.samples import read_samples
     from .train import checkpoint, distributed
     cfg = _config(args)
@@ -316,7 +319,7 @@ def cmd_eval(args) -> None:
     records = read_samples(args.eval_samples)
     if not records:
         raise DataError(f"{args.eval_samples}: no sample records to evaluate on (empty file)")
-    lm = load_lm(args.model, cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
+    lm = load_lm_from_config(cfg.model, args.model)
     m = evaluate(lm, test, records, cfg.sample.max_new_tokens, **own_sampling(cfg), dist=distributed.runner())["metrics"]
     if not _main_process():
         return
@@ -359,14 +362,15 @@ def cmd_app(args) -> None:
 def cmd_assess(args) -> None:
     import os
 
+    from .config import ModelConfig
     from .eval.assess import assess, load_solutions, markdown
-    from .model.lm import load_lm
+    from .model.lm import load_lm_from_config
     from .train import checkpoint
     path = args.solutions or Path(os.environ.get("AFTLAB_GSM8K", "")) / "model_solutions.jsonl"
     if args.limit is not None and args.limit <= 0:
         raise ConfigError(f"--limit {args.limit}: must be > 0")
     items = load_solutions(path, args.limit, raw=args.raw)  # a bad file fails before the model loads
-    lm = load_lm(args.model, args.device, max_prompt_tokens=args.max_prompt_tokens)
+    lm = load_lm_from_config(ModelConfig(name=args.model, device=args.device, max_prompt_tokens=args.max_prompt_tokens))
     title = f"{args.model} on {Path(path).name}"
 
     def save(result):  # after every chunk too: a long CPU run keeps its figures so far if stopped

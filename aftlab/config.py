@@ -220,6 +220,23 @@ class RunConfig:
         _check(self.sc_questions >= 0, "sc_questions", "must be >= 0")
         _check(self.assess_questions >= 1, "assess_questions", "must be >= 1")
         _check(self.assess_mixed >= 0, "assess_mixed", "must be >= 0")
+        self._check_overrides()
+
+    def _check_overrides(self) -> None:
+        """Every override names a registered method and AlignConfig fields of the right types, and gives
+        a valid AlignConfig: a bad one stops the run at load, not after VFT and sampling."""
+        _check(isinstance(self.method_overrides, dict), "method_overrides",
+               f"expected a mapping {{method: {{field: value}}}}, got {type(self.method_overrides).__name__}")
+        for method, over in self.method_overrides.items():
+            name = f"method_overrides.{method}"
+            _check(method in METHODS, name, f"unknown method; choose from {METHODS}")
+            _check(isinstance(over, dict), name, f"expected a mapping of AlignConfig fields, got {type(over).__name__}")
+            _check("method" not in over, f"{name}.method", f"set by the key ({method!r}), not overridable")
+            _typed(AlignConfig, over, f"{name}.")
+            try:
+                self.align_for(method)
+            except ConfigError as e:
+                raise ConfigError(f"{name}: {e}") from None
 
     def align_for(self, method: str) -> AlignConfig:
         """The AlignConfig used for ``method``: the shared one, the method, then its overrides."""
@@ -358,9 +375,22 @@ def _coerce(value: str, current: Any, name: str) -> Any:
 
 
 def replace_path(cfg: RunConfig, path: str, value: str) -> RunConfig:
-    """Set a dotted field (``"align.beta"``) from a string, type-checked; returns a new validated config."""
+    """Set a dotted field (``"align.beta"``, or one method's override ``"method_overrides.aft_bc.beta"``)
+    from a string, type-checked; returns a new validated config.
+
+    >>> replace_path(preset("smoke"), "method_overrides.aft_bc.beta", "0.3").align_for("aft_bc").beta
+    0.3
+    """
     d = to_dict(cfg)
-    node, parts = d, path.split(".")
+    parts = path.split(".")
+    if parts[0] == "method_overrides" and len(parts) == 3:
+        method, name = parts[1:]
+        over = d["method_overrides"].setdefault(method, {})
+        hints = typing.get_type_hints(AlignConfig) if method in METHODS else {}
+        # a known field is read as its type (the method's current value says which); the rest is left to from_dict
+        over[name] = _coerce(value, getattr(cfg.align_for(method), name), path) if name in hints else value
+        return from_dict(d)
+    node = d
     for p in parts[:-1]:
         if not isinstance(node.get(p), dict):
             raise ConfigError(f"{path}: unknown config section {p!r}")

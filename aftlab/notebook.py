@@ -20,7 +20,6 @@ returns :func:`config`'s config:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -81,31 +80,37 @@ def _repo_root() -> Path:
 
 
 def workdir(cfg: RunConfig, root: str | Path | None = None) -> Path:
-    """The shared work folder of a config: ``<root>/<preset>-s<seed>-<hash of the stage configs>``.
+    """The shared work folder of a config: ``<root>/<preset>-s<seed>-<key>``.
 
     ``root`` defaults to ``$AFTLAB_NOTEBOOK_RUNS`` or ``runs/notebooks`` under the repository, so
-    notebooks started from ``notebooks/`` and scripts started from the root share it. The hash
-    covers data, model, VFT, sampling and evaluation settings and the library's code
-    (:func:`code_version`): changing any of them starts a fresh folder instead of reusing stale
-    artifacts, so a code fix never leaves results of the old code behind.
+    notebooks started from ``notebooks/`` and scripts started from the root share it. The key hashes
+    the fingerprints of the stages the folder caches for every notebook (``aftlab.stages``: the VFT
+    model, the training and held-out samples and the VFT model's evaluation, so every setting and
+    question they depend on) and the library's code (:func:`code_version`): changing any of them starts
+    a fresh folder instead of reusing stale artifacts, so a code fix never leaves results of the old
+    code behind. Aligned models are cached inside it per alignment settings (:func:`ensure_aligned`).
     """
+    from .stages import digest, plan, questions_fingerprint
+
     root = Path(root or os.environ.get("AFTLAB_NOTEBOOK_RUNS") or _repo_root() / "runs" / "notebooks")
-    d = to_dict(cfg)
-    key = json.dumps({k: d[k] for k in ("data", "model", "vft", "sample", "eval_k", "sc_questions", "seed")}
-                     | {"code": code_version()}, sort_keys=True)
-    return root / f"{cfg.preset}-s{cfg.seed}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    stages = plan(cfg, questions_fingerprint(*task(cfg)))
+    key = digest([stages[n].fingerprint for n in ("vft", "samples_r1", "eval_samples", "eval/vft")] + [code_version()])
+    return root / f"{cfg.preset}-s{cfg.seed}-{key[:8]}"
 
 
 def code_version() -> str:
-    """A hash of the library's source files: part of every notebook cache key.
+    """A hash of what the library's code does (``stages.code_hash`` of every module of the package): part
+    of every notebook cache key. Editing a docstring or a comment keeps it, so a documentation fix does
+    not throw away every cached notebook run; any change of code changes it.
 
     >>> len(code_version())
     12
     """
-    h = hashlib.sha1()
-    for p in sorted(Path(__file__).resolve().parent.rglob("*.py")):
-        h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:12]
+    from .stages import code_hash, digest
+
+    package = Path(__file__).resolve().parent
+    return digest([(p.relative_to(package).as_posix(), code_hash(p.read_text()))
+                   for p in sorted(package.rglob("*.py"))], n=12)
 
 
 def _weights_key(path: Path) -> list:
@@ -125,8 +130,8 @@ def _write_config(cfg: RunConfig, d: Path) -> None:
 
 
 def _load(cfg: RunConfig, path: Path):
-    from .model.lm import load_lm
-    lm = load_lm(path, cfg.model.device, cfg.model.dtype, max_prompt_tokens=cfg.model.max_prompt_tokens)
+    from .model.lm import load_lm_from_config
+    lm = load_lm_from_config(cfg.model, path)
     lm.model.eval()
     return lm
 
@@ -209,9 +214,8 @@ def ensure_aligned(cfg: RunConfig, d: Path, name: str, method: str | None = None
     if meta.is_file() and json.loads(meta.read_text())["config"] == dataclasses.asdict(acfg):
         return _load(cfg, out), json.loads(meta.read_text())["log"]
     train_records, _ = ensure_samples(cfg, d, progress=progress)
-    lm, log = align_from_vft(checkpoint.find(d / "vft"), train_records, acfg, batch_seed(cfg.seed),
-                             device=cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens,
-                             autocast=cfg.model.autocast, progress=progress)
+    lm, log = align_from_vft(checkpoint.find(d / "vft"), train_records, acfg, batch_seed(cfg.seed), cfg.model,
+                             progress=progress)
     if out.exists():
         shutil.rmtree(out)
     lm.save(out)
@@ -251,7 +255,9 @@ def ensure_variants(cfg: RunConfig, d: Path, variants: dict[str, dict], progress
     ensure_samples(cfg, d, progress=progress)
     cache = d / "variants.json"
     done = json.loads(cache.read_text()) if cache.is_file() else {}
-    key = {n: json.dumps(v, sort_keys=True) for n, v in variants.items()}
+    # a variant's model follows from its settings over the config's alignment settings (sweep reads config.json)
+    shared = {k: v for k, v in to_dict(cfg).items() if k in ("align", "method_overrides")}
+    key = {n: json.dumps([v, shared], sort_keys=True) for n, v in variants.items()}
     todo = {n: v for n, v in variants.items() if done.get(n, {}).get("key") != key[n]}
     if todo:
         for n, res in variant_sweep(d, todo, progress=progress).items():

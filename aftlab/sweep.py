@@ -66,9 +66,7 @@ def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = Tru
         n_questions = over.pop("n_questions", len(train_records))
         acfg = replace(cfg.align_for(over.pop("method", "aft_bc")), **over)
         lm, train_log = align_from_vft(run_dir / "vft", train_records[:n_questions], acfg,
-                                       batch_seed(cfg.seed, batch_order), device=cfg.model.device,
-                                       max_prompt_tokens=cfg.model.max_prompt_tokens, autocast=cfg.model.autocast,
-                                       progress=progress)
+                                       batch_seed(cfg.seed, batch_order), cfg.model, progress=progress)
         res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **({} if validation else own_sampling(cfg)))
         m = res["metrics"]
         out[name] = {**m, "gap": m["mean_pos_score"] - m["mean_neg_score"], "train_gap": train_log[-1]["gap"],

@@ -22,7 +22,7 @@ its COTs end where the model ends them, so the projections are those of the real
 from __future__ import annotations
 
 import torch
-from common import cli_main, interleaved, load
+from common import bench_config, cli_main, interleaved, load
 
 
 def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int | None = None,
@@ -30,8 +30,8 @@ def run(preset: str = "tiny", device: str = "cpu", k: int = 8, n_questions: int 
     from aftlab.sampling.samples import generate
     lm, train, _ = load(preset, device)
     if model:  # a trained checkpoint (e.g. runs/demo/vft): COTs end where the model ends them
-        from aftlab.model.lm import load_lm
-        lm = load_lm(model, device, max_prompt_tokens=lm.max_prompt_tokens)
+        from aftlab.model.lm import load_lm_from_config
+        lm = load_lm_from_config(bench_config(preset, device).model, model)
     n_questions = n_questions or (64 if preset == "tiny" else 2)  # tiny: one batch of sample.batch_questions
     qs = [e.question for e in train[:n_questions]]
     n_naive = max(1, k // 2) if preset == "tiny" else 2  # naive COTs timed per rep (its rate is what counts)

@@ -32,16 +32,23 @@ def task(n_train: int = 2000, seed: int = 0):
     return synthetic_from_config(cfg.data)
 
 
-def load(preset_name: str, device: str = "cpu"):
-    """The preset's model (tiny: random init over the task's words; smol: pretrained, if installed)."""
+def bench_config(preset_name: str, device: str = "cpu"):
+    """The preset's config as the benchmarks run it: on ``device``, fp32, smol without LoRA."""
     from aftlab.config import preset
-    from aftlab.model.lm import build_lm
-    train, test = task()
     cfg = preset(preset_name)
     cfg.model.device = device
     cfg.model.autocast = "off"  # fp32 arms measure fp32 (smol's preset says "auto"); bf16 has its own arms
     if preset_name == "smol":
         cfg.model.lora = False  # bench the full model; LoRA is measured where it matters (training)
+    return cfg
+
+
+def load(preset_name: str, device: str = "cpu"):
+    """The preset's model (tiny: random init over the task's words; smol: pretrained, if installed)."""
+    from aftlab.model.lm import build_lm
+    train, test = task()
+    cfg = bench_config(preset_name, device)
+    if preset_name == "smol":
         try:
             lm = build_lm(cfg.model, train + test, cfg.seed)
         except Exception as e:  # noqa: BLE001 - any failure to load smol means: skip it, say why

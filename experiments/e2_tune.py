@@ -27,7 +27,7 @@ from e2_power import PRIMARY, table, verdict
 
 from aftlab.eval.evaluate import evaluate
 from aftlab.eval.stats import merge_orders, pooled_comparisons
-from aftlab.model.lm import load_lm
+from aftlab.model.lm import load_lm_from_config
 from aftlab.sweep import sweep_inputs, variant_sweep
 from aftlab.train.checkpoint import write_atomic
 
@@ -70,7 +70,7 @@ def vft_validation(run: Path, n_val: int) -> dict:
     path = run / "tune" / "vft.json"
     if not path.exists():
         cfg, _, questions, records = sweep_inputs(run, n_val)
-        lm = load_lm(run / "vft", cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens)
+        lm = load_lm_from_config(cfg.model, run / "vft")
         write_atomic(path, json.dumps(evaluate(lm, questions, records, cfg.sample.max_new_tokens)["metrics"]))
     return json.loads(path.read_text())
 

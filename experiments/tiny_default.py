@@ -25,7 +25,7 @@ from aftlab.data.questions import Example, synthetic_from_config, synthetic_spli
 from aftlab.eval.evaluate import assessment_set, greedy, n_mixed
 from aftlab.eval.metrics import assessment_accuracy, pair_wins
 from aftlab.eval.stats import interval, paired_bootstrap
-from aftlab.model.lm import build_lm, load_lm
+from aftlab.model.lm import build_lm, load_lm_from_config
 from aftlab.model.runtime import set_threads
 from aftlab.train.checkpoint import write_atomic
 from aftlab.train.vft import train_vft
@@ -97,7 +97,7 @@ def full(name: str, seed: int) -> dict:
                 "correct_2n": [int(r["correct"]) for r in rows]}
         write_atomic(path(name, seed), json.dumps(run))
     run["gain"] = paired_bootstrap(run["correct_2n"], run["correct"])
-    lm = load_lm(WEIGHTS / f"{name}-s{seed}-{run['steps']}", device="cpu")
+    lm = load_lm_from_config(cfg.model, WEIGHTS / f"{name}-s{seed}-{run['steps']}", device="cpu")
     s = cfg.sample
     tick = time.time()
     records = assessment_set(lm, val, MIN_MIXED, s.k, MIN_MIXED, temperature=s.temperature, top_p=s.top_p,

@@ -21,7 +21,7 @@ from aftlab.config import preset
 from aftlab.data.questions import Example, synthetic_from_config, synthetic_splits
 from aftlab.eval.evaluate import greedy
 from aftlab.eval.stats import mcnemar_exact, paired_bootstrap
-from aftlab.model.lm import build_lm, load_lm
+from aftlab.model.lm import build_lm, load_lm_from_config
 from aftlab.model.runtime import set_threads
 from aftlab.train.checkpoint import write_atomic
 from aftlab.train.vft import train_vft
@@ -54,7 +54,7 @@ def run_one(arm: str, seed: int, n_train: int | None, steps: int | None, existin
     tick = time.time()
     if existing:
         folder = Path(existing.format(seed=seed))
-        lm = load_lm(folder, device="cpu")
+        lm = load_lm_from_config(cfg.model, folder, device="cpu")
         history = json.loads((folder / "history.json").read_text())  # the VFT log: a list of rows, as train_vft returns
         seconds = None
     else:
@@ -101,7 +101,7 @@ def heldout(arm: str, seeds: list[int]) -> dict:
         cfg = preset("tiny", seed=seed)
         cfg.data.n_train = run["n_train"]
         _, test = synthetic_from_config(cfg.data)
-        lm = load_lm(Path("runs/vft-recipe") / f"{arm}-{seed}", device="cpu")
+        lm = load_lm_from_config(cfg.model, Path("runs/vft-recipe") / f"{arm}-{seed}", device="cpu")
         rows = greedy(lm, test, cfg.sample.max_new_tokens)
         out[seed] = sum(r["correct"] for r in rows) / len(rows)
         print(f"{arm} seed {seed}: held-out greedy {out[seed]:.4f} on {len(rows):,} questions", flush=True)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a smoke-preset run (seconds on CPU) reused by the pipeline-level tests."""
+"""Shared fixtures: a smoke-preset run (seconds on CPU) reused by the pipeline-level tests, and where GSM8K is."""
 import os
 from pathlib import Path
 
@@ -10,7 +10,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-GSM8K = Path(os.environ.get("AFTLAB_GSM8K", Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"))
+# The one place the tests find GSM8K: the slice in tests/data/gsm8k (see its README), or with $AFTLAB_GSM8K
+# (opt-in) a folder holding the full train.jsonl, test.jsonl and model_solutions.jsonl.
+GSM8K = Path(os.environ.get("AFTLAB_GSM8K") or Path(__file__).resolve().parent / "data" / "gsm8k")
+if missing := [n for n in ("train.jsonl", "test.jsonl", "model_solutions.jsonl") if not (GSM8K / n).is_file()]:
+    raise pytest.UsageError(f"AFTLAB_GSM8K={GSM8K}: no {', '.join(missing)} there (unset it to use the tests' slice)")
 
 
 @pytest.fixture(scope="session")

@@ -276,10 +276,7 @@ def test_checkpoints_are_discovered_and_half_written_ones_skipped(tmp_path):
 
 def test_gsm8k_model_solutions_prefill_four_cots_and_the_gold_answer():
     from conftest import GSM8K
-    path = GSM8K / "model_solutions.jsonl"
-    if not path.is_file():
-        pytest.skip(f"GSM8K model_solutions.jsonl not found at {path} (set AFTLAB_GSM8K)")
-    ex = gsm8k_examples(path, n=3)
+    ex = gsm8k_examples(GSM8K / "model_solutions.jsonl", n=3)
     assert len(ex) == 3 and ex[0]["gold"] == "18" and "Janet" in ex[0]["question"]
     assert len(split_cots(ex[0]["cots"])) == 4
 

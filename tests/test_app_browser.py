@@ -167,8 +167,6 @@ def test_gsm8k_refused_on_a_word_level_checkpoint_and_ranked_by_smol(tmp_path, m
     need_browser()
     from playwright.sync_api import expect
     solutions = GSM8K / "model_solutions.jsonl"
-    if not solutions.is_file():
-        pytest.skip(f"GSM8K model_solutions.jsonl not found at {solutions} (set AFTLAB_GSM8K)")
     monkeypatch.chdir(tmp_path)  # an empty `runs` folder: only the built-in checkpoints
     with served(runs_dir="runs", solutions_path=solutions.resolve(), n_examples=3) as page:
         choose(page, "Example (optional)", "GSM8K 0")

@@ -91,6 +91,16 @@ FROM_DICT_CASES = {
     "bool_as_string": ({"model": {"lora": "yes"}}, "model.lora: expected bool"),
     "nan_lr": ({"align": {"lr": float("nan")}}, "align.lr: expected float"),
     "methods_with_unknown": ({"methods": ["rft", "sft"]}, "methods: unknown method 'sft'"),
+    "override_unknown_field": ({"method_overrides": {"aft_bc": {"bogus_field": 1}}},
+                               "method_overrides.aft_bc.bogus_field: unknown config key"),
+    "override_unknown_method": ({"method_overrides": {"aft_xx": {"beta": 0.1}}}, "method_overrides.aft_xx: unknown method"),
+    "override_wrong_type": ({"method_overrides": {"dpo": {"dpo_beta": "high"}}},
+                            "method_overrides.dpo.dpo_beta: expected float, got str"),
+    "override_invalid_value": ({"method_overrides": {"aft_bc": {"beta": -1}}},
+                               "method_overrides.aft_bc: align.beta: must be >= 0"),
+    "override_not_mapping": ({"method_overrides": {"aft_bc": 3}}, "method_overrides.aft_bc: expected a mapping"),
+    "override_of_the_method": ({"method_overrides": {"aft_bc": {"method": "rft"}}},
+                               "method_overrides.aft_bc.method: set by the key"),
 }
 
 
@@ -116,6 +126,9 @@ SET_CASES = {
     "unknown_section": ("optim.lr=1", "optim.lr: unknown config section"),
     "no_equals_sign": ("align.beta", "expected KEY=VALUE"),
     "bad_boolean": ("model.lora=maybe", "model.lora: expected a boolean"),
+    "override_unknown_field": ("method_overrides.aft_bc.bogus_field=1",
+                               "method_overrides.aft_bc.bogus_field: unknown config key"),
+    "override_bad_value": ("method_overrides.aft_dc.lr=-1", "method_overrides.aft_dc: align.lr: must be > 0"),
 }
 
 

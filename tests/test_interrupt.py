@@ -3,8 +3,9 @@ resumed; the result must equal an uninterrupted run with the same seed.
 
 Kill points: between checkpoints (mid-run), inside ``checkpoint.save`` after the new weights are
 written but before the trainer state (a torn ``.tmp-<pid>`` folder), and after the old checkpoint
-was moved aside but before the new one is renamed in (only ``<name>.old`` exists). The last two
-use the ``AFTLAB_TEST_CKPT_PAUSE`` hook, which makes ``save`` sleep at exactly those points.
+was moved aside but before the new one is renamed in (only ``<name>.old`` exists). For the last two
+the worker wraps what ``checkpoint.save`` calls (:func:`_pause_in_saves`) so that it sleeps at exactly
+those points; the production code carries no test hook.
 
 Tolerance: weights within 1e-6 absolute; loss histories within 1e-5 relative to the value. The
 reference run is in this process, the interrupted ones in fresh processes with the same thread
@@ -38,9 +39,31 @@ ALIGN_CFG = dict(method="aft_bc", constraint="boundary", epochs=3.0, questions_p
                  checkpoint_every=2)
 
 
+def _pause_in_saves(seconds: float) -> None:
+    """Make every ``checkpoint.save`` of this (worker) process sleep ``seconds`` at the two points where a
+    kill is most harmful: its new weights written but no trainer state yet (after ``LM.save`` into the
+    ``.tmp-<pid>`` folder), and the old checkpoint moved aside but the new one not yet in place (after
+    the ``os.replace`` to ``<name>.old``)."""
+    from aftlab.model.lm import LM
+    save, replace = LM.save, os.replace
+
+    def save_then_pause(self, path, *a, **kw):
+        save(self, path, *a, **kw)
+        if ".tmp-" in Path(path).name:
+            time.sleep(seconds)
+
+    def replace_then_pause(src, dst, *a, **kw):
+        replace(src, dst, *a, **kw)
+        if str(dst).endswith(".old"):
+            time.sleep(seconds)
+    LM.save, os.replace = save_then_pause, replace_then_pause  # this process only: it is a worker
+
+
 def work(args: dict):
     """One stage, as a worker process (or the in-process reference run) executes it."""
     torch.set_num_threads(args["threads"])
+    if args.get("pause"):
+        _pause_in_saves(args["pause"])
     from aftlab.data.questions import synthetic_splits
     from aftlab.model.lm import load_lm, tiny_lm
     train, test = synthetic_splits(n_train=400, n_test=16, seed=0, min_steps=2, max_steps=3)
@@ -73,11 +96,8 @@ def work(args: dict):
 
 def _spawn(tmp: Path, pause: float = 0.0, **args) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("AFTLAB_TEST_CKPT_PAUSE", None)
-    if pause:
-        env["AFTLAB_TEST_CKPT_PAUSE"] = str(pause)
     path = tmp / f"worker-{time.time_ns()}.log"
-    args = {"threads": torch.get_num_threads(), **args}
+    args = {"threads": torch.get_num_threads(), "pause": pause, **args}
     with open(path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(args)], env=env, stdout=log, stderr=log)
     proc.log_path = path

@@ -90,6 +90,31 @@ def test_workdir_follows_the_stage_configs(tmp_path):
     c = config("tiny", 0, smoke=True)
     c.align.beta = 0.5  # alignment settings are cached per model, not per folder
     assert workdir(c, tmp_path) == workdir(a, tmp_path)
+    d = config("tiny", 0, smoke=True)
+    d.assess_questions = 10  # the held-out samples' settings (once missing from the key)
+    assert workdir(d, tmp_path) != workdir(a, tmp_path)
+    e = config("tiny", 0, smoke=True)
+    e.vft.checkpoint_every, e.vft.log_every = 7, 3  # cannot change a result: the same folder
+    assert workdir(e, tmp_path) == workdir(a, tmp_path)
+
+
+def test_code_version_keeps_docstring_and_comment_edits_and_follows_code(tmp_path, monkeypatch):
+    """A docstring fix must not throw away every cached notebook run; a code change must."""
+    import shutil
+
+    import aftlab
+    from aftlab import notebook
+    pkg = tmp_path / "aftlab"
+    shutil.copytree(Path(aftlab.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(notebook, "__file__", str(pkg / "notebook.py"))
+    base = notebook.code_version()
+    losses = pkg / "train" / "losses.py"
+    src = losses.read_text()
+    losses.write_text(src.replace("Pure functions of score tensors", "Pure functions of the score tensors", 1)
+                      .replace("def nll_loss(", "# why: a comment\ndef nll_loss(", 1))
+    assert notebook.code_version() == base
+    losses.write_text(src.replace("mask.sum().clamp_min(1)", "mask.sum().clamp_min(2)", 1))
+    assert notebook.code_version() != base
 
 
 def test_beta_slider_shows_the_chosen_runs_metrics_and_curve_without_output_capture(monkeypatch):

@@ -51,14 +51,27 @@ def test_self_consistency_is_the_majority_vote_of_the_models_own_samples(smoke_r
     assert metrics["methods"]["vft"]["self_consistency"] == hits / n
 
 
-def test_rerun_reuses_cached_stages(smoke_run, capsys, tmp_path):
+def test_rerun_reuses_cached_stages_only_under_the_same_settings(smoke_run, capsys, tmp_path):
+    """The same settings reuse every cached stage; another held-out k resamples the assessment set and
+    evaluates again, and says so (a re-run once reused the old samples under the new config.json)."""
+    import os
     import shutil
     out = tmp_path / "rerun"  # a copy: the rerun rewrites config.json / metrics.json, which other tests read
     shutil.copytree(smoke_run[0], out)
     before = (out / "eval_samples.jsonl").read_text()
+    vft_written = os.path.getmtime(out / "vft" / "model.safetensors")
     assert main(["run", "--preset", "smoke", "--out", str(out), "--methods", "rft", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "reusing (same settings; an interrupted stage resumes): vft, eval_samples, samples_r1, eval/vft, " \
+           "align/rft_r1, model/rft, eval/rft" in said and "wrote" in said
     assert (out / "eval_samples.jsonl").read_text() == before
-    assert "wrote" in capsys.readouterr().out
+    assert main(["run", "--preset", "smoke", "--out", str(out), "--methods", "rft", "--set", "eval_k=3",
+                 "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "eval_samples: settings changed (eval_k 4 -> 3): resampling; downstream: eval/vft, eval/rft, results" in said
+    assert {r["n_sampled"] for r in map(json.loads, (out / "eval_samples.jsonl").read_text().splitlines())} == {3}
+    assert os.path.getmtime(out / "vft" / "model.safetensors") == vft_written  # VFT does not read eval_k
+    assert json.loads((out / "metrics.json").read_text())["methods"].keys() == {"vft", "rft"}
 
 
 def test_cli_user_errors_exit_2_without_traceback(capsys, tmp_path):

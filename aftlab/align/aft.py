@@ -49,7 +49,7 @@ from .credit import credit_bounds, credited, error_span, flat, scope_mask, share
 from .methods import REGISTRY, Scores
 
 if TYPE_CHECKING:  # the config sits above the stages; they only name its types
-    from ..config import AlignConfig
+    from ..config import AlignConfig, ModelConfig
 
 
 def alignment_term(cfg: AlignConfig):
@@ -81,20 +81,18 @@ def pack(lm, groups: list[Group], max_cots: int, error_spans: bool = False) -> t
 
 
 def _matrix(packed: list[Packed], values: torch.Tensor):
-    """Scatter flat per-COT values into (B, K) with positive/negative masks and levels."""
+    """Scatter flat per-COT values (N,) into (B, K) with positive/negative masks and levels, all on
+    ``values``' device (a mask made on the CPU would meet scores on the GPU in the losses)."""
     B, K = len(packed), max(len(p["cots"]) for p in packed)
+    dev = values.device
+    rows = torch.tensor([b for b, p in enumerate(packed) for _ in p["cots"]], device=dev)  # (N,)
+    cols = torch.tensor([j for p in packed for j in range(len(p["cots"]))], device=dev)  # (N,)
     mat = values.new_zeros(B, K)
-    pos = torch.zeros(B, K, dtype=torch.bool)
-    neg = torch.zeros(B, K, dtype=torch.bool)
-    lev = torch.zeros(B, K)
-    i = 0
-    for b, p in enumerate(packed):
-        n = len(p["cots"])
-        mat[b, :n] = values[i:i + n]
-        pos[b, :p["n_pos"]] = True
-        neg[b, p["n_pos"]:n] = True
-        lev[b, :n] = torch.tensor(p["levels"])
-        i += n
+    mat[rows, cols] = values
+    pos = torch.tensor([[j < p["n_pos"] for j in range(K)] for p in packed], device=dev)  # (B, K)
+    neg = torch.tensor([[p["n_pos"] <= j < len(p["cots"]) for j in range(K)] for p in packed], device=dev)
+    lev = torch.tensor([[float(x) for x in p["levels"]] + [0.0] * (K - len(p["levels"])) for p in packed],
+                       device=dev)  # (B, K)
     return mat, pos, neg, lev
 
 
@@ -146,10 +144,11 @@ def balance_gradients(params: list[torch.Tensor], main: torch.Tensor, aux: torch
     return c
 
 
-def fingerprint(cfg: AlignConfig, groups: list[Group], seed: int, weight_decay: float) -> str:
-    """What a resumable AFT checkpoint must agree with: settings (bar checkpoint frequency) and data."""
+def fingerprint(cfg: AlignConfig, groups: list[Group], seed: int, weight_decay: float, start: str = "") -> str:
+    """What a resumable AFT checkpoint must agree with: settings (bar checkpoint frequency), data, and the
+    fingerprint ``start`` of the checkpoint it started from (a VFT model trained again changes it)."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "checkpoint_every"}
-    blob = json.dumps([settings, groups, seed, weight_decay], sort_keys=True, default=str)
+    blob = json.dumps([settings, groups, seed, weight_decay] + ([start] if start else []), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -164,9 +163,10 @@ def batch_seed(run_seed: int, round_: int = 1) -> int:
 
 
 def _reference_logprobs(lm: LM, packed: list[Packed]) -> list[torch.Tensor]:
-    """The starting model's summed log-prob of every COT, per packed question (DPO's frozen reference)."""
+    """The starting model's summed log-prob of every COT, per packed question (DPO's frozen reference), on
+    the model's device, where the step's scores meet them."""
     _, per_tok = score(lm, [p["prompt"] for p in packed for _ in p["cots"]], [c for p in packed for c in p["cots"]])
-    sums, out = torch.tensor([float(t.sum()) for t in per_tok]), []
+    sums, out = torch.tensor([float(t.sum()) for t in per_tok], device=lm.device), []
     i = 0
     for p in packed:
         out.append(sums[i:i + len(p["cots"])])
@@ -181,10 +181,11 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
     """Continue training ``lm`` in place with ``cfg.method``; returns the per-step log.
 
     ``init_state``: a VFT checkpoint's trainer state, whose AdamW moments are continued (the new
-    peak lr and zero weight decay replace the old ones). ``out``: checkpoint folder, written
-    atomically every ``cfg.checkpoint_every`` steps and at the end; with ``resume`` a checkpoint
-    there from the same settings and groups is continued (one from other settings is ignored with
-    a warning, and overwritten). ``stop_after`` ends after that many steps (simulated interruption).
+    peak lr and zero weight decay replace the old ones), and whose fingerprint joins this run's.
+    ``out``: checkpoint folder, written atomically every ``cfg.checkpoint_every`` steps and at the end;
+    with ``resume`` a checkpoint there from the same settings, groups and starting checkpoint is
+    continued (one from others is ignored with a warning, and overwritten).
+    ``stop_after`` ends after that many steps (simulated interruption).
     NaN/inf in the loss or gradients raises ``NonFiniteError`` naming the step, before the bad
     update, so the last checkpoint stays good. ``share_prefix``: run each question once and its COTs
     from its KV cache (:func:`~aftlab.model.scoring.grouped_token_logprobs`; the same loss and gradient up
@@ -195,7 +196,8 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
     if not groups:
         raise ValueError("train_align: no questions to train on (empty samples)")
     packed, dropped = pack(lm, groups, cfg.max_cots, error_spans=cfg.neg_credit == "first_error")
-    fp = fingerprint(cfg, groups, seed, weight_decay)  # of the settings as given (a calibrated beta follows from them)
+    # of the settings as given (a calibrated beta follows from them) and of the starting checkpoint
+    fp = fingerprint(cfg, groups, seed, weight_decay, (init_state or {}).get("extra", {}).get("fingerprint", ""))
     if cfg.beta_quantile > 0:
         cfg = dataclasses.replace(cfg, beta=calibrated_beta(lm, packed, cfg.beta_quantile))
     if cfg.balance and distributed.wanted(accelerate):
@@ -251,15 +253,16 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
                      start=start, progress=progress, stop_after=stop_after, accelerate=accelerate, on_log=on_log)
 
 
-def align_from_vft(vft_dir: str | Path, records: list[Record], cfg: AlignConfig, seed: int, *, device: str = "auto",
-                   max_prompt_tokens: int = 96, autocast: str = "off", **kw) -> tuple[LM, list[LogRow]]:
-    """The one way to align from a run's VFT checkpoint: load it and its optimizer moments, build the
+def align_from_vft(vft_dir: str | Path, records: list[Record], cfg: AlignConfig, seed: int, model: ModelConfig, *,
+                   device: str | None = None, **kw) -> tuple[LM, list[LogRow]]:
+    """The one way to align from a run's VFT checkpoint: load it as the run's ``model`` config says
+    (``model.lm.load_lm_from_config``; ``device`` overrides the config's) and its optimizer moments, build the
     groups of ``records`` as ``cfg`` asks, and train; returns ``(lm, per-step log)``. ``seed`` is the
     batch-order seed (:func:`batch_seed` of the run's seed); ``kw`` go to :func:`train_align`."""
-    from ..model.lm import load_lm
+    from ..model.lm import load_lm_from_config
     from ..sampling.samples import groups
 
-    lm = load_lm(vft_dir, device, max_prompt_tokens=max_prompt_tokens, autocast=autocast)
+    lm = load_lm_from_config(model, vft_dir, device)
     found = checkpoint.find(vft_dir)
     state = checkpoint.load_state(found) if found else None
     g = groups(records, cfg.strict_positives, cfg.include_reference)

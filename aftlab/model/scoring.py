@@ -53,7 +53,7 @@ def token_logprobs(model, prompts: list[list[int]], cots: list[list[int]], pad_i
     ids, att = ids.to(device), att.to(device)
     pos = (att.cumsum(-1) - 1).clamp(min=0)  # positions restart at 0 after the left padding
     n_cot = torch.tensor([len(c) for c in cots], device=device)  # (N,)
-    width = int(n_cot.max())
+    width = max(len(c) for c in cots)  # from the host's lists: reading n_cot back would wait for the device
     target = ids[:, -width:]  # (N, C)
     col = torch.arange(width, device=device)
     mask = col.unsqueeze(0) >= (width - n_cot).unsqueeze(1)  # (N, C)
@@ -156,7 +156,7 @@ def grouped_token_logprobs(model, prompts: list[list[int]], groups: list[list[li
     cache.batch_select_indices(rows)  # (B, ...) -> (N, ...): one copy of its prompt's cache per COT
     cots = [c for g in groups for c in g]
     n_cot = torch.tensor([len(c) for c in cots], device=device)  # (N,)
-    width = int(n_cot.max())
+    width = max(len(c) for c in cots)
     col = torch.arange(width, device=device)
     mask = col.unsqueeze(0) < n_cot.unsqueeze(1)  # (N, C)
     target = torch.full((len(cots), width), pad_id, dtype=torch.long)

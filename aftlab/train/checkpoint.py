@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -60,7 +61,6 @@ def save(path: str | Path, lm, optimizer=None, scheduler=None, step: int = 0, hi
         lm.save(tmp)
     else:
         lm.save(tmp, state_dict=model_state)
-    _test_pause()
     state = {"step": step, "history": history or [], "extra": extra or {}}
     if optimizer_state is not None or optimizer is not None:
         state["optimizer"] = optimizer_state if optimizer_state is not None else optimizer.state_dict()
@@ -73,21 +73,10 @@ def save(path: str | Path, lm, optimizer=None, scheduler=None, step: int = 0, hi
         if old.exists():
             shutil.rmtree(old)
         os.replace(path, old)
-        _test_pause()
     os.replace(tmp, path)
     if old.exists():
         shutil.rmtree(old)
     return path
-
-
-def _test_pause() -> None:
-    """Test hook: sleep ``$AFTLAB_TEST_CKPT_PAUSE`` seconds at the two points where a kill is most
-    harmful (new weights written but no trainer state yet; old checkpoint moved aside, new one not
-    yet in place), so interruption tests can SIGKILL there deterministically."""
-    pause = os.environ.get("AFTLAB_TEST_CKPT_PAUSE")
-    if pause:
-        import time
-        time.sleep(float(pause))
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -117,18 +106,41 @@ def load_state(path: str | Path) -> dict:
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
+def same_parameters(optimizer: torch.optim.Optimizer, saved: dict) -> bool:
+    """Whether an optimizer state dict ``saved`` was made for ``optimizer``'s parameters: as many groups,
+    as many parameters in each, and every saved moment shaped like its parameter.
+
+    >>> w = torch.nn.Parameter(torch.zeros(2, 3))
+    >>> opt = torch.optim.AdamW([w])
+    >>> w.grad = torch.ones(2, 3); opt.step()
+    >>> same_parameters(opt, opt.state_dict()), same_parameters(torch.optim.AdamW([w, w]), opt.state_dict())
+    (True, False)
+    """
+    groups = saved.get("param_groups", [])
+    if [len(g["params"]) for g in groups] != [len(g["params"]) for g in optimizer.param_groups]:
+        return False
+    params = {i: p for g, mine in zip(groups, optimizer.param_groups) for i, p in zip(g["params"], mine["params"])}
+    return all(not torch.is_tensor(v) or v.dim() == 0 or v.shape == params[i].shape
+               for i, moments in saved.get("state", {}).items() for v in moments.values())
+
+
 def continue_optimizer(optimizer: torch.optim.Optimizer, state: dict | None, lr: float, weight_decay: float):
     """Load a previous run's optimizer moments (if any) and set a new peak lr and weight decay.
+
+    Moments saved for another parameter set (LoRA adapters added after a full fine-tune, another model
+    size) cannot continue: the optimizer starts fresh moments, with a warning that says so. Any other
+    failure to load them raises.
 
     ``state`` is left untouched: ``load_state_dict`` keeps the given tensors (it copies only where
     dtype or device differ), so without the deep copy every step of this optimizer would rewrite the
     caller's moments, and the next method started from the same VFT state would inherit them.
     """
     if state and "optimizer" in state:
-        try:
+        if same_parameters(optimizer, state["optimizer"]):
             optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        except ValueError:
-            pass  # different parameter set (e.g. LoRA added after a full fine-tune): start fresh moments
+        else:
+            warnings.warn("the starting checkpoint's optimizer moments belong to a different parameter set "
+                          "(e.g. LoRA adapters after a full fine-tune): training starts with fresh moments")
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = lr
         group["weight_decay"] = weight_decay

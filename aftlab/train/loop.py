@@ -5,8 +5,9 @@ objectives) → sampling → scoring → losses → AFT → metrics.
 
 :func:`fit` reads top to bottom like nanoGPT's ``train.py``: per step, zero the gradients, let the
 stage's step function run forward and backward on batch ``step`` (a pure function of seed and step,
-so a resumed run sees exactly the batches an uninterrupted one would), check the loss and the
-gradient norm for NaN/inf *before* the update, clip, step optimizer and schedule, log, checkpoint.
+so a resumed run sees exactly the batches an uninterrupted one would), clip, check the loss and the
+gradient norm for NaN/inf *before* the update, step optimizer and schedule, log, checkpoint. That check
+is the step's one wait for the device; losses are read back at log and checkpoint steps only.
 Everything that differs between one process and many goes through ``distributed.runner()``.
 
 >>> from aftlab.model.lm import tiny_lm
@@ -109,6 +110,12 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
 
     step, history, saved = start
     running = list(saved.get("running", []))  # losses since the last log entry, so its mean is exact
+    pending: list[torch.Tensor] = []  # the newest of them, still on the device: read back at log and save steps
+
+    def flush() -> None:
+        if pending:
+            running.extend(dist.mean(x) for x in torch.stack([t.float() for t in pending]).tolist())
+            pending.clear()
     dist = distributed.runner(accelerate)  # plain single process unless WORLD_SIZE > 1 or asked
     model, optimizer = dist.prepare(lm.model, optimizer)  # after any resume: checkpoints hold the unwrapped state
     model.train()
@@ -120,14 +127,17 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
         # (one process: a launcher's wrapper may own the parameters)
         with lm.precision(), linears_cast(lm.model, lm.autocast if dist.world == 1 else "off", frozen_only=True):
             loss, fields = step_fn(model, step, dist)
-        check_finite(loss, f"{what} step {step}: loss", out)
         gnorm = dist.clip(model, clip)
-        check_finite(gnorm, f"{what} step {step}: gradient norm", out)
+        # the step's one host sync: a non-finite loss or gradient must stop training before the update
+        if not bool(torch.isfinite(loss).all() & torch.isfinite(gnorm.to(loss.device)).all()):
+            check_finite(loss, f"{what} step {step}: loss", out)
+            check_finite(gnorm, f"{what} step {step}: gradient norm", out)
         optimizer.step()
         scheduler.step()
         step += 1
-        running.append(dist.mean(loss.item()))
+        pending.append(loss.detach())
         if step % log_every == 0 or step == total:
+            flush()
             history.append({"step": step, "loss": sum(running) / len(running), "grad_norm": float(gnorm),
                             "lr": scheduler.get_last_lr()[0], **fields})
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
@@ -136,6 +146,7 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
                 on_log(history[-1])
         bar.update(1)
         if out and ((checkpoint_every and step % checkpoint_every == 0) or step == total):  # every rank: FSDP gathers
+            flush()
             dist.save(out, lm, optimizer, scheduler, step, history, {**(extra or {}), "running": running})
         if stop_after is not None and step >= stop_after:
             break

@@ -16,6 +16,9 @@ True
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,7 +52,7 @@ def default_buckets(n_pairs: int) -> int:
 
 def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, buckets: int | None = None,
                  backward=torch.Tensor.backward) -> torch.Tensor:
-    """Backpropagate the token-mean NLL of (prompt, COT) id pairs; returns the loss, detached.
+    """Backpropagate the token-mean NLL of (prompt, COT) id pairs; returns the loss, detached, on the model's device.
 
     The pairs are sorted by length and run as ``buckets`` micro-batches (default:
     :func:`default_buckets`), each loss weighted by its share of the batch's COT tokens, so the
@@ -60,14 +63,22 @@ def nll_backward(model, pairs: list[tuple[list[int], list[int]]], pad: int = 0, 
     pairs = sorted(pairs, key=lambda pc: len(pc[0]) + len(pc[1]))
     n_tokens = sum(len(c) for _, c in pairs)
     buckets = max(1, min(buckets, len(pairs)))
-    total = torch.zeros(())
+    total = None  # summed on the model's device: reading each part back would make the host wait for it
     for b in range(buckets):
         part = pairs[b * len(pairs) // buckets:(b + 1) * len(pairs) // buckets]
         lp, mask = token_logprobs(model, [p for p, _ in part], [c for _, c in part], pad)  # (n, C)
         loss = nll_loss(lp, mask) * (mask.sum() / n_tokens)
         backward(loss)
-        total = total + loss.detach().cpu()
+        total = loss.detach() if total is None else total + loss.detach()
     return total
+
+
+def fingerprint(cfg: VFTConfig, examples: list[Example], seed: int) -> str:
+    """What a resumable VFT checkpoint must agree with: the settings that shape its weights (all but how
+    often it checkpoints and logs), the batch-order seed and the training pairs."""
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("checkpoint_every", "log_every")}
+    blob = json.dumps([settings, [(e.question, e.solution) for e in examples], seed], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path | None = None, seed: int = 0, resume: bool = True,
@@ -76,10 +87,11 @@ def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path |
     """Train ``lm`` in place on ``examples``; returns the loss history.
 
     ``out``: checkpoint folder (written every ``cfg.checkpoint_every`` steps and at the end);
-    with ``resume`` an existing checkpoint there is continued. ``stop_after`` ends early after that
-    many steps (to simulate an interruption in tests). ``length_buckets``: micro-batches per step
-    (see :func:`nll_backward`: the same gradient, less padding; None: :func:`default_buckets`). ``progress`` and ``on_log``: as
-    :func:`aftlab.train.loop.fit` takes them.
+    with ``resume`` an existing checkpoint there is continued when it was trained with the same settings,
+    seed and examples (:func:`fingerprint`); one from others is ignored with a warning, and overwritten.
+    ``stop_after`` ends early after that many steps (to simulate an interruption in tests).
+    ``length_buckets``: micro-batches per step (see :func:`nll_backward`: the same gradient, less padding;
+    None: :func:`default_buckets`). ``progress`` and ``on_log``: as :func:`aftlab.train.loop.fit` takes them.
     """
     pairs = list(zip(lm.prompt_ids_batch([e.question for e in examples]), lm.cot_ids_batch([e.solution for e in examples])))
     pad = lm.tokenizer.pad_token_id or 0
@@ -92,8 +104,9 @@ def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path |
         loss = nll_backward(model, [pairs[i] for i in idx], pad, length_buckets, lambda x: dist.backward(x * share))
         return loss * share, {}  # this process's part of the global batch's loss: the mean over processes sums them
 
-    start = train.resume(out, lm, opt, sched) if resume else (0, [], {})
+    fp = fingerprint(cfg, examples, seed)
+    start = train.resume(out, lm, opt, sched, fingerprint=fp) if resume else (0, [], {})
     return train.fit(lm, opt, sched, cfg.steps, step_fn, clip=cfg.clip, what="VFT", out=out,
                      checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
-                     extra={"kind": "vft", "seed": seed}, start=start, progress=progress,
+                     extra={"kind": "vft", "seed": seed, "fingerprint": fp}, start=start, progress=progress,
                      stop_after=stop_after, accelerate=accelerate, on_log=on_log)

@@ -6,20 +6,23 @@ Kinds: whether the right COT is step-valid ("strict") or reaches the right answe
 step ("lucky"), and whether the two COTs share their first step (>= 6 tokens of common prefix).
 Prints pair counts and the share the model ranks right.
 """
+import json
 import sys
 
 import torch
 
 from aftlab.align.credit import shared_prefix
+from aftlab.config import from_dict
 from aftlab.eval.evaluate import rescore
-from aftlab.model.lm import load_lm
+from aftlab.model.lm import load_lm_from_config
 from aftlab.sampling.samples import read_samples
 
 torch.set_num_threads(1)
 run = sys.argv[1]
 model = sys.argv[2] if len(sys.argv) > 2 else run + "/vft"
 recs = read_samples(run + "/eval_samples.jsonl")
-lm = load_lm(model)
+with open(run + "/config.json") as f:
+    lm = load_lm_from_config(from_dict(json.load(f)).model, model)  # as the run ran it
 kinds: dict[str, list[int]] = {}
 for r, sc in zip(recs, rescore(lm, recs)):
     cots = r["samples"]

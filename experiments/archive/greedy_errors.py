@@ -18,7 +18,7 @@ from aftlab.config import from_dict
 from aftlab.data.answers import step_quality
 from aftlab.data.questions import synthetic_from_config
 from aftlab.eval.evaluate import greedy
-from aftlab.model.lm import load_lm
+from aftlab.model.lm import load_lm_from_config
 from aftlab.sampling.samples import read_samples
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -38,8 +38,8 @@ def main(run: str, variant: str = "trunc_fs") -> None:
     over = dict(VARIANTS[variant])
     acfg = replace(cfg.align_for(over.pop("method")), **over)
     lm, _ = align_from_vft(run_dir / "vft", read_samples(run_dir / "samples_r1.jsonl"), acfg,
-                           batch_seed(cfg.seed), max_prompt_tokens=cfg.model.max_prompt_tokens, progress=False)
-    rft = load_lm(run_dir / "rft", max_prompt_tokens=cfg.model.max_prompt_tokens)
+                           batch_seed(cfg.seed), cfg.model, progress=False)
+    rft = load_lm_from_config(cfg.model, run_dir / "rft")
     out = {}
     for name, model in (("rft", rft), (variant, lm)):
         gs = greedy(model, test, cfg.sample.max_new_tokens)
