@@ -78,7 +78,7 @@ def test_gsm8k_as_run_data(tmp_path):
 
 
 def test_model_solutions_load_and_clean():
-    from aftlab.eval.assess import load_solutions
+    from aftlab.data.solutions import load_solutions
     items = load_solutions(_gsm8k("model_solutions.jsonl"), limit=20)
     assert len(items) == 20 and all(len(it["cots"]) == 4 for it in items)
     assert any(any(it["correct"]) and not all(it["correct"]) for it in items)
@@ -89,7 +89,7 @@ def test_model_solutions_load_and_clean():
 
 def test_bad_model_solutions_name_line_and_field(tmp_path):
     from aftlab.data.questions import DataError
-    from aftlab.eval.assess import load_solutions
+    from aftlab.data.solutions import load_solutions
     f = tmp_path / "ms.jsonl"
     f.write_text(json.dumps({"question": "q", "a": {"solution": "A: 1", "is_correct": True}}) + "\n"
                  + json.dumps({"question": "q", "a": {"solution": "A: 1", "is_correct": "yes"}}) + "\n")
@@ -151,7 +151,7 @@ def test_smol_chat_layout_round_trips(smol):
 
 @pytest.mark.slow
 def test_smol_prefers_a_real_gsm8k_cot_to_its_scrambled_words(smol):
-    from aftlab.eval.assess import clean_solution
+    from aftlab.data.solutions import clean_solution
     from aftlab.model.scoring import score_texts
     path = GSM8K / "train.jsonl"
     rec = (json.loads(path.read_text().splitlines()[0]) if path.is_file() else
@@ -194,11 +194,15 @@ def test_assess_cli_on_five_real_questions(tmp_path, capsys):
     assert main(["assess", "--model", "smol", "--solutions", str(path), "--limit", "5", "--device", "cpu",
                  "--out", str(out)]) == 0
     m = json.loads(out.read_text())
-    assert m["n_questions"] == 5 and m["n_cots"] == 20 and m["n_pairs"] > 0
-    assert 0 <= m["assessment_pairs"] <= 1 and 0 <= m["assessment_per_question"] <= 1
-    assert math.isfinite(m["pos_score"]) and math.isfinite(m["neg_score"])
-    assert "| assessment accuracy (pairs) |" in (tmp_path / "e6.md").read_text()
-    assert "assessment accuracy" in capsys.readouterr().out
+    # line 4's 175b_finetuning solution never finished (no 'A: N' line): no answer, left out and counted
+    assert m["complete"] and m["n_questions"] == 5 and m["n_cots"] == 19 and m["n_unfinished"] == 1
+    for name in ("assessment", "assessment_same_size", "rerank", "ref_nll"):
+        x = m["metrics"][name]
+        assert x["lo"] <= x["value"] <= x["hi"] and x["n"] > 0, name
+    assert 0 <= m["metrics"]["assessment"]["value"] <= 1 and 0 < m["metrics"]["ref_nll"]["value"] < 6
+    assert m["metrics"]["rerank"]["n"] == 5
+    assert "| assessment | " in (tmp_path / "e6.md").read_text()
+    assert "95% CI" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ scale-out, on one CPU process

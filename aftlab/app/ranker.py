@@ -589,7 +589,7 @@ def synthetic_examples(runs: dict[str, Path], n: int = 30) -> list[dict]:
 
 def gsm8k_examples(path: str | Path, n: int = 60) -> list[dict]:
     """Questions of GSM8K ``model_solutions.jsonl`` with their four model-written COTs and gold answer."""
-    from ..eval.assess import load_solutions
+    from ..data.solutions import load_solutions
     out = []
     for rec in load_solutions(path, limit=n, raw=True):
         # single newlines inside a solution stay; a blank line is what separates COTs in the box
