@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("app", help="the Gradio COT ranker (binds 127.0.0.1 unless --host says otherwise)")
     p.add_argument("--runs", default="runs", help="folder of `aftlab run` outputs to find checkpoints in")
     p.add_argument("--solutions", help="GSM8K model_solutions.jsonl (default: $AFTLAB_GSM8K/model_solutions.jsonl)")
+    p.add_argument("--adapters", default="adapters", help="folder of released LoRA adapters (adapters/smol-gsm8k/<arm>) "
+                                                          "the app lists beside the runs")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes the app to the network")
     p.add_argument("--port", type=int, default=7860)
     p = sub.add_parser("assess", help="E6: assessment accuracy of a model on GSM8K model_solutions (real COTs)")
@@ -354,7 +356,7 @@ def cmd_app(args) -> None:
     default = Path(os.environ.get("AFTLAB_GSM8K", "")) / "model_solutions.jsonl"
     if solutions is None and os.environ.get("AFTLAB_GSM8K") and default.is_file():
         solutions = default
-    launch(build_app(args.runs, solutions), args.host, args.port)
+    launch(build_app(args.runs, solutions, adapters_dir=args.adapters), args.host, args.port)
 
 
 def cmd_assess(args) -> None:
