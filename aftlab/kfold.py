@@ -62,6 +62,8 @@ ARMS: dict[str, Arm] = {
     "base": Arm("base smol, untrained: where every arm starts", None),
     "vft": Arm("VFT: NLL on each question's reference solution only", "rft", reference_only=True, negatives=False),
     "rft": Arm("RFT: NLL on the right solutions and the reference", "rft", negatives=False),
+    # beta fixed (align.beta, nats/token), not calibrated as in E2: on a start near chance the gap quantile can
+    # be negative (negatives above the worst positive), where the boundary is not defined
     "aft_bc": Arm("AFT-BC: NLL on positives + alignment with the boundary constraint", "aft_bc"),
     "aft_dc": Arm("AFT-DC: NLL on positives + alignment with negatives detached", "aft_dc"),
     "align_only": Arm("NLL on positives + alignment without constraint (expected to degrade)", "align_only"),

@@ -27,7 +27,6 @@ from aftlab.train.checkpoint import write_atomic
 
 HERE = Path(__file__).parent
 PRIMARY_ARMS = ("base", "vft", "rft", "aft_bc", "align_only")  # the pre-registered rules need these; the rest: stage 2
-RESULTS = HERE / "e6_smol_gsm8k_results"
 ADAPTERS = HERE.parent / "adapters" / "smol-gsm8k"
 
 
@@ -106,10 +105,13 @@ def token_stats(design: Design, cfg) -> dict:
     return out
 
 
-def project(pilot_res: dict, stats: dict, design: Design, arms) -> dict:
+def project(pilot_res: dict, stats: dict, design: Design, cfg, arms) -> dict:
     """CPU-hours (one thread) per arm per fold and in all, projected from the pilot's measured seconds per
     token (training: VFT's rate for NLL-only arms, AFT-BC's for pairwise ones; scoring; greedy per question)
-    and the design's sizes. DPO arms add one no-grad pass of the starting model over their training COTs."""
+    and the design's sizes. DPO arms (their reference) and AFT-BC (its calibrated beta) add one no-grad pass
+    of the starting model over their training COTs."""
+    from aftlab.kfold import align_config
+
     qps = pilot_res["questions_per_step"]
     nll = pilot_res["vft"]["later_steps"]["cpu"] / (qps * stats["pilot_vft"])
     pair = pilot_res["aft_bc"]["later_steps"]["cpu"] / (qps * stats["pilot_aft_bc"])
@@ -128,7 +130,9 @@ def project(pilot_res: dict, stats: dict, design: Design, arms) -> dict:
                "greedy": design.greedy_questions * pilot_res["greedy"]["cpu_per_question"] if arm in design.greedy_arms
                else 0.0, "tune": 0.0, "train": 0.0}
         if a.method:
-            per_q = stats[arm] * (nll if a.method == "rft" else pair) + (stats[arm] * score if a.method == "dpo" else 0)
+            acfg = align_config(arm, cfg, 1e-4, 1.0)
+            no_grad_pass = a.method == "dpo" or acfg.beta_quantile > 0  # DPO's reference; BC's calibrated beta
+            per_q = stats[arm] * (nll if a.method == "rft" else pair) + (stats[arm] * score if no_grad_pass else 0)
             row["train"] = n_train * chosen_epochs * per_q
             if len(design.grid()) > 1:  # one point: nothing to choose, no validation training
                 row["tune"] = n_fit * grid_epochs * per_q + len(design.grid()) * n_val * stats["score"] * score
@@ -187,6 +191,7 @@ def main(argv=None) -> None:
     ap.add_argument("--greedy", type=int, default=Design.greedy_questions, help="held-out questions per fold decoded "
                                                                                 "greedily (arms of Design.greedy_arms)")
     ap.add_argument("--limit", type=int, help="first N questions of the file only (a smoke run)")
+    ap.add_argument("--results", default=str(HERE / "e6_smol_gsm8k_results"), help="report: where the .json/.md go")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: run two cells side by side on 2 cores; "
                                                             "on a busy machine CPU seconds then count work, not spinning)")
     ap.add_argument("--no-progress", action="store_true")
@@ -200,7 +205,7 @@ def main(argv=None) -> None:
         (HERE / "e6_smol_gsm8k_pilot.json").write_text(json.dumps(res, indent=1) + "\n")
     elif args.cmd == "project":
         stats = pilot_tokens(design, cfg, token_stats(design, cfg))
-        res = project(json.loads((HERE / "e6_smol_gsm8k_pilot.json").read_text()), stats, design, arms)
+        res = project(json.loads((HERE / "e6_smol_gsm8k_pilot.json").read_text()), stats, design, cfg, arms)
         print(json.dumps({"design": dataclasses.asdict(design), "arms": arms, "tokens": stats, "cpu_hours": res},
                          indent=1))
     elif args.cmd == "run":
@@ -213,8 +218,9 @@ def main(argv=None) -> None:
     elif args.cmd == "report":
         tab = table(results_of(design, arms))
         text = f"# E6 results: smol + LoRA on GSM8K model_solutions, {design.folds}-fold\n\n" + markdown(tab)
-        write_atomic(RESULTS.with_suffix(".json"), json.dumps(tab, indent=1))
-        write_atomic(RESULTS.with_suffix(".md"), text)
+        results = Path(args.results)
+        write_atomic(results.with_suffix(".json"), json.dumps(tab, indent=1))
+        write_atomic(results.with_suffix(".md"), text)
         print(text)
     elif args.cmd == "release":
         results = results_of(design, ["base", "rft", *arms])

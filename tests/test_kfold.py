@@ -139,6 +139,8 @@ def test_arms_train_on_what_they_say(solutions_file):
         assert got[arm]["pos"] == got["rft"]["pos"] and len(got[arm]["neg"]) == 2
         assert len(got[arm]["levels"]) == len(got[arm]["pos"]) + 2
     assert align_config("dpo_bc", cfg, 1e-4, 1.0).constraint == "boundary"
+    assert align_config("aft_bc", cfg, 1e-4, 1.0).beta_quantile == 0.0  # beta fixed in nats/token, never negative
+    assert align_config("aft_bc", cfg, 1e-4, 1.0).beta == align_config("dpo_bc", cfg, 1e-4, 1.0).beta == 0.1
     assert align_config("dpo", cfg, 1e-4, 1.0).constraint is None
     assert align_config("aft_dc", cfg, 3e-4, 2.0).constraint == "detach"
     assert not align_config("rft", cfg, 1e-4, 1.0).strict_positives  # right = the file's label
@@ -270,3 +272,30 @@ def test_released_adapter_loads_offline_and_assess_prints_cis(tiny_design, tmp_p
     assert all(x["lo"] <= x["value"] <= x["hi"] for x in m["metrics"].values())
     with pytest.raises(ValueError, match="trains nothing"):
         kfold.release(design, cfg, "base", tmp_path / "x", results["base"], {}, progress=False)
+
+
+def test_the_driver_reports_pooled_results_and_verdicts(tiny_design, tmp_path, capsys):
+    """experiments/e6_smol_gsm8k.py report: the README's and the pre-registration's report command, on result
+    files of the same layout (made here by the tiny design)."""
+    import importlib.util
+    from pathlib import Path
+
+    from aftlab import kfold
+    design, cfg = tiny_design
+    for arm in ("base", "rft", "aft_bc", "align_only"):
+        for f in range(2):
+            kfold.run_fold(design, cfg, f, arm, progress=False)
+    path = Path(__file__).parents[1] / "experiments" / "e6_smol_gsm8k.py"
+    spec = importlib.util.spec_from_file_location("e6_smol_gsm8k", path)
+    driver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(driver)
+    out = tmp_path / "res"
+    driver.main(["report", "--solutions", design.solutions, "--out", design.out, "--folds", "2",
+                 "--arms", "base,rft,aft_bc,align_only", "--results", str(out)])
+    text = out.with_suffix(".md").read_text()
+    assert "| aft_bc |" in text and "aft_bc beats RFT on assessment: **" in text and "degradation (align_only" in text
+    tab = json.loads(out.with_suffix(".json").read_text())
+    assert tab["folds"] == [0, 1] and set(tab["arms"]) == {"base", "rft", "aft_bc", "align_only"}
+    assert "Folds pooled" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not all done"):  # a release before its folds ran refuses
+        driver.main(["release", "--solutions", design.solutions, "--out", design.out, "--arms", "aft_dc"])

@@ -187,6 +187,32 @@ def test_smol_lora_aft_bc_steps_move_only_the_adapters(smol):
 
 
 @pytest.mark.slow
+def test_an_adapter_on_base_smol_loads_offline_by_name(smol, tmp_path):
+    """A released adapter names its base "smol", not a path on the machine that trained it; load_lm finds it."""
+    from aftlab.model.lm import LM, add_lora, load_lm
+    from aftlab.model.scoring import score_texts
+    q, cot = "Ann has 2 pens and buys 3. How many pens?", "2 + 3 = 5.\n#### 5"
+    base = score_texts(smol, [q], [cot])
+    lm = add_lora(LM(smol.model, smol.tokenizer, smol.chat, 512), r=2, alpha=4)
+    try:
+        with torch.no_grad():  # a fresh LoRA is the base exactly: move it so the adapter shows
+            for name, p in lm.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.02)
+        want = score_texts(lm, [q], [cot])
+        lm.model.save_pretrained(tmp_path / "adapter")
+    finally:
+        lm.model.unload()  # restore the shared module-scoped base model
+    conf = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(conf | {"base_model_name_or_path": "smol"}))
+    assert not (tmp_path / "adapter" / "tokenizer_config.json").exists()  # the base's tokenizer is used
+    got = load_lm(tmp_path / "adapter", device="cpu", max_prompt_tokens=512)
+    assert got.chat and type(got.model).__name__ == "PeftModelForCausalLM"
+    s = score_texts(got, [q], [cot])
+    assert torch.allclose(s, want, atol=1e-4) and not torch.allclose(s, base, atol=1e-3)
+
+
+@pytest.mark.slow
 def test_assess_cli_on_five_real_questions(tmp_path, capsys):
     from aftlab.cli import main
     path = _gsm8k("model_solutions.jsonl")
