@@ -3,7 +3,8 @@
 The package follows the data path, each stage a subpackage that imports only the ones before it:
 ``data`` → ``model`` → ``train`` (the loop, VFT) → ``sampling`` → ``align`` (losses, methods, AFT) →
 ``eval`` → ``report`` → ``app``; ``config`` describes every stage, and ``pipeline``, ``sweep``,
-``notebook`` and ``cli`` run them. ``aftlab.losses`` is kept as a name for ``aftlab.train.losses``.
+``notebook``, ``kfold`` (E6: arms on external COTs, K-fold) and ``cli`` run them. ``aftlab.losses`` is kept
+as a name for ``aftlab.train.losses``.
 
 >>> from aftlab import losses
 >>> losses.__name__

@@ -12,7 +12,7 @@ overrides and calls the library.
     aftlab report runs/tiny-0                                   # rewrite report.html from a run's files
     aftlab sweep-beta --run runs/tiny-0 --betas 0.01,0.1,1,10   # E4 on a finished run
     aftlab app --runs runs                                      # the COT ranker on http://127.0.0.1:7860
-    aftlab assess --model smol --solutions model_solutions.jsonl --limit 100   # E6: judge real GSM8K COTs
+    aftlab assess --model smol --solutions model_solutions.jsonl --limit 100   # E6: judge real GSM8K COTs, with CIs
     aftlab export --samples runs/a/samples.jsonl --format pairs --out pairs.jsonl  # TRL-style preference pairs
     aftlab config --preset tiny --section align                 # every config field: value and meaning
     aftlab config --methods                                     # the method registry
@@ -179,10 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("app", help="the Gradio COT ranker (binds 127.0.0.1 unless --host says otherwise)")
     p.add_argument("--runs", default="runs", help="folder of `aftlab run` outputs to find checkpoints in")
     p.add_argument("--solutions", help="GSM8K model_solutions.jsonl (default: $AFTLAB_GSM8K/model_solutions.jsonl)")
+    p.add_argument("--adapters", default="adapters", help="folder of released LoRA adapters (adapters/smol-gsm8k/<arm>) "
+                                                          "the app lists beside the runs")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind; 0.0.0.0 exposes the app to the network")
     p.add_argument("--port", type=int, default=7860)
     p = sub.add_parser("assess", help="E6: assessment accuracy of a model on GSM8K model_solutions (real COTs)")
-    p.add_argument("--model", default="smol", help="smol, a run's checkpoint folder, or a HF id/folder (default smol)")
+    p.add_argument("--model", default="smol", help="smol, a LoRA adapter folder (e.g. adapters/smol-gsm8k/aft_bc: base "
+                                                   "smol + adapter, offline), a run's checkpoint folder, or a HF id/folder")
     p.add_argument("--solutions", help="GSM8K model_solutions.jsonl (default: $AFTLAB_GSM8K/model_solutions.jsonl)")
     p.add_argument("--limit", type=int, help="first N questions only")
     p.add_argument("--raw", action="store_true", help="keep <<calculator>> annotations and the 'A: N' ending")
@@ -356,35 +359,36 @@ def cmd_app(args) -> None:
     default = Path(os.environ.get("AFTLAB_GSM8K", "")) / "model_solutions.jsonl"
     if solutions is None and os.environ.get("AFTLAB_GSM8K") and default.is_file():
         solutions = default
-    launch(build_app(args.runs, solutions), args.host, args.port)
+    launch(build_app(args.runs, solutions, adapters_dir=args.adapters), args.host, args.port)
 
 
 def cmd_assess(args) -> None:
     import os
 
     from .config import ModelConfig
-    from .eval.assess import assess, load_solutions, markdown
+    from .data.solutions import load_solutions
+    from .eval.assess import assess, markdown
     from .model.lm import load_lm_from_config
+    from .sampling.solutions import records_of
     from .train import checkpoint
     path = args.solutions or Path(os.environ.get("AFTLAB_GSM8K", "")) / "model_solutions.jsonl"
     if args.limit is not None and args.limit <= 0:
         raise ConfigError(f"--limit {args.limit}: must be > 0")
-    items = load_solutions(path, args.limit, raw=args.raw)  # a bad file fails before the model loads
+    records = records_of(load_solutions(path, args.limit, raw=args.raw))  # a bad file fails before the model loads
     lm = load_lm_from_config(ModelConfig(name=args.model, device=args.device, max_prompt_tokens=args.max_prompt_tokens))
     title = f"{args.model} on {Path(path).name}"
 
-    def save(result):  # after every chunk too: a long CPU run keeps its figures so far if stopped
-        m = result["metrics"]
+    def save(summary):  # after every chunk too: a long CPU run keeps its figures so far if stopped
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            done = len(result["scores"]) == len(items)
-            checkpoint.write_atomic(args.out, json.dumps(dict(m, model=str(args.model), solutions=str(path),
+            done = summary["n_questions"] == len(records)
+            kept = {k: v for k, v in summary.items() if k != "scored"}
+            checkpoint.write_atomic(args.out, json.dumps(dict(kept, model=str(args.model), solutions=str(path),
                                                               raw=args.raw, complete=done), indent=1))
-            checkpoint.write_atomic(Path(args.out).with_suffix(".md"), markdown(m, title))
-        return m
+            checkpoint.write_atomic(Path(args.out).with_suffix(".md"), markdown(summary, title))
+        return summary
 
-    m = save(assess(lm, items, chunk=10, on_chunk=save))
-    print(markdown(m, title))
+    print(markdown(save(assess(lm, records, chunk=10, on_chunk=save)), title))
 
 
 def cmd_export(args) -> None:

@@ -330,13 +330,30 @@ def _smol() -> RunConfig:
     )
 
 
+def _smol_gsm8k() -> RunConfig:
+    """E6 on a real LM (``aftlab.kfold``, experiments/e6_smol_gsm8k.md): smol + LoRA trained on GSM8K
+    ``model_solutions`` (right/wrong solutions written by other models), no sampling. Prompts hold a whole
+    GSM8K question (at most 233 tokens in the file); greedy COTs get a GSM8K-sized 256 new tokens (the
+    references run to 293, median 86). Positives are the solutions labelled right (``is_correct``; no step
+    check: the labels are the file's) plus the reference; every arm gets the same budget (``align.epochs``
+    and ``align.questions_per_step``), lr and epochs chosen per arm on validation questions."""
+    cfg = _smol()
+    cfg.preset = "smol-gsm8k"
+    cfg.model.max_prompt_tokens = 256
+    cfg.sample.max_new_tokens = 256
+    cfg.align = AlignConfig(lr=1e-4, epochs=1.0, questions_per_step=4, warmup=10, strict_positives=False,
+                            checkpoint_every=20)
+    cfg.methods = ("rft", "aft_bc", "aft_dc", "align_only", "dpo")
+    return cfg
+
+
 def _tiny() -> RunConfig:
     cfg = _e2()
     cfg.preset = "tiny"
     return cfg
 
 
-PRESETS = {"tiny": _tiny, "e2": _e2, "smoke": _smoke, "smol": _smol}
+PRESETS = {"tiny": _tiny, "e2": _e2, "smoke": _smoke, "smol": _smol, "smol-gsm8k": _smol_gsm8k}
 
 
 def preset(name: str, seed: int | None = None) -> RunConfig:

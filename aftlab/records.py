@@ -19,13 +19,14 @@ class Sample(TypedDict, total=False):
     """One distinct sampled COT of a question, labelled (``sampling.label``)."""
 
     cot: str  # the COT text, whitespace-normalised (``data.canonical``)
-    answer: str | None  # its extracted final answer
+    answer: str | None  # its extracted final answer (None when it holds none, or did not finish)
     correct: bool  # the answer matches the gold one (and the COT finished)
     strict: bool  # correct, and every arithmetic step checks out
     quality: float  # share of its arithmetic steps that check out (1.0 with none)
     finished: bool  # the model emitted EOS within the token cap
-    label: str  # "pos" or "neg"
+    label: str  # "pos", "neg" (a wrong answer, or none) or "unfinished" (no EOS within the cap: no answer)
     count: int  # how many of the k draws gave this COT
+    source: str  # who wrote it, for COTs not sampled here (``sampling.solutions``: e.g. "175b_verification")
 
 
 class Record(TypedDict, total=False):

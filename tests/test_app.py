@@ -1,4 +1,5 @@
 """The COT ranker's handlers (aftlab.app.ranker); the app in a real headless browser is tests/test_app_browser.py."""
+import json
 import socket
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from aftlab.app.ranker import (
     default_pair,
     discover_checkpoints,
     export_files,
+    export_texts,
     gsm8k_examples,
     rank_request,
     rank_rows,
@@ -284,4 +286,47 @@ def test_gsm8k_model_solutions_prefill_four_cots_and_the_gold_answer():
 def test_cli_app_binds_loopback_by_default():
     from aftlab.cli import build_parser
     args = build_parser().parse_args(["app"])
-    assert (args.host, args.runs, args.solutions) == ("127.0.0.1", "runs", None)
+    assert (args.host, args.runs, args.solutions, args.adapters) == ("127.0.0.1", "runs", None, "adapters")
+
+
+# ---------------------------------------------------------------- unfinished COTs, token budgets, released adapters
+def test_unfinished_sampled_cots_have_no_answer_and_enter_no_pair(demo_cache):
+    r = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{WRONG}", DEMO, k=3, temperature=1.0, max_new_tokens=1, seed=1)
+    cut = [row for row in r.rows if row["source"].endswith(", unfinished")]
+    assert cut and len(cut) == r.finished.count(False)  # one new token: no COT can end its answer line
+    assert all(row["correct"] == "unfinished" and row["answer"] == "—" and row["flag"] == "" for row in cut)
+    assert all(r.correct[row["#"] - 1] is None for row in cut)
+    assert f"A = `{DEMO}`: " in r.message and "/1 right-vs-wrong pairs" in r.message  # the pasted pair only
+    assert f"{len(cut)} sampled COT" in r.message and "unfinished" in r.message
+    doc = json.loads(export_texts(r)["cot_ranking.json"])
+    assert doc["sampling"] == {"sample_with": DEMO, "k": 3, "temperature": 1.0, "seed": 1, "max_new_tokens": 1,
+                               "top_p": 1.0}
+    assert [c["finished"] for c in doc["cots"]] == [r.finished[row["#"] - 1] for row in r.rows]
+    again = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{WRONG}", DEMO, k=doc["sampling"]["k"],
+                         temperature=doc["sampling"]["temperature"], max_new_tokens=doc["sampling"]["max_new_tokens"],
+                         seed=doc["sampling"]["seed"])
+    assert again.cots == r.cots  # the export says how to draw the same COTs again
+    pasted_only = rank_request(demo_cache, Q, "19", f"{RIGHT}\n\n{WRONG}", DEMO)
+    assert json.loads(export_texts(pasted_only)["cot_ranking.json"])["sampling"] == {"sample_with": None, "k": 0}
+
+
+def test_token_budget_follows_the_checkpoint_and_released_adapters_are_listed(tmp_path):
+    from aftlab.app.ranker import SMOL, TEXT_BUDGET, WORD_BUDGET, released_adapters
+    adapters = tmp_path / "adapters" / "smol-gsm8k"
+    (adapters / "aft_bc").mkdir(parents=True)
+    (adapters / "aft_bc" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "smol"}))
+    run = tmp_path / "runs" / "r1" / "vft"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "model.safetensors").write_bytes(b"")
+    (run / "tokenizer_config.json").write_text(json.dumps({"bos_token": "[BOS]"}))  # tiny's word-level tokenizer
+    released = released_adapters(tmp_path / "adapters")
+    assert list(released) == ["released: smol-gsm8k/aft_bc"]
+    cache = ModelCache(discover_checkpoints(tmp_path / "runs") | released, smol=True)
+    assert cache.token_budget(SMOL) == cache.token_budget("released: smol-gsm8k/aft_bc") == TEXT_BUDGET == 256
+    assert cache.token_budget(DEMO) == cache.token_budget("r1/vft") == WORD_BUDGET == 48
+    assert cache.token_budget(SMOL, Limits(max_new_tokens=100)) == 100  # the app's cap wins
+    assert Limits().max_new_tokens >= TEXT_BUDGET  # a GSM8K solution fits the default cap
+    app = load_app_module().build_app(runs_dir=tmp_path / "runs", adapters_dir=tmp_path / "adapters")
+    assert "released: smol-gsm8k/aft_bc" in app.cache.names and "r1/vft" in app.cache.names
+    assert app.cache.loads == 0  # listed, not loaded

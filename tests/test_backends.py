@@ -77,7 +77,8 @@ def test_vllm_records_match_hf_path(tiny, small_task, tmp_path, monkeypatch):
     for r, e in zip(got, ex):
         assert r["n_sampled"] == 4 and r["n_duplicates"] == 1
         assert [s["count"] for s in r["samples"]] == [2, 1, 1]  # the respaced reference counted, not dropped
-        assert [s["label"] for s in r["samples"]] == ["pos", "neg", "neg"]
+        assert [s["label"] for s in r["samples"]] == ["pos", "neg", "unfinished"]  # an unfinished COT has no answer
+        assert r["samples"][2]["answer"] is None
         assert [s["finished"] for s in r["samples"]] == [True, True, False]
         assert r["samples"][0]["cot"] == " ".join(e.solution.split())
     # prompts are the LM's own token ids, one engine for the call, its weights saved then removed

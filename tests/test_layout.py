@@ -12,8 +12,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "aftlab"
 FLOORS = {"errors": 0, "records": 0, "data": 1, "model": 2, "train": 3, "sampling": 4, "align": 5, "config": 6,
-          "eval": 7, "report": 8, "app": 9, "pipeline": 9, "stages": 9, "sweep": 9, "notebook": 9, "cli": 9, "__init__": 9,
-          "__main__": 9}
+          "eval": 7, "report": 8, "app": 9, "pipeline": 9, "stages": 9, "kfold": 9, "sweep": 9, "notebook": 9, "cli": 9,
+          "__init__": 9, "__main__": 9}
 
 
 def module_name(path: Path) -> str:

@@ -69,7 +69,7 @@ def test_gsm8k_as_run_data(tmp_path):
 
 
 def test_model_solutions_load_and_clean():
-    from aftlab.eval.assess import load_solutions
+    from aftlab.data.solutions import load_solutions
     items = load_solutions(GSM8K / "model_solutions.jsonl", limit=20)
     assert len(items) == 20 and all(len(it["cots"]) == 4 for it in items)
     assert any(any(it["correct"]) and not all(it["correct"]) for it in items)
@@ -80,7 +80,7 @@ def test_model_solutions_load_and_clean():
 
 def test_bad_model_solutions_name_line_and_field(tmp_path):
     from aftlab.data.questions import DataError
-    from aftlab.eval.assess import load_solutions
+    from aftlab.data.solutions import load_solutions
     f = tmp_path / "ms.jsonl"
     f.write_text(json.dumps({"question": "q", "a": {"solution": "A: 1", "is_correct": True}}) + "\n"
                  + json.dumps({"question": "q", "a": {"solution": "A: 1", "is_correct": "yes"}}) + "\n")
@@ -142,7 +142,7 @@ def test_smol_chat_layout_round_trips(smol):
 
 @pytest.mark.slow
 def test_smol_prefers_a_real_gsm8k_cot_to_its_scrambled_words(smol):
-    from aftlab.eval.assess import clean_solution
+    from aftlab.data.solutions import clean_solution
     from aftlab.model.scoring import score_texts
     rec = json.loads((GSM8K / "train.jsonl").read_text().splitlines()[0])
     cot = clean_solution(rec["answer"])
@@ -175,6 +175,32 @@ def test_smol_lora_aft_bc_steps_move_only_the_adapters(smol):
 
 
 @pytest.mark.slow
+def test_an_adapter_on_base_smol_loads_offline_by_name(smol, tmp_path):
+    """A released adapter names its base "smol", not a path on the machine that trained it; load_lm finds it."""
+    from aftlab.model.lm import LM, add_lora, load_lm
+    from aftlab.model.scoring import score_texts
+    q, cot = "Ann has 2 pens and buys 3. How many pens?", "2 + 3 = 5.\n#### 5"
+    base = score_texts(smol, [q], [cot])
+    lm = add_lora(LM(smol.model, smol.tokenizer, smol.chat, 512), r=2, alpha=4)
+    try:
+        with torch.no_grad():  # a fresh LoRA is the base exactly: move it so the adapter shows
+            for name, p in lm.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.02)
+        want = score_texts(lm, [q], [cot])
+        lm.model.save_pretrained(tmp_path / "adapter")
+    finally:
+        lm.model.unload()  # restore the shared module-scoped base model
+    conf = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(conf | {"base_model_name_or_path": "smol"}))
+    assert not (tmp_path / "adapter" / "tokenizer_config.json").exists()  # the base's tokenizer is used
+    got = load_lm(tmp_path / "adapter", device="cpu", max_prompt_tokens=512)
+    assert got.chat and type(got.model).__name__ == "PeftModelForCausalLM"
+    s = score_texts(got, [q], [cot])
+    assert torch.allclose(s, want, atol=1e-4) and not torch.allclose(s, base, atol=1e-3)
+
+
+@pytest.mark.slow
 def test_assess_cli_on_five_real_questions(tmp_path, capsys):
     from aftlab.cli import main
     path = GSM8K / "model_solutions.jsonl"
@@ -182,11 +208,15 @@ def test_assess_cli_on_five_real_questions(tmp_path, capsys):
     assert main(["assess", "--model", "smol", "--solutions", str(path), "--limit", "5", "--device", "cpu",
                  "--out", str(out)]) == 0
     m = json.loads(out.read_text())
-    assert m["n_questions"] == 5 and m["n_cots"] == 20 and m["n_pairs"] > 0
-    assert 0 <= m["assessment_pairs"] <= 1 and 0 <= m["assessment_per_question"] <= 1
-    assert math.isfinite(m["pos_score"]) and math.isfinite(m["neg_score"])
-    assert "| assessment accuracy (pairs) |" in (tmp_path / "e6.md").read_text()
-    assert "assessment accuracy" in capsys.readouterr().out
+    # line 4's 175b_finetuning solution never finished (no 'A: N' line): no answer, left out and counted
+    assert m["complete"] and m["n_questions"] == 5 and m["n_cots"] == 19 and m["n_unfinished"] == 1
+    for name in ("assessment", "assessment_same_size", "rerank", "ref_nll"):
+        x = m["metrics"][name]
+        assert x["lo"] <= x["value"] <= x["hi"] and x["n"] > 0, name
+    assert 0 <= m["metrics"]["assessment"]["value"] <= 1 and 0 < m["metrics"]["ref_nll"]["value"] < 6
+    assert m["metrics"]["rerank"]["n"] == 5
+    assert "| assessment | " in (tmp_path / "e6.md").read_text()
+    assert "95% CI" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ scale-out, on one CPU process

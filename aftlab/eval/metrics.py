@@ -22,7 +22,8 @@ LABELS = {
     "task_accuracy": "task accuracy", "assessment_accuracy": "assessment", "assessment_per_question":
     "assessment per question", "n_pairs": "pairs", "assessment_accuracy_strict": "strict assessment",
     "assessment_strict_per_question": "strict assessment per question", "n_pairs_strict": "strict pairs",
-    "lucky_share": "lucky share", "rerank_accuracy": "rerank accuracy", "self_consistency": "self-consistency",
+    "lucky_share": "lucky share", "unfinished_samples": "unfinished samples",
+    "rerank_accuracy": "rerank accuracy", "self_consistency": "self-consistency",
     "sample_accuracy": "sample accuracy", "mean_pos_score": "mean right score", "mean_neg_score": "mean wrong score",
     "perplexity": "perplexity", "repetition_rate": "repetition", "unfinished_rate": "unfinished",
     "ranking_tau": "ranking tau",
@@ -31,7 +32,8 @@ DEFINITIONS = {
     "task_accuracy": "share of held-out questions whose greedy COT ends in the right answer",
     "assessment_accuracy": "over (right, wrong) pairs of sampled COTs of the same held-out question (the fixed "
                            "sample set, drawn once from VFT and rescored by every model), the share where the model "
-                           "scores the right one higher (ties count ½), pooled over pairs",
+                           "scores the right one higher (ties count ½), pooled over pairs; unfinished COTs (no "
+                           "answer) enter no pair",
     "assessment_per_question": "the same share averaged per question (over questions with a right and a wrong COT)",
     "n_pairs": "(right, wrong) pairs behind assessment",
     "assessment_accuracy_strict": "assessment over pairs whose right COT also has every arithmetic step right "
@@ -39,6 +41,8 @@ DEFINITIONS = {
     "assessment_strict_per_question": "strict assessment averaged per question",
     "n_pairs_strict": "(step-valid right, wrong) pairs behind strict assessment",
     "lucky_share": "share of right-answer sampled COTs with a wrong arithmetic step",
+    "unfinished_samples": "sampled COTs of the fixed set that hit the token cap without an end-of-sequence token: "
+                          "no answer, so in no (right, wrong) pair (rerank still counts one picked as wrong)",
     "rerank_accuracy": "share of held-out questions whose top-scored sampled COT is right (the model as its "
                        "own verifier over the fixed sample set)",
     "self_consistency": "share of questions whose majority answer over the model's own k samples is right",
@@ -107,15 +111,38 @@ def assessment_accuracy(scores: list[list[float]], correct: list[list[bool]]) ->
             "n_pairs": pairs, "n_questions": len(found)}
 
 
+def answered_view(scores: list[list[float]], records: list[Record]) -> tuple[list[list[float]], list[list[bool]]]:
+    """(scores, labels) for assessment: COTs that did not finish (no EOS within the token cap) have no
+    answer, so they are neither right nor wrong and enter no pair (``unfinished_samples`` counts them).
+
+    >>> answered_view([[1.0, 2.0, 3.0]], [{"samples": [{"correct": True}, {"correct": False, "finished": False},
+    ...     {"correct": False, "finished": True}]}])
+    ([[1.0, 3.0]], [[True, False]])
+    """
+    kept = [[(x, s["correct"]) for x, s in zip(sc, r["samples"]) if s.get("finished", True)]
+            for sc, r in zip(scores, records)]
+    return [[x for x, _ in k] for k in kept], [[ok for _, ok in k] for k in kept]
+
+
+def unfinished_samples(records: list[Record]) -> int:
+    """How many samples of ``records`` did not finish (kept out of every right/wrong pair).
+
+    >>> unfinished_samples([{"samples": [{"finished": False}, {"finished": True}, {}]}])
+    1
+    """
+    return sum(not s.get("finished", True) for r in records for s in r["samples"])
+
+
 def strict_view(scores: list[list[float]], records: list[Record]) -> tuple[list[list[float]], list[list[bool]]]:
     """(scores, labels) for strict assessment: a COT is right when every arithmetic step checks
-    (``strict``); "lucky" ones (right answer, a wrong step) are left out.
+    (``strict``); "lucky" ones (right answer, a wrong step) are left out, and so are unfinished ones.
 
     >>> strict_view([[1.0, 2.0, 3.0]], [{"samples": [{"correct": True, "strict": True},
     ...     {"correct": True, "strict": False}, {"correct": False, "strict": False}]}])
     ([[1.0, 3.0]], [[True, False]])
     """
-    kept = [[(x, s["strict"]) for x, s in zip(sc, r["samples"]) if s["strict"] or not s["correct"]]
+    kept = [[(x, s["strict"]) for x, s in zip(sc, r["samples"])
+             if (s["strict"] or not s["correct"]) and s.get("finished", True)]
             for sc, r in zip(scores, records)]
     return [[x for x, _ in k] for k in kept], [[ok for _, ok in k] for k in kept]
 
@@ -132,7 +159,8 @@ def rerank_hits(scores: list[list[float]], correct: list[list[bool]]) -> list[bo
 def misranked_examples(records: list[Record], scores: list[list[float]], n: int = 5, strict: bool = True
                        ) -> list[dict]:
     """The wrong COTs that outscore a right COT of the same question, widest margins first, one per
-    question; with ``strict`` the right COT must also have every arithmetic step valid.
+    question; with ``strict`` the right COT must also have every arithmetic step valid. Unfinished COTs
+    (no answer) are neither.
 
     >>> rec = {"question": "q", "answer": "2", "samples": [{"cot": "1 + 1 = 2. #### 2", "correct": True,
     ...        "strict": True}, {"cot": "1 + 1 = 3. #### 3", "correct": False, "strict": False}]}
@@ -142,8 +170,8 @@ def misranked_examples(records: list[Record], scores: list[list[float]], n: int 
     found = []
     for r, s in zip(records, scores):
         smp = r["samples"]
-        for i, j in right_wrong_pairs([x["strict" if strict else "correct"] for x in smp],
-                                      [not x["correct"] for x in smp]):
+        for i, j in right_wrong_pairs([x["strict" if strict else "correct"] and x.get("finished", True) for x in smp],
+                                      [not x["correct"] and x.get("finished", True) for x in smp]):
             if s[j] > s[i]:
                 found.append({"question": r["question"], "gold": r["answer"], "right_cot": smp[i]["cot"],
                               "right_score": s[i], "wrong_cot": smp[j]["cot"], "wrong_score": s[j],

@@ -27,7 +27,7 @@ from typing import TypedDict
 import numpy as np
 
 from ..records import EvalResult, Record
-from .metrics import pair_wins, rerank_hits, strict_view
+from .metrics import answered_view, pair_wins, rerank_hits, strict_view
 
 # With 200 questions of 0/1 outcomes an interval's ends move by ~0.25 points between bootstrap seeds,
 # already at 2,000 resamples (the 0.5-point grid of the difference); more buy little. Tens of ms each.
@@ -60,7 +60,8 @@ def question_outcomes(result: EvalResult, eval_records: list[Record]) -> Outcome
         return [[float(w), p] for w, p in map(pair_wins, sc, co) if p]
     return {"task": [int(bool(g["correct"])) for g in result["greedy"]],
             "rerank": [int(bool(h)) for h in rerank_hits(scores, correct)],
-            "assess": wins(scores, correct), "assess_strict": wins(*strict_view(scores, eval_records))}
+            "assess": wins(*answered_view(scores, eval_records)),  # unfinished COTs enter no pair
+            "assess_strict": wins(*strict_view(scores, eval_records))}
 
 
 # metrics.json key → (Outcomes list it comes from, whether it averages the per-question shares)

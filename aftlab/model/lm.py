@@ -201,10 +201,7 @@ def load_lm(name_or_path: str | Path, device: str = "auto", dtype: str = "auto",
     path = Path(name_or_path)
     dev = pick_device(device)
     if path.is_dir() and (path / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, dev),
-                                                         is_trainable=True)
-        tok = AutoTokenizer.from_pretrained(path)
+        model, tok = _load_adapter(path, pick_dtype(dtype, dev))
     else:
         if path.is_dir() and not any(path.glob("*.safetensors")):
             raise ModelLoadError(f"{path}: no *.safetensors weights found (pickle checkpoints are not loaded; "
@@ -236,6 +233,26 @@ def load_lm_from_config(cfg: ModelConfig, path: str | Path | None = None, device
     ``cfg.device`` (a process of a launch keeps the device it was given)."""
     return load_lm(cfg.name if path is None else path, device or cfg.device, cfg.dtype, cfg.trust_remote_code,
                    cfg.max_prompt_tokens, cfg.autocast)
+
+
+def _load_adapter(path: Path, dtype: torch.dtype):
+    """A PEFT adapter folder on its base model, and the tokenizer: the folder's own if saved there, else the
+    base's. A base named ``smol`` (the released adapters, ``adapters/smol-gsm8k``) is the smol preset's
+    weights, found offline on this machine (``model.smol``), so an adapter folder names no machine's path."""
+    import json
+
+    from peft import AutoPeftModelForCausalLM, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if base == "smol":
+        from .smol import smol_path
+        base = smol_path()
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True),
+                                          path, is_trainable=True)
+    else:
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype, is_trainable=True)
+    return model, AutoTokenizer.from_pretrained(path if (path / "tokenizer_config.json").is_file() else base)
 
 
 def add_lora(lm: LM, r: int = 8, alpha: int = 16, seed: int = 0) -> LM:

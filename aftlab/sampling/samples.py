@@ -29,11 +29,19 @@ from ..records import Group, Record, Sample
 
 
 def label(cot: str, reference: str, finished: bool = True) -> Sample:
-    """Answer, correctness, strict correctness (every step checks out) and step quality of a COT."""
+    """Answer, correctness, strict correctness (every step checks out) and step quality of a COT.
+
+    A COT that did not finish (no EOS within the token cap) has no answer, whatever number its text
+    happens to end in: answer None, label "unfinished", never correct.
+
+    >>> label("Steps: 1.", "1", finished=False)["answer"], label("Steps: 1.", "1", finished=False)["label"]
+    (None, 'unfinished')
+    """
     correct = finished and is_correct(cot, reference)
     strict = correct and is_strict_correct(cot, reference)
-    return {"cot": cot, "answer": extract_answer(cot), "correct": correct, "strict": strict,
-            "quality": step_quality(cot), "finished": finished, "label": "pos" if correct else "neg"}
+    return {"cot": cot, "answer": extract_answer(cot) if finished else None, "correct": correct, "strict": strict,
+            "quality": step_quality(cot), "finished": finished,
+            "label": "pos" if correct else "neg" if finished else "unfinished"}
 
 
 def quality_level(rec: Sample) -> float:
