@@ -6,7 +6,7 @@ sampling (``sampling.solutions``: records, ``samples.groups``) → model (smol +
 ``eval.evaluate.greedy``) and writes one result file per arm and fold (``eval.crossval`` pools them).
 
 An **arm** (:data:`ARMS`) is a registry method (``aftlab.align.methods``) plus what it trains on: VFT is the
-``rft`` method on each question's reference alone, RFT the same on the right solutions and the reference, the
+``vft_cont`` method (NLL on each question's reference alone), RFT the ``rft`` method on the right solutions and the reference, the
 AFT arms, align_only and DPO (± BC) add the wrong solutions as negatives; ``base`` trains nothing. Every arm
 starts from base smol with fresh LoRA adapters (same seed), and trains with the same budget: the same
 questions per step and, for each tuning point, the same epochs.
@@ -18,8 +18,8 @@ fold. Nothing about the held-out fold enters a choice. Every file is written whe
 skipped when present, so a killed run resumes where it stopped (training itself resumes from its
 checkpoints).
 
->>> ARMS["vft"].method, ARMS["vft"].reference_only, ARMS["dpo_bc"].overrides
-('rft', True, {'constraint': 'boundary'})
+>>> ARMS["vft"].method, ARMS["dpo_bc"].overrides
+('vft_cont', {'constraint': 'boundary'})
 >>> choose([{"lr": 3e-4, "epochs": 1.0, "value": 0.61}, {"lr": 1e-4, "epochs": 1.0, "value": 0.61}])["lr"]
 0.0001
 """
@@ -54,13 +54,12 @@ class Arm:
     doc: str
     method: str | None  # registry method (``aftlab.align.methods``); None: no training (base smol)
     overrides: dict = field(default_factory=dict)  # AlignConfig fields over the design's and the method's
-    reference_only: bool = False  # positives = the reference solution alone (VFT)
     negatives: bool = True  # False for NLL-only arms: their loss never reads negatives, so none are run
 
 
 ARMS: dict[str, Arm] = {
     "base": Arm("base smol, untrained: where every arm starts", None),
-    "vft": Arm("VFT: NLL on each question's reference solution only", "rft", reference_only=True, negatives=False),
+    "vft": Arm("VFT: NLL on each question's reference solution only", "vft_cont", negatives=False),
     "rft": Arm("RFT: NLL on the right solutions and the reference", "rft", negatives=False),
     # beta fixed (align.beta, nats/token), not calibrated as in E2: on a start near chance the gap quantile can
     # be negative (negatives above the worst positive), where the boundary is not defined
@@ -109,11 +108,9 @@ def arm_groups(arm: str, records: list[Record], acfg: AlignConfig) -> list[Group
     """The groups an arm trains on (``samples.groups`` of the records, narrowed as the arm says)."""
     a = ARMS[arm]
     out = []
-    for r, g in zip(records, groups(records, acfg.strict_positives, acfg.include_reference)):
-        pos = [r["reference"]] if a.reference_only else g["pos"]  # records_of keeps it canonical, as groups() does
+    for g in groups(records, acfg.strict_positives, acfg.include_reference, acfg.sample_positives):
         neg = g["neg"] if a.negatives else []
-        levels = dict(zip(g["pos"] + g["neg"], g["levels"]))
-        out.append({**g, "pos": pos, "neg": neg, "levels": [levels[c] for c in pos + neg]})
+        out.append({**g, "neg": neg, "levels": g["levels"][:len(g["pos"]) + len(neg)]})
     return out
 
 
@@ -289,7 +286,8 @@ def model_card(arm: str, cfg: RunConfig, settings: dict, tab: dict, facts: dict)
     rows = "\n".join(f"| {m} | {cell(tab['arms'].get(arm), 'value', m)} | {cell(vs.get('base'), 'diff', m)} | "
                      f"{cell(vs.get('rft'), 'diff', m)} |" for m in DEFINITIONS)
     a, acfg = ARMS[arm], align_config(arm, cfg, settings["lr"], settings["epochs"])
-    note = "; positives: the reference alone" if a.reference_only else "; no negatives" if not a.negatives else ""
+    note = ("; positives: the reference alone" if not acfg.sample_positives
+            else "; no negatives" if not a.negatives else "")
     if acfg.constraint:
         note += f"; constraint {acfg.constraint}"
     return CARD.format(arm=arm, method=a.method, doc=a.doc, method_doc=REGISTRY[a.method].doc, arm_note=note,

@@ -135,7 +135,7 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
                                   max_new_tokens=s.max_new_tokens, seed=cfg.seed + 100 * rnd,
                                   batch_questions=s.batch_questions, cache=out / f"samples_{method}_r{rnd}.jsonl",
                                   progress=progress, sampler=sampler, dist=dist)
-            g = groups(records, acfg.strict_positives, acfg.include_reference)
+            g = groups(records, acfg.strict_positives, acfg.include_reference, acfg.sample_positives)
             step_log = train_align(mlm, g, acfg, seed=batch_seed(cfg.seed, rnd), progress=progress,
                                    out=paths["align"] / f"{method}_r{rnd}", on_log=trackers.on_log(f"{method}_r{rnd}"))
             method_log += [dict(x, round=rnd) for x in step_log]

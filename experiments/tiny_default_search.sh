@@ -9,7 +9,12 @@ $T screen c1 --steps 1500 $S --set model.hidden=64 --set model.ffn=256 --set mod
 $T screen c2 --steps 1200 $S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.n_train=20000 --set data.max_number=20
 $T screen c3 --steps 800 $S --set model.layers=2 --set data.n_train=4000
 $T screen c4 --steps 1200 $S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.n_train=50000 --set data.min_steps=2 --set data.max_steps=3 --set data.max_number=30
-# after c1-c4 (all far below 0.35 at N): learning curves, to see where accuracy levels off
+# after c1-c4 (all far below 0.35 at N): learning curves (search aids), then the formal N / 2N runs of the best
 $T curve c5 --steps 2400 $S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.n_train=20000 --set data.min_steps=2 --set data.max_steps=3
-$T curve c3 --steps 1600 $S --set model.layers=2 --set data.n_train=4000
-$T curve c6 --steps 2400 $S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.n_train=20000
+D="$S --set model.hidden=96 --set model.ffn=384 --set model.layers=2 --set data.min_steps=2 --set data.max_steps=3"
+$T curve c9 --steps 1600 $D --set data.n_train=3000
+$T curve c11 --steps 2400 $S --set model.hidden=64 --set model.ffn=256 --set model.heads=2 --set model.layers=2 --set data.min_steps=2 --set data.max_steps=3 --set data.n_train=20000 --set vft.lr=3e-3
+$T screen c9 --steps 1200 $D --set data.n_train=3000 && $T full c9
+$T curve c12 --steps 1600 $D --set data.n_train=3000 --set vft.lr=5e-3
+$T curve c13 --steps 1600 $D --set data.n_train=2000 --set vft.lr=5e-3
+$T screen c9b --steps 1600 $D --set data.n_train=3000 && $T full c9b

@@ -199,7 +199,13 @@ def train_align(lm: LM, groups: list[Group], cfg: AlignConfig, init_state: dict 
     # of the settings as given (a calibrated beta follows from them) and of the starting checkpoint
     fp = fingerprint(cfg, groups, seed, weight_decay, (init_state or {}).get("extra", {}).get("fingerprint", ""))
     if cfg.beta_quantile > 0:
-        cfg = dataclasses.replace(cfg, beta=calibrated_beta(lm, packed, cfg.beta_quantile))
+        beta = calibrated_beta(lm, packed, cfg.beta_quantile)
+        if beta < 0:  # most negatives start above the worst positive: a boundary above it would pull them up
+            warnings.warn(f"align.beta_quantile={cfg.beta_quantile}: the calibrated margin is {beta:.4f} nats/token "
+                          "(that share of negatives starts above the worst positive); using 0, the boundary at the "
+                          "worst positive")
+            beta = 0.0
+        cfg = dataclasses.replace(cfg, beta=beta)
     if cfg.balance and distributed.wanted(accelerate):
         raise ValueError("align.balance: the balanced gradient runs in one process (plain, not under a launcher): "
                          "its gradient norms would be per process")
@@ -265,7 +271,7 @@ def align_from_vft(vft_dir: str | Path, records: list[Record], cfg: AlignConfig,
     lm = load_lm_from_config(model, vft_dir, device)
     found = checkpoint.find(vft_dir)
     state = checkpoint.load_state(found) if found else None
-    g = groups(records, cfg.strict_positives, cfg.include_reference)
+    g = groups(records, cfg.strict_positives, cfg.include_reference, cfg.sample_positives)
     return lm, train_align(lm, g, cfg, init_state=state, seed=seed, **kw)
 
 

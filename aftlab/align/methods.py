@@ -80,6 +80,9 @@ def _ranked(fn) -> LossFn:
 REGISTRY: dict[str, Method] = {
     "rft": Method("the control: NLL on the positive samples only (the paper's RFT baseline)", None, {"lam": 0.0},
                   unit=None),
+    "vft_cont": Method("VFT continued: NLL on each question's reference COT only, with RFT's budget (the control "
+                       "that isolates more NLL from learning from the model's own samples)", None,
+                       {"lam": 0.0, "sample_positives": False}, unit=None),
     "aft_bc": Method("AFT with the boundary constraint: negatives pushed down to B = min s_p - beta, not below",
                      _pairwise, {"constraint": "boundary"}),
     "aft_dc": Method("AFT with the detached constraint: negative scores detached, only positives pushed up",

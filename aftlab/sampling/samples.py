@@ -271,16 +271,23 @@ def read_samples(path: str | Path) -> list[Record]:
             for lineno, rec in iter_records(path, torn_tail="that question will be sampled again")]
 
 
-def groups(records: list[Record], strict: bool = True, include_reference: bool = True) -> list[Group]:
+def groups(records: list[Record], strict: bool = True, include_reference: bool = True,
+           sample_positives: bool = True) -> list[Group]:
     """Positive and negative COT texts per question, as AFT trains on them.
 
-    Positives are correct samples (also step-valid when ``strict``) plus, optionally, the
-    reference; negatives are samples with a wrong or missing answer. Correct samples with a bad
-    step are left out of both groups when ``strict``.
+    Positives are correct samples (also step-valid when ``strict``; none when not ``sample_positives``)
+    plus, optionally, the reference; negatives are samples with a wrong or missing answer. Correct
+    samples with a bad step are left out of both groups when ``strict``.
+
+    >>> rec = {"id": "q", "question": "?", "reference": "2 + 2 = 4. #### 4",
+    ...        "samples": [{"cot": "4 = 4. #### 4", "correct": True, "strict": True, "quality": 1.0},
+    ...                    {"cot": "2 + 2 = 5. #### 5", "correct": False, "strict": False, "quality": 0.0}]}
+    >>> [(g["pos"], g["neg"]) for g in groups([rec]) + groups([rec], sample_positives=False)]
+    [(['4 = 4. #### 4', '2 + 2 = 4. #### 4'], ['2 + 2 = 5. #### 5']), (['2 + 2 = 4. #### 4'], ['2 + 2 = 5. #### 5'])]
     """
     out = []
     for r in records:
-        pos = [s["cot"] for s in r["samples"] if (s["strict"] if strict else s["correct"])]
+        pos = [s["cot"] for s in r["samples"] if sample_positives and (s["strict"] if strict else s["correct"])]
         neg = [s["cot"] for s in r["samples"] if not s["correct"]]
         if include_reference and canonical(r["reference"]) not in pos:
             pos.append(canonical(r["reference"]))
