@@ -53,9 +53,8 @@ def collapse(seed: int) -> dict:
     res = {}
     for name, method in PAIRS.items():
         acfg = dataclasses.replace(cfg.align_for(method), **COLLAPSE)
-        lm, log = align_from_vft(folder(seed) / "vft", train_records, acfg, batch_seed(cfg.seed),
-                                 device=cfg.model.device, max_prompt_tokens=cfg.model.max_prompt_tokens,
-                                 autocast=cfg.model.autocast, progress=False)
+        lm, log = align_from_vft(folder(seed) / "vft", train_records, acfg, batch_seed(cfg.seed), cfg.model,
+                                 progress=False)
         r = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own_sampling(cfg))
         res[name] = {"metrics": r["metrics"], "outcomes": question_outcomes(r, eval_records),
                      "degeneracy": degeneracy(r["greedy"]), "train_log": log,
