@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install  ## the main experiment on the embedded default (tiny preset), report in $(OUT)/report.html
+demo: install  ## the main experiment on the embedded default (tiny preset), report in $(OUT)/report.html; then what the notebooks show
 	$(BIN)/aftlab run --preset tiny --seed $(SEED) --out $(OUT)
+	$(BIN)/aftlab notebooks $(OUT)
 
 browser:  ## headless Chromium for the app's browser test (Debian package; skipped where apt is unavailable)
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
@@ -34,7 +35,8 @@ browser:  ## headless Chromium for the app's browser test (Debian package; skipp
 test: install browser  ## lint, unit, pipeline, app and notebook tests
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests aftlab --doctest-modules
-	AFTLAB_SMOKE=1 $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly notebooks
+	$(BIN)/python -m aftlab.report.findings --check
+	AFTLAB_DEMO_RUN=runs/ci-no-demo $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly notebooks
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser" tests aftlab --doctest-modules
@@ -47,7 +49,7 @@ screenshots: install browser  ## the README's app screenshots (docs/app_ranker.p
 	AFTLAB_SCREENSHOTS=docs $(BIN)/python -m pytest -q -p no:randomly tests/test_app_browser.py
 
 lab: install
-	AFTLAB_SMOKE=0 $(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab notebooks
 
 app: install
 	$(BIN)/aftlab app

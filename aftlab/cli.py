@@ -172,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write metrics JSON here (default: print)")
     p = sub.add_parser("report", help="rewrite report.html of finished run folders from their files (no training)")
     p.add_argument("runs", nargs="+", help="folders written by `aftlab run` (a --seeds folder: each seed's)")
+    p = sub.add_parser("notebooks", help="compute into a finished run folder everything the guided notebooks show "
+                       "(make demo runs it), so they open in seconds")
+    p.add_argument("run", help="a folder written by `aftlab run` (its config.json is the notebooks' config)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p = sub.add_parser("sweep-beta", help="E4: train aft_bc at several beta on a finished run's VFT and samples")
     _common(p)
     p.add_argument("--run", required=True, help="a folder written by `aftlab run`")
@@ -340,6 +344,15 @@ def cmd_report(args) -> None:
             print(f"wrote {write_report(folder)}")
 
 
+def cmd_notebooks(args) -> None:
+    from .config import from_dict
+    from .notebook import prepare
+    run = Path(args.run)
+    if not (run / "metrics.json").is_file():
+        raise FileNotFoundError(f"{run}: no metrics.json; run `aftlab run --out {run}` first")
+    prepare(from_dict(json.loads((run / "config.json").read_text())), run, progress=not args.no_progress)
+
+
 def cmd_sweep_beta(args) -> None:
     from .sweep import beta_sweep
     betas = _numbers(args.betas, float, "--betas")
@@ -402,8 +415,8 @@ def cmd_export(args) -> None:
 
 
 COMMANDS = {"run": cmd_run, "vft": cmd_vft, "sample": cmd_sample, "align": cmd_align, "eval": cmd_eval,
-            "report": cmd_report, "sweep-beta": cmd_sweep_beta, "app": cmd_app, "assess": cmd_assess, "export": cmd_export,
-            "config": cmd_config}
+            "report": cmd_report, "notebooks": cmd_notebooks, "sweep-beta": cmd_sweep_beta, "app": cmd_app,
+            "assess": cmd_assess, "export": cmd_export, "config": cmd_config}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,11 +11,18 @@ on it directly.
 Every notebook's setup cell calls :func:`setup`, which prepares the process as the CLI does and
 returns :func:`config`'s config:
 
->>> cfg = config("tiny", seed=1, smoke=True)
+>>> cfg = config("tiny", seed=1)
 >>> cfg.preset, cfg.seed, cfg.model.name
-('notebook-smoke', 1, 'tiny')
->>> workdir(cfg, root="runs/notebooks").parent.as_posix()
+('tiny', 1, 'tiny')
+>>> workdir(cfg, root="runs/notebooks", demo="no-such-run").parent.as_posix()
 'runs/notebooks'
+
+After ``make demo`` the work folder is the demo's run (``runs/demo``) when it was made with the notebook's
+config: the notebooks read its VFT model, samples, aligned models and evaluations, and what they show beyond
+the run (:data:`MODELS_04`, :data:`MODELS_05`, :data:`VARIANTS_05`, the VFT snapshots' evaluations) was computed there by
+``aftlab notebooks runs/demo`` (:func:`prepare`). Every cache a notebook writes is keyed by the fingerprints
+of the stages it was computed from (``aftlab.stages``) and the library's code, so it is never reused under
+other settings, wherever the folder is.
 """
 from __future__ import annotations
 
@@ -25,33 +32,30 @@ import os
 import shutil
 from pathlib import Path
 
-from .config import RunConfig, VFTConfig, preset, to_dict
+from .config import RunConfig, preset, to_dict
 from .train import checkpoint
 
-SMOKE_NAME = "notebook-smoke"
+SHARED = ("vft", "samples_r1", "eval_samples", "eval/vft")  # the stages every notebook reads
+# What notebooks 04 and 05 train beyond the run's own methods, in one place: the notebooks show them, and
+# ``prepare`` (``aftlab notebooks RUN``, run by ``make demo``) computes them ahead so the notebooks open in seconds.
+COLLAPSE = {"gamma": 30.0, "nll_weight": 0.0, "lr": 5e-4, "epochs": 4.0}  # a strong push: no NLL term, γ = 30
+MODELS_04 = {**{m: {} for m in ("rft", "align_only", "aft_dc", "aft_bc")},
+             **{f"{m}_collapse": {"method": m, **COLLAPSE} for m in ("align_only", "aft_bc")},
+             **{f"{m}_first_step": {"method": m, "neg_credit": "first_step"} for m in ("align_only", "aft_bc")}}
+STRONG = {"lr": 5e-4, "nll_weight": 0.0}  # the other ranking losses without an NLL term, so their push shows
+BETAS = (0.01, 0.1, 1.0, 3.0)  # nats/token; beta_quantile 0, else the calibrated margin replaces each value
+MODELS_05 = {"aft_rbc": {}}  # ranking feedback, beside the run's RFT and AFT-BC
+VARIANTS_05 = {**{f"{loss}{'+BC' if c else ''}": {"method": loss, "constraint": c, **STRONG}
+                  for loss in ("dpo", "rrhf", "pro") for c in (None, "boundary")},
+               **{f"beta={b}": {"method": "aft_bc", "beta": b, "beta_quantile": 0.0} for b in BETAS}}
 
 
-def smoke_config(seed: int = 0) -> RunConfig:
-    """The notebooks' smoke mode: the ``smoke`` preset on an easier task (2 steps, numbers ≤ 5), a
-    wider model and a longer VFT, so that in about a minute the model solves most questions and still
-    fails some (a probe on 2 cores: 70% greedy after 55 s of VFT; the 2–3-step task with the smoke
-    preset's width reached 8%, too weak for the notebooks' claims to show even in direction)."""
-    cfg = preset("smoke", seed=seed)
-    cfg.preset = SMOKE_NAME  # not the `smoke` preset: a reader must not mistake one for the other
-    cfg.data = dataclasses.replace(cfg.data, max_number=5, n_test=64, min_steps=2, max_steps=2)
-    cfg.model = dataclasses.replace(cfg.model, hidden=96, heads=4, ffn=384)
-    cfg.vft = dataclasses.replace(cfg.vft, steps=400, lr=5e-3)
-    cfg.sample = dataclasses.replace(cfg.sample, k=6, n_questions=96, batch_questions=96)
-    cfg.eval_k = 6
-    return cfg
+def config(preset_name: str = "tiny", seed: int = 0) -> RunConfig:
+    """The RunConfig a notebook uses: the named preset with the seed."""
+    return preset(preset_name, seed=seed)
 
 
-def config(preset_name: str = "tiny", seed: int = 0, smoke: bool = False) -> RunConfig:
-    """The RunConfig a notebook uses: ``smoke_config`` in smoke mode, else the named preset."""
-    return smoke_config(seed) if smoke else preset(preset_name, seed=seed)
-
-
-def setup(preset_name: str = "tiny", seed: int = 0, smoke: bool = False, threads: int | str = "auto") -> RunConfig:
+def setup(preset_name: str = "tiny", seed: int = 0, threads: int | str = "auto") -> RunConfig:
     """The one call of a notebook's setup cell: torch's CPU threads chosen as ``aftlab`` on the command line
     chooses them (``runtime.set_threads``: the usable cores minus those other work keeps busy, unless
     ``OMP_NUM_THREADS`` is set), transformers' own bars and logs silenced (``model.quiet_transformers``),
@@ -68,7 +72,7 @@ def setup(preset_name: str = "tiny", seed: int = 0, smoke: bool = False, threads
         set_threads(threads)
     quiet_transformers()
     use_offline_figures()
-    return config(preset_name, seed, smoke)
+    return config(preset_name, seed)
 
 
 def _repo_root() -> Path:
@@ -79,23 +83,60 @@ def _repo_root() -> Path:
     return here
 
 
-def workdir(cfg: RunConfig, root: str | Path | None = None) -> Path:
-    """The shared work folder of a config: ``<root>/<preset>-s<seed>-<key>``.
+_PLANS: dict[str, dict] = {}
+
+
+def _plan(cfg: RunConfig) -> dict:
+    """``stages.plan`` of ``cfg`` (memoised: hashing the questions of a large task takes seconds)."""
+    from .stages import digest, plan, questions_fingerprint
+    key = digest(to_dict(cfg))
+    if key not in _PLANS:
+        _PLANS[key] = plan(cfg, questions_fingerprint(*task(cfg)))
+    return _PLANS[key]
+
+
+def demo_run(cfg: RunConfig, demo: str | Path | None = None) -> Path | None:
+    """The run folder ``make demo`` wrote (``demo``, else ``$AFTLAB_DEMO_RUN``, else ``runs/demo`` under the
+    repository) when it is a finished run of ``cfg``: ``metrics.json`` written and the stages every notebook
+    reads (:data:`SHARED`) recorded with this config's fingerprints; else None."""
+    from .stages import read_manifest
+
+    d = Path(demo or os.environ.get("AFTLAB_DEMO_RUN") or _repo_root() / "runs" / "demo")
+    if not (d / "metrics.json").is_file():
+        return None
+    recorded, stages = read_manifest(d), _plan(cfg)
+    return d if all(recorded.get(n, {}).get("fingerprint") == stages[n].fingerprint for n in SHARED) else None
+
+
+def workdir(cfg: RunConfig, root: str | Path | None = None, demo: str | Path | None = None) -> Path:
+    """The notebooks' work folder for ``cfg``: the demo's run when it was made with ``cfg`` (:func:`demo_run`),
+    else ``<root>/<preset>-s<seed>-<key>``.
 
     ``root`` defaults to ``$AFTLAB_NOTEBOOK_RUNS`` or ``runs/notebooks`` under the repository, so
     notebooks started from ``notebooks/`` and scripts started from the root share it. The key hashes
-    the fingerprints of the stages the folder caches for every notebook (``aftlab.stages``: the VFT
-    model, the training and held-out samples and the VFT model's evaluation, so every setting and
-    question they depend on) and the library's code (:func:`code_version`): changing any of them starts
-    a fresh folder instead of reusing stale artifacts, so a code fix never leaves results of the old
-    code behind. Aligned models are cached inside it per alignment settings (:func:`ensure_aligned`).
+    the fingerprints of the stages every notebook reads (:data:`SHARED`: the VFT model, the training and
+    held-out samples and the VFT model's evaluation, so every setting and question they depend on) and the
+    library's code (:func:`code_version`): changing any of them starts a fresh folder.
     """
-    from .stages import digest, plan, questions_fingerprint
 
+    if (found := demo_run(cfg, demo)) is not None:
+        return found
     root = Path(root or os.environ.get("AFTLAB_NOTEBOOK_RUNS") or _repo_root() / "runs" / "notebooks")
-    stages = plan(cfg, questions_fingerprint(*task(cfg)))
-    key = digest([stages[n].fingerprint for n in ("vft", "samples_r1", "eval_samples", "eval/vft")] + [code_version()])
-    return root / f"{cfg.preset}-s{cfg.seed}-{key[:8]}"
+    return root / f"{cfg.preset}-s{cfg.seed}-{_key(cfg)[:8]}"
+
+
+def _key(cfg: RunConfig, *parts) -> str:
+    """A cache key: the fingerprints of the stages every notebook reads, the library's code and ``parts``."""
+    from .stages import digest
+    stages = _plan(cfg)
+    return digest([stages[n].fingerprint for n in SHARED] + [code_version(), *parts])
+
+
+def _pipeline_made(cfg: RunConfig, d: Path, stage: str) -> bool:
+    """Whether ``aftlab run`` made ``stage`` in ``d`` with this config's settings (its recorded fingerprint)."""
+    from .stages import read_manifest
+    stages = _plan(cfg)
+    return stage in stages and read_manifest(d).get(stage, {}).get("fingerprint") == stages[stage].fingerprint
 
 
 def code_version() -> str:
@@ -126,7 +167,8 @@ def task(cfg: RunConfig):
 
 def _write_config(cfg: RunConfig, d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    if not (d / "config.json").is_file():  # a run's own config stays as the run wrote it
+        checkpoint.write_atomic(d / "config.json", json.dumps(to_dict(cfg), indent=1))
 
 
 def _load(cfg: RunConfig, path: Path):
@@ -137,19 +179,18 @@ def _load(cfg: RunConfig, path: Path):
 
 
 def vft_snapshots(d: Path) -> dict[int, Path]:
-    """Intermediate VFT checkpoints saved by ``ensure_vft``: {step: folder}, in step order."""
-    found = {int(p.name.split("_")[-1]): p for p in (Path(d) / "vft_steps").glob("step_*") if p.is_dir()}
+    """The VFT model after each quarter of its schedule (``vft_steps/step_N``, the pipeline's and
+    :func:`ensure_vft`'s): {step: folder}, in step order."""
+    from .train.vft import snapshot_dir
+    found = {int(p.name.split("_")[-1]): p for p in snapshot_dir(Path(d) / "vft").glob("step_*") if p.is_dir()}
     return dict(sorted(found.items()))
 
 
-def ensure_vft(cfg: RunConfig, d: Path, snapshots: int = 4, progress: bool = True):
-    """The VFT model of ``cfg`` in ``d/vft`` and its loss history, trained now unless already there.
-
-    Training runs in ``snapshots`` equal segments (one uninterrupted schedule, resumed from the
-    checkpoint after each), and each segment's model is copied to ``d/vft_steps/step_N`` for the
-    assessment-vs-task-accuracy curve across checkpoints.
-    """
+def ensure_vft(cfg: RunConfig, d: Path, progress: bool = True):
+    """The VFT model of ``cfg`` in ``d/vft`` and its loss history, trained now unless already there, with the
+    snapshots the pipeline keeps (``pipeline.VFT_SNAPSHOTS`` of them, in ``d/vft_steps``)."""
     from .model.lm import build_lm
+    from .pipeline import VFT_SNAPSHOTS
     from .train.vft import train_vft
 
     d = Path(d)
@@ -157,23 +198,9 @@ def ensure_vft(cfg: RunConfig, d: Path, snapshots: int = 4, progress: bool = Tru
     found = checkpoint.find(d / "vft")
     if found is not None and checkpoint.load_state(found)["step"] >= cfg.vft.steps:
         return _load(cfg, found), checkpoint.load_state(found)["history"]
-    from tqdm.auto import tqdm
-
     train, test = task(cfg)
     lm = build_lm(cfg.model, train + test, cfg.seed)
-    seg = max(1, cfg.vft.steps // max(1, snapshots))
-    vcfg: VFTConfig = dataclasses.replace(cfg.vft, checkpoint_every=seg)
-    history: list[dict] = []
-    done = checkpoint.load_state(found)["step"] if found is not None else 0  # an interrupted run resumes
-    # one bar for the whole schedule: each segment's own bar would stop short of its total and be drawn as failed
-    with tqdm(total=cfg.vft.steps, initial=done, desc="VFT", disable=not progress) as bar:
-        for stop in sorted({*range(seg, cfg.vft.steps, seg), cfg.vft.steps}):
-            if stop <= done:
-                continue
-            history = train_vft(lm, train, vcfg, out=d / "vft", seed=cfg.seed, progress=bar, stop_after=stop)
-            snap, ckpt = d / "vft_steps" / f"step_{stop}", checkpoint.find(d / "vft")
-            if not snap.exists() and ckpt is not None and checkpoint.load_state(ckpt)["step"] == stop:
-                shutil.copytree(ckpt, snap)
+    history = train_vft(lm, train, cfg.vft, out=d / "vft", seed=cfg.seed, progress=progress, snapshots=VFT_SNAPSHOTS)
     return lm, history
 
 
@@ -196,22 +223,31 @@ def ensure_samples(cfg: RunConfig, d: Path, lm=None, progress: bool = True) -> t
 
 
 def model_dir(d: Path, name: str) -> Path:
-    """Where ``ensure_aligned`` keeps model ``name`` (``vft`` is the VFT checkpoint)."""
-    return Path(d) / ("vft" if name == "vft" else f"aligned/{name}")
+    """Where model ``name`` lives: ``vft``, a method the run trained (``d/<method>``), or one a notebook
+    trained (``d/aligned/<name>``)."""
+    d = Path(d)
+    if name == "vft":
+        return d / "vft"
+    return d / name if (d / name / checkpoint.STATE).is_file() else d / "aligned" / name
 
 
 def ensure_aligned(cfg: RunConfig, d: Path, name: str, method: str | None = None, progress: bool = True,
                    **overrides):
     """Model ``name``: ``method`` (default: ``name``) trained from the VFT model on the training
     samples with ``cfg.align_for(method)`` plus ``overrides`` (AlignConfig fields); returns
-    ``(lm, per-step log)``. Reloaded when a model of that name was trained with the same settings."""
+    ``(lm, per-step log)``. The run's own model when ``aftlab run`` trained it with these settings, else
+    reloaded from ``d/aligned/<name>`` when trained there from the same VFT model, samples and settings."""
     from .align.aft import align_from_vft, batch_seed
 
     d = Path(d)
+    if not overrides and method in (None, name) and _pipeline_made(cfg, d, f"model/{name}") and (
+            found := checkpoint.find(d / name)):
+        return _load(cfg, found), checkpoint.load_state(found)["history"]
     acfg = dataclasses.replace(cfg.align_for(method or name), **overrides)
-    out = model_dir(d, name)
+    key = _key(cfg, dataclasses.asdict(acfg))
+    out = d / "aligned" / name
     meta = out / "align.json"
-    if meta.is_file() and json.loads(meta.read_text())["config"] == dataclasses.asdict(acfg):
+    if meta.is_file() and json.loads(meta.read_text()).get("key") == key:
         return _load(cfg, out), json.loads(meta.read_text())["log"]
     train_records, _ = ensure_samples(cfg, d, progress=progress)
     lm, log = align_from_vft(checkpoint.find(d / "vft"), train_records, acfg, batch_seed(cfg.seed), cfg.model,
@@ -219,22 +255,27 @@ def ensure_aligned(cfg: RunConfig, d: Path, name: str, method: str | None = None
     if out.exists():
         shutil.rmtree(out)
     lm.save(out)
-    meta.write_text(json.dumps({"config": dataclasses.asdict(acfg), "log": log}))
+    checkpoint.write_atomic(meta, json.dumps({"key": key, "config": dataclasses.asdict(acfg), "log": log}))
     return lm, log
 
 
 def ensure_eval(cfg: RunConfig, d: Path, name: str, lm=None, path: Path | None = None) -> dict:
-    """``evaluate`` of model ``name`` (greedy task accuracy on the held-out questions, and the
-    fixed held-out samples rescored), cached in ``d/evals/<name>.json``; ``path`` loads the model
-    from another folder (e.g. a VFT snapshot)."""
+    """``evaluate`` of model ``name`` (greedy task accuracy on the held-out questions, and the fixed
+    held-out samples rescored): the run's own (``evals/<name>.json``) when ``aftlab run`` evaluated it with
+    these settings, else computed and cached in ``d/evals/notebook/<name>.json`` under a key of the model's
+    weights and what it was made from; ``path`` loads the model from another folder (a VFT snapshot)."""
     from .eval.evaluate import evaluate, own_sampling
 
     d = Path(d)
-    cache = d / "evals" / f"{name}.json"
+    if path is None and _pipeline_made(cfg, d, f"eval/{name}") and (d / "evals" / f"{name}.json").is_file():
+        cached = json.loads((d / "evals" / f"{name}.json").read_text())
+        if cached.get("fingerprint") == _plan(cfg)[f"eval/{name}"].fingerprint:
+            return cached["result"]
+    cache = d / "evals" / "notebook" / f"{name}.json"
     folder = path or (checkpoint.find(d / "vft") if name == "vft" else model_dir(d, name))
-    key = json.dumps({"weights": _weights_key(folder) if folder else None, "path": str(path)})
+    key = _key(cfg, name, str(path), _weights_key(folder) if folder else None)
     if cache.is_file() and (found := json.loads(cache.read_text())).get("key") == key:
-        return found
+        return found["result"]
     _, eval_records = ensure_samples(cfg, d, progress=False)
     if lm is None:
         lm = _load(cfg, folder)
@@ -242,13 +283,14 @@ def ensure_eval(cfg: RunConfig, d: Path, name: str, lm=None, path: Path | None =
     res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own_sampling(cfg),
                    own_records=eval_records if name == "vft" and path is None else None)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(res | {"key": key}))  # a retrained model (other settings) is evaluated again
+    checkpoint.write_atomic(cache, json.dumps({"key": key, "result": res}))
     return res
 
 
 def ensure_variants(cfg: RunConfig, d: Path, variants: dict[str, dict], progress: bool = True) -> dict[str, dict]:
     """``aftlab.sweep.variant_sweep`` over the work folder, cached per variant in ``d/variants.json``
-    (keyed by name and settings): {name: metrics + gap + train log}."""
+    (keyed by its settings, the config's alignment settings and what the VFT model and samples were made
+    from): {name: metrics + gap + train log}."""
     from .sweep import variant_sweep
 
     d = Path(d)
@@ -257,10 +299,43 @@ def ensure_variants(cfg: RunConfig, d: Path, variants: dict[str, dict], progress
     done = json.loads(cache.read_text()) if cache.is_file() else {}
     # a variant's model follows from its settings over the config's alignment settings (sweep reads config.json)
     shared = {k: v for k, v in to_dict(cfg).items() if k in ("align", "method_overrides")}
-    key = {n: json.dumps([v, shared], sort_keys=True) for n, v in variants.items()}
+    key = {n: _key(cfg, v, shared) for n, v in variants.items()}
     todo = {n: v for n, v in variants.items() if done.get(n, {}).get("key") != key[n]}
     if todo:
         for n, res in variant_sweep(d, todo, progress=progress).items():
             done[n] = {"key": key[n], "result": res}
-            cache.write_text(json.dumps(done))
+            checkpoint.write_atomic(cache, json.dumps(done))
     return {n: done[n]["result"] for n in variants}
+
+
+def ensure_models(cfg: RunConfig, d: Path, models: dict[str, dict], progress: bool = True) -> dict[str, tuple]:
+    """``{name: (per-step log, evaluation)}`` of each model ``{name: {"method": ..., field: value}}``
+    (:func:`ensure_aligned`, then :func:`ensure_eval`)."""
+    out = {}
+    for name, over in models.items():
+        over = dict(over)
+        lm, log = ensure_aligned(cfg, d, name, over.pop("method", name), progress=progress, **over)
+        out[name] = (log, ensure_eval(cfg, d, name, lm))
+    return out
+
+
+def prepare(cfg: RunConfig, d: Path, progress: bool = True, log=print) -> None:
+    """Compute everything the five notebooks show into ``d``: the VFT model and its snapshots' evaluations,
+    the samples, :data:`MODELS_04`, :data:`MODELS_05` and :data:`VARIANTS_05` — each reused when already there — so the
+    notebooks then open in seconds (``aftlab notebooks RUN``; ``make demo`` runs it after ``aftlab run``)."""
+    import time
+
+    tick = time.time()
+    lm, _ = ensure_vft(cfg, d, progress=progress)
+    ensure_samples(cfg, d, lm, progress=progress)
+    ensure_eval(cfg, d, "vft", lm)
+    for step, path in vft_snapshots(d).items():
+        ensure_eval(cfg, d, f"vft_step{step}", path=path)
+    log(f"notebooks 01-03: {time.time() - tick:.0f} s")
+    tick = time.time()
+    ensure_models(cfg, d, MODELS_04, progress=progress)
+    log(f"notebook 04 ({len(MODELS_04)} models): {time.time() - tick:.0f} s")
+    tick = time.time()
+    ensure_models(cfg, d, MODELS_05, progress=progress)
+    ensure_variants(cfg, d, VARIANTS_05, progress=progress)
+    log(f"notebook 05 ({len(MODELS_05) + len(VARIANTS_05)} models): {time.time() - tick:.0f} s")

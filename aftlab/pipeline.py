@@ -44,6 +44,8 @@ from .stages import REUSE, Stage, plan, questions_fingerprint, reconcile
 from .train import checkpoint, distributed
 from .train.vft import train_vft
 
+VFT_SNAPSHOTS = 4  # the VFT model after each quarter of its schedule (vft_steps/): the notebooks' curves read them
+
 
 def stage_dirs(out: str | Path) -> dict[str, Path]:
     out = Path(out)
@@ -92,7 +94,7 @@ def _run(cfg: RunConfig, out: str | Path, progress: bool, log, sampler: str, tra
         checkpoint.write_atomic(out / "config.json", json.dumps(to_dict(cfg), indent=1))
     dist.wait()
     vft_hist = train_vft(lm, train, cfg.vft, out=paths["vft"], seed=cfg.seed, progress=progress,
-                         on_log=trackers.on_log("vft"))
+                         on_log=trackers.on_log("vft"), snapshots=VFT_SNAPSHOTS)
     seconds["vft"] = time.time() - tick
     log(f"VFT done: loss {vft_hist[-1]['loss']:.3f}")
     if dist.world > 1:

@@ -89,7 +89,7 @@ def plan(cfg: RunConfig, questions: str, sampler: str = "hf") -> dict[str, Stage
                   "eval_k": cfg.eval_k, "sc_questions": cfg.sc_questions, "seed": cfg.seed}
     vft = _flat(d["data"], "data.") | {"data.questions": questions} | _flat(d["model"], "model.") | _flat(
         d["vft"], "vft.") | {"seed": cfg.seed}
-    stages = [Stage("vft", "retraining", {k: v for k, v in vft.items() if k not in _NOT_RESULTS}, (), ("vft",)),
+    stages = [Stage("vft", "retraining", {k: v for k, v in vft.items() if k not in _NOT_RESULTS}, (), ("vft", "vft_steps")),
               Stage("eval_samples", "resampling", sampling | {"eval_k": cfg.eval_k,
                     "assess_questions": cfg.assess_questions, "assess_mixed": cfg.assess_mixed}, ("vft",),
                     ("eval_samples.jsonl",)),

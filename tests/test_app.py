@@ -153,8 +153,9 @@ def test_checkpoints_of_another_task_are_labelled(tmp_path):
     import json
 
     from aftlab.config import preset, to_dict
-    from aftlab.notebook import smoke_config
-    for run, cfg in (("demo", preset("tiny")), ("nb", smoke_config()), ("sm", preset("smoke"))):
+    other = preset("smoke")
+    other.preset, other.data.min_steps, other.data.max_steps, other.data.max_number = "mine", 2, 2, 5
+    for run, cfg in (("demo", preset("tiny")), ("nb", other), ("e2", preset("e2")), ("sm", preset("smoke"))):
         (tmp_path / run / "vft").mkdir(parents=True)
         (tmp_path / run / "config.json").write_text(json.dumps(to_dict(cfg)))
         (tmp_path / run / "vft" / "config.json").write_text("{}")
@@ -164,17 +165,17 @@ def test_checkpoints_of_another_task_are_labelled(tmp_path):
     (tmp_path / "bare" / "model.safetensors").write_bytes(b"")
     found = discover_checkpoints(tmp_path)
     notes = checkpoint_tasks(found, tmp_path)
-    assert sorted(notes) == ["nb/vft", "sm/vft"]  # the default task's run and the bare folder carry none
-    assert notes["nb/vft"] == "2-step problems, numbers ≤ 5, preset notebook-smoke"
-    assert notes["sm/vft"].startswith("2–3-step problems")
+    assert sorted(notes) == ["e2/vft", "nb/vft"]  # the default task's runs (tiny, smoke) and the bare folder carry none
+    assert notes["nb/vft"] == "2-step problems, numbers ≤ 5, preset mine"
+    assert notes["e2/vft"] == "3–4-step problems, numbers ≤ 12, preset e2"
     cache = ModelCache(found, root=tmp_path)
-    assert cache.label("nb/vft") == "nb/vft — other task: 2-step problems, numbers ≤ 5, preset notebook-smoke"
+    assert cache.label("nb/vft") == "nb/vft — other task: 2-step problems, numbers ≤ 5, preset mine"
     assert cache.label("demo/vft") == "demo/vft"
     demo = ModelCache({})
     demo.tasks[DEMO] = notes["nb/vft"]  # as if the demo model had been trained on the notebooks' task
     r = rank_request(demo, Q, "19", RIGHT, DEMO, DEMO)
     assert (f"checkpoints A `{DEMO}` and B `{DEMO}` were trained on another task: 2-step problems, numbers ≤ 5, "
-            "preset notebook-smoke (the default task: 3–4-step problems, numbers ≤ 12)") in r.message
+            "preset mine (the default task: 2–3-step problems, numbers ≤ 12)") in r.message
     assert "another task" not in rank_request(ModelCache({}), Q, "19", RIGHT, DEMO).message
 
 

@@ -1,6 +1,7 @@
-"""The guided notebooks are committed clean and keep the house layout; the notebook helpers cache by config.
+"""The guided notebooks are committed clean and keep the house layout; the notebook helpers cache by config
+and open on ``make demo``'s run.
 
-Running the notebooks themselves is nbval's job (``make test``, smoke mode by default).
+Running the notebooks themselves, on the real default with every claim asserted, is nbval's job (``make test``).
 """
 import contextlib
 import json
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-PARAMS = re.compile(r'^SMOKE\s*=\s*os\.environ\.get\("AFTLAB_SMOKE",\s*"0"\)\s*==\s*"1"', re.M)
+PARAMS = re.compile(r'^PRESET\s*=', re.M)
 
 
 def test_there_are_notebooks():
@@ -40,7 +41,6 @@ def test_notebook_opens_with_its_title_then_one_parameters_cell(path):
     first = "".join(cells[0]["source"])
     for name in ("PRESET", "SEED"):
         assert re.search(rf"^{name}\s*=", first, re.M), f"{path.name}: parameters cell lacks {name}"
-    assert PARAMS.search(first), f"{path.name}: SMOKE must default to off, on only with AFTLAB_SMOKE=1"
     later = ["".join(c["source"]) for c in cells[1:] if c["cell_type"] == "code"]
     assert not any(PARAMS.search(src) for src in later), f"{path.name}: a second parameters cell"
 
@@ -49,53 +49,72 @@ def test_notebook_opens_with_its_title_then_one_parameters_cell(path):
 def test_notebook_checks_claims_and_installs_nothing(path):
     code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
     assert re.search(r"^\s*assert ", code, re.M), f"{path.name}: no assert checks the lesson's claims"
+    assert "SMOKE" not in code, f"{path.name}: every claim is checked on the real default, in CI too"
     assert "pip install" not in code and not re.search(r"\beval\(|\bexec\(", code), path.name
 
 
-def _parameters(path: Path, env: dict) -> dict:
-    """The names the notebook's parameters cell defines when run with ``env`` as the environment."""
-    cell = next("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
-    out = subprocess.run([sys.executable, "-c", cell + "\nimport json\nprint(json.dumps([PRESET, SEED, SMOKE]))"],
-                         capture_output=True, text=True, env=env, check=True)
-    preset, seed, smoke = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"PRESET": preset, "SEED": seed, "SMOKE": smoke}
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_a_notebook_opened_by_hand_runs_full_mode_and_ci_smoke_mode_shows_a_banner(path):
-    import os
+def test_setup_cell_shows_the_settings_banner(path):
+    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    assert "display(views.banner(cfg, work))" in code, f"{path.name}: the setup cell must show the settings banner"
 
+
+def test_banner_says_whether_the_notebook_reads_the_demo_run_or_computes(tmp_path):
     from aftlab.notebook import config
     from aftlab.report.views import banner
-    env = {k: v for k, v in os.environ.items() if k != "AFTLAB_SMOKE"}
-    by_hand = _parameters(path, env)
-    assert by_hand["SMOKE"] is False  # JupyterLab without the CI setting: the real experiment
-    assert config(by_hand["PRESET"], by_hand["SEED"], by_hand["SMOKE"]).preset == by_hand["PRESET"]
-    ci = _parameters(path, env | {"AFTLAB_SMOKE": "1"})
-    assert ci["SMOKE"] is True
-    cfg = config(ci["PRESET"], ci["SEED"], ci["SMOKE"])
-    assert cfg.preset == "notebook-smoke" and "SMOKE MODE: figures are not meaningful" in banner(cfg, True).data
-    assert "SMOKE MODE" not in banner(config("tiny", 0, False), False).data
-    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
-    assert "display(views.banner(cfg, SMOKE" in code, f"{path.name}: the setup cell must show the mode banner"
+    cfg = config("tiny", 0)
+    assert "preset <b>tiny</b>" in banner(cfg).data and "computing into" in banner(cfg, tmp_path).data
+    (tmp_path / "metrics.json").write_text("{}")
+    assert "reading the run" in banner(cfg, tmp_path).data
 
 
 def test_workdir_follows_the_stage_configs(tmp_path):
     from aftlab.notebook import config, workdir
-    a, b = config("tiny", 0, smoke=True), config("tiny", 0, smoke=True)
-    assert workdir(a, tmp_path) == workdir(b, tmp_path)
+    no_demo = tmp_path / "no-demo"
+    a, b = config("smoke", 0), config("smoke", 0)
+    assert workdir(a, tmp_path, no_demo) == workdir(b, tmp_path, no_demo)
     b.vft.steps += 1
-    assert workdir(a, tmp_path) != workdir(b, tmp_path)
-    assert workdir(config("tiny", 1, smoke=True), tmp_path) != workdir(a, tmp_path)
-    c = config("tiny", 0, smoke=True)
+    assert workdir(a, tmp_path, no_demo) != workdir(b, tmp_path, no_demo)
+    assert workdir(config("smoke", 1), tmp_path, no_demo) != workdir(a, tmp_path, no_demo)
+    c = config("smoke", 0)
     c.align.beta = 0.5  # alignment settings are cached per model, not per folder
-    assert workdir(c, tmp_path) == workdir(a, tmp_path)
-    d = config("tiny", 0, smoke=True)
+    assert workdir(c, tmp_path, no_demo) == workdir(a, tmp_path, no_demo)
+    d = config("smoke", 0)
     d.assess_questions = 10  # the held-out samples' settings (once missing from the key)
-    assert workdir(d, tmp_path) != workdir(a, tmp_path)
-    e = config("tiny", 0, smoke=True)
+    assert workdir(d, tmp_path, no_demo) != workdir(a, tmp_path, no_demo)
+    e = config("smoke", 0)
     e.vft.checkpoint_every, e.vft.log_every = 7, 3  # cannot change a result: the same folder
-    assert workdir(e, tmp_path) == workdir(a, tmp_path)
+    assert workdir(e, tmp_path, no_demo) == workdir(a, tmp_path, no_demo)
+
+
+def test_notebooks_open_on_the_demo_run_made_with_their_config_and_reuse_its_models(tmp_path, monkeypatch):
+    """After `aftlab run` (make demo) the notebooks' work folder is that run: its VFT model, samples, methods
+    and evaluations are read, not recomputed; a run made with other settings is not used; what the notebooks
+    add (prepare) is keyed so that it is computed once."""
+    from aftlab import notebook
+    from aftlab.align import aft
+    from aftlab.pipeline import run
+    cfg = notebook.config("smoke", 0)
+    cfg.vft.steps, cfg.sample.n_questions, cfg.methods = 40, 16, ("rft", "aft_bc")
+    demo = tmp_path / "demo"
+    assert notebook.workdir(cfg, tmp_path / "nb", demo).parent == tmp_path / "nb"  # no run yet
+    run(cfg, demo, progress=False, log=lambda *_: None)
+    assert notebook.workdir(cfg, tmp_path / "nb", demo) == demo
+    other = notebook.config("smoke", 0)
+    other.vft.steps = 41
+    assert notebook.workdir(other, tmp_path / "nb", demo) != demo  # another VFT: its own folder
+    assert sorted(notebook.vft_snapshots(demo)) == [10, 20, 30, 40]  # the pipeline keeps the snapshots
+
+    trained = []
+    real = aft.align_from_vft
+    monkeypatch.setattr(aft, "align_from_vft", lambda *a, **k: trained.append(a[2].method) or real(*a, **k))
+    _, log = notebook.ensure_aligned(cfg, demo, "aft_bc")
+    vft_eval = notebook.ensure_eval(cfg, demo, "vft")
+    assert trained == [] and log and vft_eval["metrics"] == json.loads((demo / "metrics.json").read_text())[
+        "methods"]["vft"]  # the run's own model and evaluation
+    notebook.ensure_aligned(cfg, demo, "aft_bc_strong", method="aft_bc", lr=1e-3)
+    notebook.ensure_aligned(cfg, demo, "aft_bc_strong", method="aft_bc", lr=1e-3)
+    assert trained == ["aft_bc"]  # a notebook's own model: trained once, then read back
 
 
 def test_code_version_keeps_docstring_and_comment_edits_and_follows_code(tmp_path, monkeypatch):
@@ -150,7 +169,7 @@ def test_beta_slider_shows_the_chosen_runs_metrics_and_curve_without_output_capt
 
 
 PROBE = ("import json, aftlab, torch, transformers.utils.logging as hf\n"
-         "print(json.dumps({'preset': cfg.preset, 'smoke': SMOKE, 'threads': torch.get_num_threads(),\n"
+         "print(json.dumps({'preset': cfg.preset, 'threads': torch.get_num_threads(),\n"
          "                  'bars': hf.is_progress_bar_enabled(), 'aftlab': aftlab.__file__}))")
 
 
@@ -176,21 +195,17 @@ def _setup_cells_in_a_kernel(env: dict) -> list[tuple[str, dict]]:
 
 
 @pytest.mark.slow
-def test_each_notebooks_setup_cell_in_a_kernel_selects_full_mode_by_hand_and_smoke_mode_in_ci():
-    """What a reader of JupyterLab gets (no AFTLAB_SMOKE) and what nbval gets (AFTLAB_SMOKE=1), from the
-    notebooks' own first cells in a real kernel, without running any stage."""
+def test_each_notebooks_setup_cell_in_a_kernel_runs_the_default_with_its_banner():
+    """What a reader of JupyterLab gets, from the notebooks' own first cells in a real kernel, without running
+    any stage: the default preset, the threads the CLI would pick, transformers' bars off."""
     import os
     root = str(NOTEBOOKS[0].parents[1])
-    env = {k: v for k, v in os.environ.items() if k not in ("AFTLAB_SMOKE", "OMP_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])  # this checkout's aftlab
     for (html, seen), path in zip(_setup_cells_in_a_kernel(env), NOTEBOOKS):
         assert seen["aftlab"].startswith(root), seen["aftlab"]
-        assert seen["smoke"] is False and seen["preset"] == "tiny", path.name
-        assert "Full mode" in html and "preset <b>tiny</b>" in html and "SMOKE" not in html, path.name
+        assert seen["preset"] == "tiny" and "preset <b>tiny</b>" in html, path.name
         assert f"{seen['threads']} torch thread" in html and seen["bars"] is False, path.name
-    for (html, seen), path in zip(_setup_cells_in_a_kernel(env | {"AFTLAB_SMOKE": "1"}), NOTEBOOKS):
-        assert seen["smoke"] is True and seen["preset"] == "notebook-smoke", path.name
-        assert "SMOKE MODE: figures are not meaningful" in html and "preset <b>notebook-smoke</b>" in html, path.name
 
 
 def test_setup_picks_threads_like_the_cli_and_quiets_transformers(monkeypatch):
@@ -204,18 +219,18 @@ def test_setup_picks_threads_like_the_cli_and_quiets_transformers(monkeypatch):
     with _restored():
         torch.set_num_threads(max(2, runtime.usable_cores()))
         hf.enable_progress_bar()
-        cfg = notebook.setup("tiny", 3, smoke=True)
+        cfg = notebook.setup("tiny", 3)
         assert torch.get_num_threads() == 1 and not hf.is_progress_bar_enabled()
-        assert (cfg.preset, cfg.seed) == ("notebook-smoke", 3)
+        assert (cfg.preset, cfg.seed) == ("tiny", 3)
         monkeypatch.setenv("OMP_NUM_THREADS", "2")  # an explicit setting wins, as in the CLI
         torch.set_num_threads(2)
-        notebook.setup("tiny", 0, smoke=False)
+        notebook.setup("tiny", 0)
         assert torch.get_num_threads() == 2
 
 
-def test_a_segmented_vft_shows_one_bar_that_ends_complete_and_none_when_cached(tmp_path, monkeypatch):
-    """ensure_vft trains in segments (snapshots for notebook 03); each segment's own bar stopped at
-    25/50/75% and the notebook drew it red, and every checkpoint reload and save added a "Loading
+def test_vft_with_snapshots_shows_one_bar_that_ends_complete_and_none_when_cached(tmp_path, monkeypatch):
+    """ensure_vft keeps snapshots (for notebooks 01 and 03) as it trains; once each training segment's own bar
+    stopped at 25/50/75% and the notebook drew it red, and every checkpoint reload and save added a "Loading
     weights" / "Writing model shards" bar of transformers'. One bar over the whole schedule, complete,
     once transformers is quieted as ``notebook.setup`` does; a cached stage none."""
     import tqdm.auto
@@ -232,14 +247,14 @@ def test_a_segmented_vft_shows_one_bar_that_ends_complete_and_none_when_cached(t
             super().close()
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
-    cfg = notebook.config("tiny", 0, smoke=True)
+    cfg = notebook.config("smoke", 0)
     cfg.vft.steps, cfg.vft.log_every = 8, 2
     with _restored():
         quiet_transformers()  # as notebook.setup does
-        _, history = notebook.ensure_vft(cfg, tmp_path, snapshots=4, progress=True)
+        _, history = notebook.ensure_vft(cfg, tmp_path, progress=True)
         assert closed == [("VFT", 8, 8)]
         assert [r["step"] for r in history] == [2, 4, 6, 8] and sorted(notebook.vft_snapshots(tmp_path)) == [2, 4, 6, 8]
-        notebook.ensure_vft(cfg, tmp_path, snapshots=4, progress=True)
+        notebook.ensure_vft(cfg, tmp_path, progress=True)
         assert closed == [("VFT", 8, 8)]  # read back from the work folder: no bar
 
 
@@ -271,7 +286,7 @@ def exported_probe(tmp_path_factory):
         nbformat.v4.new_markdown_cell("# Probe\nThe score $s(c) = \\frac{1}{|c|}\\sum_j \\log P(c_j \\mid q, c_{<j})$ "
                                       "and a display\n$$L_A = \\log\\big(1 + \\sum_{p}\\sum_{n} e^{s_n - s_p}\\big)$$\n"
                                       "cost $5 and `$HOME`."),
-        nbformat.v4.new_code_cell("from aftlab import notebook as nb\ncfg = nb.setup('tiny', 0, smoke=True)"),
+        nbformat.v4.new_code_cell("from aftlab import notebook as nb\ncfg = nb.setup('tiny', 0)"),
         nbformat.v4.new_code_cell("import plotly.graph_objects as go\n"
                                   "go.Figure(go.Scatter(x=[1, 2, 3], y=[4.25, 5.5, 6.75], name='probe-one'))"),
         nbformat.v4.new_code_cell("from IPython.display import display\n"

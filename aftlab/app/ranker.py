@@ -127,13 +127,13 @@ def task_summary(data: dict) -> str:
 
 
 def default_task() -> str:
-    """The embedded default task (``DataConfig()``, what `make demo` trains on) in a few words.
+    """The embedded default task (the ``tiny`` preset's, what `make demo` trains on) in a few words.
 
     >>> default_task()
-    '3–4-step problems, numbers ≤ 12'
+    '2–3-step problems, numbers ≤ 12'
     """
-    from ..config import DataConfig, to_dict
-    return task_summary(to_dict(DataConfig()))
+    from ..config import preset, to_dict
+    return task_summary(to_dict(preset("tiny").data))
 
 
 def _run_config(model_dir: Path, root: Path) -> dict | None:
@@ -166,12 +166,12 @@ def model_config(path: str | Path, root: str | Path | None = None):
 
 
 def checkpoint_tasks(paths: dict[str, Path], root: str | Path | None = None) -> dict[str, str]:
-    """For each checkpoint trained on another task than the embedded default (``DataConfig()``, the task
-    `make demo` runs) the task and preset it was trained on, e.g. the notebooks' ``notebook-smoke`` runs on
-    2-step problems with numbers ≤ 5: their scores of the default task's questions are out of domain.
-    Checkpoints without a run config (a bare model folder) get no note."""
-    from ..config import DataConfig, to_dict
-    default = to_dict(DataConfig())
+    """For each checkpoint trained on another task than the embedded default (the ``tiny`` preset's, the task
+    `make demo` runs) the task and preset it was trained on, e.g. the ``e2`` preset's runs on 3–4-step
+    problems: their scores of the default task's questions are out of domain. Checkpoints without a run
+    config (a bare model folder) get no note."""
+    from ..config import preset, to_dict
+    default = to_dict(preset("tiny").data)
     notes = {}
     for name, path in paths.items():
         path = Path(path)

@@ -16,21 +16,22 @@ from ..config import RunConfig
 from ..records import GreedyRow, Record
 
 
-def banner(cfg: RunConfig, smoke: bool, work: Path | None = None):
-    """What a notebook shows under its setup cell: a loud warning in smoke mode, else the settings used."""
+def banner(cfg: RunConfig, work: Path | None = None):
+    """What a notebook shows under its setup cell: the settings, and whether its models come from ``make demo``'s
+    run (read in seconds) or are computed now into a work folder of their own (minutes, once)."""
     import torch
     from IPython.display import HTML
-    where = f"; work folder <code>{html.escape(str(work))}</code>" if work else ""
     settings = (f"preset <b>{html.escape(cfg.preset)}</b>, seed {cfg.seed}, {cfg.data.n_train:,} training / "
                 f"{cfg.data.n_test:,} held-out questions, VFT {cfg.vft.steps:,} steps, "
-                f"{torch.get_num_threads()} torch thread(s){where}")
-    if smoke:
-        return HTML('<div style="border:3px solid #d62728;background:#fff3f3;padding:10px;font-size:1.1em">'
-                    "<b>⚠ SMOKE MODE: figures are not meaningful.</b> A toy run that checks in a minute that "
-                    "the cells run and each claim holds in direction; the prose describes the full "
-                    "experiment. Set <code>AFTLAB_SMOKE=0</code> (or <code>SMOKE = False</code>) for it.<br>"
-                    f"<small>{settings}</small></div>")
-    return HTML(f'<div style="border-left:4px solid #1f77b4;padding:4px 10px">Full mode: {settings}.</div>')
+                f"{torch.get_num_threads()} torch thread(s)")
+    if work is None:
+        where = ""
+    elif (Path(work) / "metrics.json").is_file():
+        where = f"; reading the run <code>{html.escape(str(work))}</code> (<code>make demo</code>'s)"
+    else:
+        where = (f"; computing into <code>{html.escape(str(work))}</code> (run <code>make demo</code> first "
+                 "to open every notebook in seconds)")
+    return HTML(f'<div style="border-left:4px solid #1f77b4;padding:4px 10px">{settings}{where}.</div>')
 
 
 def sample_stats(records: list[Record]) -> dict:

@@ -91,7 +91,8 @@ def resume(out: str | Path | None, lm, optimizer, scheduler, fingerprint: str | 
 def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, what: str,
         out: str | Path | None = None, checkpoint_every: int = 0, log_every: int = 1, extra: dict | None = None,
         start: tuple[int, list[LogRow], dict] = (0, [], {}), progress=True, stop_after: int | None = None,
-        accelerate: bool | None = None, on_log: OnLog | None = None) -> list[LogRow]:
+        accelerate: bool | None = None, on_log: OnLog | None = None,
+        snapshots: dict[int, str | Path] | None = None) -> list[LogRow]:
     """Train ``lm.model`` in place for steps ``start[0]`` … ``total - 1``; returns the log.
 
     ``step_fn(model, step, dist)`` runs forward and backward on this process's share of batch
@@ -105,6 +106,8 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
     ``total`` steps, or an open tqdm bar to advance and leave open (one bar across segments, which
     would otherwise each end short of their total and be drawn as failed). ``on_log``: called with
     each new log entry on the main process (``aftlab.report.trackers`` mirrors them to TensorBoard & co.).
+    ``snapshots``: ``{step: folder}``: after that step, a checkpoint of the model as it is then (what a
+    curve of the model across training reads; training itself goes on unchanged).
     """
     from tqdm.auto import tqdm
 
@@ -148,6 +151,9 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
         if out and ((checkpoint_every and step % checkpoint_every == 0) or step == total):  # every rank: FSDP gathers
             flush()
             dist.save(out, lm, optimizer, scheduler, step, history, {**(extra or {}), "running": running})
+        if snapshots and step in snapshots:
+            flush()
+            dist.save(snapshots[step], lm, optimizer, scheduler, step, history, {**(extra or {}), "running": running})
         if stop_after is not None and step >= stop_after:
             break
     if own_bar:

@@ -83,7 +83,7 @@ def fingerprint(cfg: VFTConfig, examples: list[Example], seed: int) -> str:
 
 def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path | None = None, seed: int = 0, resume: bool = True,
               progress=True, stop_after: int | None = None, length_buckets: int | None = None,
-              accelerate: bool | None = None, on_log: train.OnLog | None = None) -> list[LogRow]:
+              accelerate: bool | None = None, on_log: train.OnLog | None = None, snapshots: int = 0) -> list[LogRow]:
     """Train ``lm`` in place on ``examples``; returns the loss history.
 
     ``out``: checkpoint folder (written every ``cfg.checkpoint_every`` steps and at the end);
@@ -92,6 +92,8 @@ def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path |
     ``stop_after`` ends early after that many steps (to simulate an interruption in tests).
     ``length_buckets``: micro-batches per step (see :func:`nll_backward`: the same gradient, less padding;
     None: :func:`default_buckets`). ``progress`` and ``on_log``: as :func:`aftlab.train.loop.fit` takes them.
+    ``snapshots`` > 0 (with ``out``): the model after each of that many equal parts of the schedule is kept in
+    :func:`snapshot_dir`\ ``/step_N`` (the last is the final model), for curves across training.
     """
     pairs = list(zip(lm.prompt_ids_batch([e.question for e in examples]), lm.cot_ids_batch([e.solution for e in examples])))
     pad = lm.tokenizer.pad_token_id or 0
@@ -109,4 +111,23 @@ def train_vft(lm: LM, examples: list[Example], cfg: VFTConfig, out: str | Path |
     return train.fit(lm, opt, sched, cfg.steps, step_fn, clip=cfg.clip, what="VFT", out=out,
                      checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
                      extra={"kind": "vft", "seed": seed, "fingerprint": fp}, start=start, progress=progress,
-                     stop_after=stop_after, accelerate=accelerate, on_log=on_log)
+                     stop_after=stop_after, accelerate=accelerate, on_log=on_log,
+                     snapshots=snapshot_steps(cfg.steps, snapshots, out) if out and snapshots else None)
+
+
+def snapshot_dir(out: str | Path) -> Path:
+    """Where :func:`train_vft` keeps the snapshots of a VFT checkpoint folder ``out``: ``vft_steps`` beside it.
+
+    >>> snapshot_dir("runs/demo/vft").as_posix()
+    'runs/demo/vft_steps'
+    """
+    return Path(out).with_name(Path(out).name + "_steps")
+
+
+def snapshot_steps(total: int, n: int, out: str | Path) -> dict[int, Path]:
+    """``{step: folder}`` of ``n`` snapshots over a ``total``-step schedule, the last at its end.
+
+    >>> {s: p.name for s, p in snapshot_steps(1200, 4, "runs/x/vft").items()}
+    {300: 'step_300', 600: 'step_600', 900: 'step_900', 1200: 'step_1200'}
+    """
+    return {total * (k + 1) // n: snapshot_dir(out) / f"step_{total * (k + 1) // n}" for k in range(n)}

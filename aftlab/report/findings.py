@@ -1,0 +1,118 @@
+"""What the experiments found, read from their result files: the one place the README, the docs and the
+notebooks take a figure from, so no figure is copied by hand and none goes stale.
+
+Place in the data path: the top of ``report``; it reads ``experiments/*.json`` (written by the experiment
+scripts, committed) and formats tables. ``python -m aftlab.report.findings`` rewrites the generated blocks of
+README.md and docs/results.md (between ``<!-- findings:NAME -->`` and ``<!-- /findings:NAME -->``);
+``--check`` fails when a block differs from what the files say (``make test`` runs it).
+
+>>> points({"diff": 0.0123, "lo": -0.0046, "hi": 0.0291})
+'+1.2 [−0.5, +2.9]'
+>>> shown({"diff": 0.0123, "lo": -0.0045, "hi": 0.0291}), shown({"diff": 0.02, "lo": 0.001, "hi": 0.04})
+(False, True)
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = ROOT / "experiments"
+NAMES = {"rft": "RFT", "aft_bc": "AFT-BC", "aft_dc": "AFT-DC", "aft_rbc": "AFT-RBC", "vft_cont": "VFT continued",
+         "vft": "VFT", "align_only": "no constraint"}
+METRICS = {"assessment_accuracy_strict": "strict assessment", "rerank_accuracy": "rerank", "task_accuracy": "task"}
+
+
+def points(d: dict) -> str:
+    """A difference (fractions) with its interval, in points, minus signs typeset."""
+    def f(x):
+        return f"{100 * x:+.1f}".replace("-", "−")
+    return f"{f(d['diff'])} [{f(d['lo'])}, {f(d['hi'])}]"
+
+
+def shown(d: dict) -> bool:
+    """Whether an interval lies above zero (the pre-registered rules' "shown")."""
+    return d["lo"] > 0
+
+
+def load(name: str, root: Path = EXPERIMENTS) -> dict | list | None:
+    """A result file of ``experiments/`` (None when it has not been written yet)."""
+    path = root / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def e2_table(result: dict, methods=None, vs: str = "rft") -> str:
+    """Markdown rows ``method − RFT`` on the primary metrics and task accuracy of an E2 result file
+    (``experiments/e2_tune.py --json``), with the file's own verdict per method.
+
+    >>> r = {"comparisons": {"aft_bc": {"rft": {m: {"diff": 0.01, "lo": -0.01, "hi": 0.03} for m in METRICS}}},
+    ...      "verdicts": {"aft_bc": "not shown (no primary CI above 0)"}}
+    >>> print(e2_table(r))
+    | method − RFT | strict assessment | rerank | task | verdict |
+    |---|---|---|---|---|
+    | AFT-BC | +1.0 [−1.0, +3.0] | +1.0 [−1.0, +3.0] | +1.0 [−1.0, +3.0] | not shown (no primary CI above 0) |
+    """
+    comps = result["comparisons"]
+    methods = methods or [m for m in comps if vs in comps[m] and m != vs]
+    head = f"| method − {NAMES.get(vs, vs)} | " + " | ".join(METRICS.values()) + " | verdict |"
+    rows = [head, "|" + "---|" * (len(METRICS) + 2)]
+    for m in methods:
+        cells = [points(comps[m][vs][k]) if k in comps[m][vs] else "—" for k in METRICS]
+        rows.append(f"| {NAMES.get(m, m)} | " + " | ".join(cells) + f" | {result.get('verdicts', {}).get(m, '')} |")
+    return "\n".join(rows)
+
+
+def e1e3_lines(r: dict) -> list[str]:
+    """The headline lines of ``experiments/tiny_e1e3.json`` (E1, E3 and the collapse case study)."""
+    seeds = r["seeds"]
+    return [f"VFT assessment accuracy (pairs) {points(r['e1_assessment'])[1:]} over seeds {seeds}",
+            f"no constraint − VFT, task accuracy {points(r['e3_align_only_vs_vft_task'])}",
+            f"collapse setting: no constraint − VFT, task {points(r['collapse_align_only_vs_vft_task'])}; "
+            f"BC − VFT {points(r['collapse_bc_vs_vft_task'])}"]
+
+
+def blocks() -> dict[str, str]:
+    """Each generated block's text, by name, from the result files present."""
+    out = {}
+    if (e2 := load("e2_tune_powered.json")) is not None:
+        out["e2-powered"] = e2_table(e2)
+    if (new := load("e2_tiny.json")) is not None:
+        out["e2-tiny"] = e2_table(new)
+    return out
+
+
+BLOCK = re.compile(r"(<!-- findings:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /findings:(?P=name) -->)", re.S)
+
+
+def rewrite(text: str, found: dict[str, str]) -> str:
+    """``text`` with each generated block replaced by ``found[name]`` (blocks not in ``found`` kept).
+
+    >>> rewrite("a\\n<!-- findings:x -->\\nold\\n<!-- /findings:x -->\\nb", {"x": "new"})
+    'a\\n<!-- findings:x -->\\nnew\\n<!-- /findings:x -->\\nb'
+    """
+    return BLOCK.sub(lambda m: m.group(1) + found.get(m.group("name"), m.group("body").rstrip("\n")) + "\n" + m.group(4),
+                     text)
+
+
+def main(argv=None) -> int:
+    check = "--check" in (argv if argv is not None else sys.argv[1:])
+    found, stale = blocks(), []
+    for path in (ROOT / "README.md", ROOT / "docs" / "results.md"):
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        new = rewrite(text, found)
+        if new != text:
+            stale.append(path.name)
+            if not check:
+                path.write_text(new)
+    if check and stale:
+        print(f"generated findings out of date in {', '.join(stale)}: run python -m aftlab.report.findings")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
