@@ -78,7 +78,7 @@ def blocks() -> dict[str, str]:
     out = {}
     if (e2 := load("e2_tune_powered.json")) is not None:
         out["e2-powered"] = e2_table(e2)
-    if (new := load("e2_tiny.json")) is not None:
+    if (new := load("e2_tune_tiny.json")) is not None:
         out["e2-tiny"] = e2_table(new)
     return out
 
