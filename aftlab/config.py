@@ -282,20 +282,12 @@ def _e2() -> RunConfig:
     """The powered-E2 default (200,000 questions, VFT at 0.96-0.97): the committed E2 outcomes were made with it.
 
     Until 2026-12-07 this was ``tiny``; it keeps every setting, so its E2 commands and figures stay valid."""
-    # E2 with power (issue 13, 2026-12-02): VFT at batch 64 for 3,000 steps (batch 32 x 1,500 left VFT
-    # under-trained: greedy 0.63 / 0.49 / 0.47 on seeds 0-2, and more NLL then wins by construction);
-    # greedy task accuracy on 5,000 held-out questions and assessment / rerank on the first 2,000
-    # (standard errors ~0.6 and ~0.9 points instead of ~2); BC's margin calibrated from the VFT model's
-    # own gaps (a quarter of the negatives start below the boundary). One alignment epoch for every
-    # method, RFT included. Pre-registered in experiments/README.md.
-    # 2026-12-03: 200,000 distinct training questions (each seen about once) instead of 20,000 (each
-    # ~10 times): VFT validation greedy 0.961 / 0.972 / 0.967 on seeds 0-2 instead of 0.845 / 0.804 /
-    # 0.954, at the same 3,000 steps (experiments/README.md, "a VFT that reaches its plateau sooner";
-    # chosen on validation questions; held-out afterwards 0.969 / 0.973 / 0.957).
-    # 2026-12-03 (fifth session): assessment on >= 2,000 questions with a right and a wrong COT, not on
-    # 2,000 questions of which a converged VFT leaves 458-639 mixed: the assessment set grows until 2,000
-    # are (~6,300-8,700 questions on seeds 0-2), from 10,000 held-out questions (greedy on all of them;
-    # the first 5,000 are the previous default's, and the vocabulary is the same, so is the VFT model).
+    # Its settings and why (each pre-registered, experiments/INDEX.md): VFT at batch 64 for 3,000 steps (batch 32 x
+    # 1,500 left VFT under-trained, and more NLL then wins by construction); 200,000 distinct training questions,
+    # each seen about once (vft_recipe.md: validation greedy 0.961-0.972 on seeds 0-2, against 0.804-0.954 with
+    # 20,000); BC's margin calibrated from the VFT model's own gaps; one alignment epoch for every method, RFT
+    # included; greedy on 10,000 held-out questions and an assessment set grown until 2,000 of its questions have a
+    # right and a wrong COT (e2_powered.md).
     cfg = RunConfig(preset="e2")
     cfg.data.n_train = 200_000
     cfg.data.n_test = 10_000
