@@ -83,3 +83,31 @@ def test_stage_packages_are_folders_and_public_names_stay():
     from aftlab import losses
     from aftlab.pipeline import run
     assert losses.aft_loss.__module__ == "aftlab.train.losses" and callable(run) and aftlab.losses is losses
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_runs_the_app_entry_points_from_outside_the_checkout(tmp_path):
+    """``pip install .`` (not editable), then ``aftlab app --help`` and ``python -m aftlab.app --help`` from
+    another folder: the app is part of the installed package (it was once loaded from apps/ by file path)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    root = PKG.parent
+    src = tmp_path / "src"
+    shutil.copytree(root / "aftlab", src / "aftlab", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    target = tmp_path / "installed"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                    str(target), str(src)], check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(target)}  # the installed copy, ahead of this checkout's editable one
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for cmd in ([sys.executable, str(target / "bin" / "aftlab"), "app", "--help"],
+                [sys.executable, "-m", "aftlab.app", "--help"]):
+        out = subprocess.run(cmd, cwd=outside, env=env, capture_output=True, text=True)
+        assert out.returncode == 0 and "--runs" in out.stdout, (cmd, out.stderr[-500:])
+    where = subprocess.run([sys.executable, "-c", "import aftlab.app.ui as u; print(u.__file__)"], cwd=outside,
+                           env=env, capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(target)), where
