@@ -73,13 +73,76 @@ def e1e3_lines(r: dict) -> list[str]:
             f"BC − VFT {points(r['collapse_bc_vs_vft_task'])}"]
 
 
+def _verdicts(result: dict, arms=("aft_bc", "aft_dc", "aft_rbc")) -> str:
+    v = result.get("verdicts", {})
+    return "; ".join(f"{NAMES.get(a, a)}: {v[a].split(' (')[0]}" for a in arms if a in v)
+
+
+def findings_table(root: Path = EXPERIMENTS) -> str:
+    """The README's findings table: one row per claim, its verdict and headline figure with its 95% CI (points
+    unless said), the preset, and the file and command it comes from. Claims whose result file is missing say so."""
+    rows = ["| claim | verdict | figure (95% CI) | preset | from |", "|---|---|---|---|---|"]
+    e1e3 = load("tiny_e1e3.json", root)
+    if e1e3:
+        e1 = e1e3["e1_assessment"]
+        rows.append(f"| **E1** VFT mis-ranks its own right and wrong COTs | {'shown' if e1['hi'] < 0.90 else 'not shown'} "
+                    f"| VFT assessment accuracy {100 * e1['diff']:.1f}% [{100 * e1['lo']:.1f}, {100 * e1['hi']:.1f}] "
+                    f"({len(e1e3['seeds'])} seeds) | `tiny` | [tiny_e1e3.md](experiments/tiny_e1e3.md) |")
+    else:
+        rows.append("| **E1** VFT mis-ranks its own right and wrong COTs | not run yet | | `tiny` | tiny_e1e3.md |")
+    tiny = load("e2_tune_tiny.json", root)
+    for result, preset, page in ((tiny, "tiny", "e2_tiny.md"), (load("e2_tune_powered.json", root), "e2", "e2_powered.md")):
+        if result is None:
+            rows.append(f"| **E2** AFT beats RFT | not run yet | | `{preset}` | {page} |")
+            continue
+        c = result["comparisons"]["aft_bc"]["rft"]
+        rows.append(f"| **E2** AFT beats RFT (tuned, 3 seeds × 3 orders) | {_verdicts(result)} | AFT-BC − RFT: strict "
+                    f"assessment {points(c['assessment_accuracy_strict'])}, task {points(c['task_accuracy'])} | "
+                    f"`{preset}` | [{page}](experiments/{page}) |")
+    if e1e3:
+        e3, col = e1e3["e3_align_only_vs_vft_task"], e1e3["collapse_align_only_vs_vft_task"]
+        shown = e3["hi"] < 0 and e1e3["e3_align_only_vs_aft_bc_task"]["hi"] < 0
+        rows.append(f"| **E3** no constraint degrades, BC does not | {'shown' if shown else 'not shown'} at the default "
+                    f"setting; collapse {'shown' if col['hi'] < -0.10 else 'not shown'} | no constraint − VFT task "
+                    f"{points(e3)}; at the collapse setting {points(col)} | `tiny` | "
+                    f"[tiny_e1e3.md](experiments/tiny_e1e3.md) |")
+    e45 = load("tiny_e4e5.json", root)
+    if e45:
+        b = e45["variants"]
+        betas = sorted((float(k.split("=", 1)[1]), k) for k in b if k.startswith("beta="))
+        rows.append(f"| **E4** the score gap grows with β; accuracy best at a moderate β | "
+                    f"{'in shape' if e45['e4_gap_grows'] and e45['e4_best_below_largest'] else 'not in shape'} "
+                    f"(one seed) | training gap {b[betas[0][1]]['train_gap']:.2f} → {b[betas[-1][1]]['train_gap']:.2f} "
+                    f"nats/token from β = {betas[0][0]:g} to {betas[-1][0]:g}; best task at β = {e45['e4_best_beta']:g} "
+                    f"| `tiny` | [tiny_e4e5.py](experiments/tiny_e4e5.py) |")
+        kept = [loss.upper() for loss, ok in e45["e5_bc_keeps_negatives_higher"].items() if ok]
+        rows.append(f"| **E5** the constraint in DPO, RRHF, PRO | BC keeps negatives higher for {', '.join(kept) or 'none'} "
+                    f"(one seed) | held-out negative score, e.g. DPO {b['dpo']['mean_neg_score']:.2f} → "
+                    f"{b['dpo+BC']['mean_neg_score']:.2f} with BC | `tiny` | [tiny_e4e5.py](experiments/tiny_e4e5.py) |")
+    judge = load("e6_smol_assess_run.json", root)
+    if judge:
+        rows.append(f"| **E6** a real LM judges real GSM8K COTs | near chance, untrained | base smol assessment "
+                    f"{100 * judge['assessment_pairs']:.1f}% of {judge['n_pairs']} pairs ({judge['n_questions']} questions, "
+                    f"no CI) | `smol` | [e6_smol_assess.md](experiments/e6_smol_assess.md) |")
+    trained = load("e6_smol_gsm8k_results.json", root)
+    rows.append("| **E6** smol trained with AFT on GSM8K solutions | "
+                + ("see the file" if trained else "pre-registered, not run yet") + " | | `smol-gsm8k` | "
+                "[e6_smol_gsm8k.md](experiments/e6_smol_gsm8k.md) |")
+    return "\n".join(rows)
+
+
 def blocks() -> dict[str, str]:
     """Each generated block's text, by name, from the result files present."""
-    out = {}
+    out = {"findings": findings_table()}
     if (e2 := load("e2_tune_powered.json")) is not None:
         out["e2-powered"] = e2_table(e2)
     if (new := load("e2_tune_tiny.json")) is not None:
-        out["e2-tiny"] = e2_table(new)
+        out["e2-tiny"] = e2_table(new, vs="rft")
+        if any("vft_cont" in by for by in new["comparisons"].values()):
+            out["e2-tiny-control"] = e2_table(new, [m for m in new["comparisons"] if m not in ("vft", "vft_cont")],
+                                              vs="vft_cont")
+    if (e1e3 := load("tiny_e1e3.json")) is not None:
+        out["e1e3"] = "\n".join(f"- {line}" for line in e1e3_lines(e1e3))
     return out
 
 
