@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from .align.methods import REGISTRY
-from .config import METHODS, SECTIONS, ConfigError, RunConfig, describe, preset, replace_path, to_dict
+from .config import METHODS, PRESETS, SECTIONS, ConfigError, RunConfig, describe, preset, replace_path, to_dict
 from .data.questions import DataError
 from .model.lm import ModelLoadError
 from .train.loop import NonFiniteError
@@ -92,7 +92,8 @@ def _hf_data(cfg: RunConfig, args) -> RunConfig:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="tiny", help="named config preset: tiny, smoke, smol (default tiny)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                   help="named config preset (default tiny; `aftlab config --preset NAME` lists its settings)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, init, batches and sampling")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. --set align.beta=0.3, or one method's: --set "
