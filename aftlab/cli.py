@@ -92,8 +92,8 @@ def _hf_data(cfg: RunConfig, args) -> RunConfig:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
-                   help="named config preset (default tiny; `aftlab config --preset NAME` lists its settings)")
+    p.add_argument("--preset", default="tiny", help=f"named config preset: {', '.join(sorted(PRESETS))} (default tiny; "
+                   "`aftlab config --preset NAME` lists its settings)")
     p.add_argument("--seed", type=int, default=0, help="seed for data, init, batches and sampling")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. --set align.beta=0.3, or one method's: --set "
