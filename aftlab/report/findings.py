@@ -66,11 +66,14 @@ def e2_table(result: dict, methods=None, vs: str = "rft") -> str:
 
 def e1e3_lines(r: dict) -> list[str]:
     """The headline lines of ``experiments/tiny_e1e3.json`` (E1, E3 and the collapse case study)."""
-    seeds = r["seeds"]
-    return [f"VFT assessment accuracy (pairs) {points(r['e1_assessment'])[1:]} over seeds {seeds}",
-            f"no constraint − VFT, task accuracy {points(r['e3_align_only_vs_vft_task'])}",
+    seeds, e1 = r["seeds"], r["e1_assessment"]
+    return [f"VFT assessment accuracy (pairs) {100 * e1['diff']:.1f}% [{100 * e1['lo']:.1f}, {100 * e1['hi']:.1f}] "
+            f"over seeds {', '.join(map(str, seeds))}",
+            f"no constraint − VFT, task accuracy {points(r['e3_align_only_vs_vft_task'])}; no constraint − AFT-BC "
+            f"{points(r['e3_align_only_vs_aft_bc_task'])}",
             f"collapse setting: no constraint − VFT, task {points(r['collapse_align_only_vs_vft_task'])}; "
-            f"BC − VFT {points(r['collapse_bc_vs_vft_task'])}"]
+            f"BC − VFT {points(r['collapse_bc_vs_vft_task'])}; repetition (per greedy COT) no constraint − BC "
+            f"{points(r['collapse_repetition_align_only_vs_bc'])}"]
 
 
 def _verdicts(result: dict, arms=("aft_bc", "aft_dc", "aft_rbc")) -> str:
@@ -102,8 +105,12 @@ def findings_table(root: Path = EXPERIMENTS) -> str:
     if e1e3:
         e3, col = e1e3["e3_align_only_vs_vft_task"], e1e3["collapse_align_only_vs_vft_task"]
         shown = e3["hi"] < 0 and e1e3["e3_align_only_vs_aft_bc_task"]["hi"] < 0
+        falls = all(last < first for last, first in zip(e1e3["collapse_final_neg_score"]["align_only"],
+                                                       e1e3["collapse_first_neg_score"]["align_only"]))
+        collapse = col["hi"] < -0.10 and falls and any(
+            e1e3[f"collapse_{k}_align_only_vs_bc"]["lo"] > 0 for k in ("unfinished", "repetition"))
         rows.append(f"| **E3** no constraint degrades, BC does not | {'shown' if shown else 'not shown'} at the default "
-                    f"setting; collapse {'shown' if col['hi'] < -0.10 else 'not shown'} | no constraint − VFT task "
+                    f"setting; collapse {'shown' if collapse else 'not shown'} | no constraint − VFT task "
                     f"{points(e3)}; at the collapse setting {points(col)} | `tiny` | "
                     f"[tiny_e1e3.md](experiments/tiny_e1e3.md) |")
     e45 = load("tiny_e4e5.json", root)
