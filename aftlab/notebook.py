@@ -280,11 +280,22 @@ def ensure_eval(cfg: RunConfig, d: Path, name: str, lm=None, path: Path | None =
     if lm is None:
         lm = _load(cfg, folder)
     _, test = task(cfg)
-    res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own_sampling(cfg),
+    # self-consistency (k more samples of some held-out questions) for VFT and the run's methods only: the
+    # notebooks' other models are compared on greedy, assessment and rerank, and CI runs them all from nothing
+    own = own_sampling(cfg) if name == "vft" or name in cfg.methods else {}
+    res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own,
                    own_records=eval_records if name == "vft" and path is None else None)
     cache.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_atomic(cache, json.dumps({"key": key, "result": res}))
     return res
+
+
+def snapshot_evals(cfg: RunConfig, d: Path) -> dict[int, dict]:
+    """``{step: evaluation}`` of the VFT snapshots (:func:`vft_snapshots`); the last is the final VFT model, whose
+    evaluation is the run's own (``ensure_eval(cfg, d, "vft")``)."""
+    snaps = vft_snapshots(d)
+    return {step: ensure_eval(cfg, d, "vft") if step == max(snaps) else ensure_eval(cfg, d, f"vft_step{step}", path=path)
+            for step, path in snaps.items()}
 
 
 def ensure_variants(cfg: RunConfig, d: Path, variants: dict[str, dict], progress: bool = True) -> dict[str, dict]:
@@ -302,7 +313,7 @@ def ensure_variants(cfg: RunConfig, d: Path, variants: dict[str, dict], progress
     key = {n: _key(cfg, v, shared) for n, v in variants.items()}
     todo = {n: v for n, v in variants.items() if done.get(n, {}).get("key") != key[n]}
     if todo:
-        for n, res in variant_sweep(d, todo, progress=progress).items():
+        for n, res in variant_sweep(d, todo, progress=progress, self_consistency=False).items():
             done[n] = {"key": key[n], "result": res}
             checkpoint.write_atomic(cache, json.dumps(done))
     return {n: done[n]["result"] for n in variants}
@@ -329,8 +340,7 @@ def prepare(cfg: RunConfig, d: Path, progress: bool = True, log=print) -> None:
     lm, _ = ensure_vft(cfg, d, progress=progress)
     ensure_samples(cfg, d, lm, progress=progress)
     ensure_eval(cfg, d, "vft", lm)
-    for step, path in vft_snapshots(d).items():
-        ensure_eval(cfg, d, f"vft_step{step}", path=path)
+    snapshot_evals(cfg, d)
     log(f"notebooks 01-03: {time.time() - tick:.0f} s")
     tick = time.time()
     ensure_models(cfg, d, MODELS_04, progress=progress)

@@ -50,14 +50,15 @@ def sweep_inputs(run_dir: Path, validation: int = 0):
 
 
 def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = True, batch_order: int = 1,
-                  log=None, outcomes: bool = False, validation: int = 0) -> dict[str, dict]:
+                  log=None, outcomes: bool = False, validation: int = 0, self_consistency: bool = True) -> dict[str, dict]:
     """Train each variant (``{name: {"method": ..., AlignConfig field: value}}``) from the run's VFT
     model and samples, evaluate on the run's held-out set; returns ``{name: metrics + last train log}``.
     ``batch_order`` 1 is the run's own batch order (``align.batch_seed``); 2, 3, … are others.
     ``outcomes``: also return each variant's per-question outcomes (``stats.question_outcomes``), as the
     run's ``per_question.json`` holds them, for paired comparisons. ``validation`` > 0: train on the
     sampled questions but the last ``validation`` and evaluate on those (greedy and the VFT model's
-    samples of them; no self-consistency) -- for choosing settings (:func:`sweep_inputs`)."""
+    samples of them; no self-consistency) -- for choosing settings (:func:`sweep_inputs`). ``self_consistency``
+    False: no extra samples for the self-consistency figures either (the notebooks' sweeps do without them)."""
     run_dir = Path(run_dir)
     cfg, train_records, test, eval_records = sweep_inputs(run_dir, validation)
     out = {}
@@ -67,7 +68,8 @@ def variant_sweep(run_dir: Path, variants: dict[str, dict], progress: bool = Tru
         acfg = replace(cfg.align_for(over.pop("method", "aft_bc")), **over)
         lm, train_log = align_from_vft(run_dir / "vft", train_records[:n_questions], acfg,
                                        batch_seed(cfg.seed, batch_order), cfg.model, progress=progress)
-        res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **({} if validation else own_sampling(cfg)))
+        own = own_sampling(cfg) if self_consistency and not validation else {}
+        res = evaluate(lm, test, eval_records, cfg.sample.max_new_tokens, **own)
         m = res["metrics"]
         out[name] = {**m, "gap": m["mean_pos_score"] - m["mean_neg_score"], "train_gap": train_log[-1]["gap"],
                      "train_neg_score": train_log[-1]["neg_score"], "train_log": train_log}
