@@ -21,7 +21,8 @@ $PY experiments/e2_tune.py runs/e2tiny-0 --methods $M --tune-only
 for s in 0 1 2; do
   $PY experiments/e2_tune.py "runs/e2tiny-$s" --methods $M --settings-from runs/e2tiny-0 --orders 1,2,3
 done
-$PY experiments/e2_tune.py runs/e2tiny-{0,1,2} --methods $M --report --json experiments/e2_tune_tiny.json
+$PY experiments/e2_tune.py runs/e2tiny-{0,1,2} --methods $M --report --baselines rft,vft,vft_cont \
+  --json experiments/e2_tune_tiny.json
 for s in 0 1 2; do
   d="experiments/e2_tune_runs/tiny/seed-$s"; mkdir -p "$d"
   cp "runs/e2tiny-$s"/{config,metrics,per_question}.json "$d/"; cp -r "runs/e2tiny-$s"/{tune,tuned} "$d/"

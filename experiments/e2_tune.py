@@ -133,7 +133,8 @@ def held_out(run: Path, methods: list[str]) -> tuple[dict, list[int]]:
     return per_q, orders
 
 
-def report(runs: list[Path], methods: list[str], n_val: int, out_json: str | None, tuning: Path | None = None):
+def report(runs: list[Path], methods: list[str], n_val: int, out_json: str | None, tuning: Path | None = None,
+           baselines: tuple[str, ...] = ("rft", "vft")):
     tuning = tuning or runs[0]
     vft = vft_validation(tuning, n_val)
     print(f"validation ({tuning}): the last {n_val} sampled training questions; VFT task "
@@ -154,7 +155,7 @@ def report(runs: list[Path], methods: list[str], n_val: int, out_json: str | Non
     print(f"design: batch orders per run {design} (pre-registered: 3 seeds x orders 1, 2, 3)")
     if not runs_with:
         return
-    comp = pooled_comparisons(runs_with)
+    comp = pooled_comparisons(runs_with, baselines=baselines)
     vft_task = {str(r): json.loads((r / "metrics.json").read_text())["methods"]["vft"]["task_accuracy"] for r in runs}
     print(f"VFT greedy task accuracy per run: {vft_task}")
     print("held-out per run: greedy questions", [len(pq["vft"]["task"]) for pq in runs_with], "; assessment set",
@@ -184,10 +185,12 @@ if __name__ == "__main__":
     ap.add_argument("--json", default=None)
     ap.add_argument("--tuning-run", default=None, help="--report: the run whose grid chose the settings (default: the first)")
     ap.add_argument("--tune-only", action="store_true", help="run the validation grid, then stop (no held-out stage)")
+    ap.add_argument("--baselines", default="rft,vft", help="--report: methods every other is compared with")
     a = ap.parse_args()
     runs, methods = [Path(r) for r in a.runs], a.methods.split(",")
     if a.report:
-        report(runs, methods, a.validation, a.json, Path(a.tuning_run) if a.tuning_run else None)
+        report(runs, methods, a.validation, a.json, Path(a.tuning_run) if a.tuning_run else None,
+               tuple(a.baselines.split(",")))
         raise SystemExit(0)
     if len(runs) != 1:
         raise SystemExit("train one run at a time (several runs only with --report)")

@@ -25,10 +25,10 @@ NAMES = {"rft": "RFT", "aft_bc": "AFT-BC", "aft_dc": "AFT-DC", "aft_rbc": "AFT-R
 METRICS = {"assessment_accuracy_strict": "strict assessment", "rerank_accuracy": "rerank", "task_accuracy": "task"}
 
 
-def points(d: dict) -> str:
+def points(d: dict, digits: int = 1) -> str:
     """A difference (fractions) with its interval, in points, minus signs typeset."""
     def f(x):
-        return f"{100 * x:+.1f}".replace("-", "−")
+        return f"{100 * x:+.{digits}f}".replace("-", "−")
     return f"{f(d['diff'])} [{f(d['lo'])}, {f(d['hi'])}]"
 
 
@@ -43,24 +43,26 @@ def load(name: str, root: Path = EXPERIMENTS) -> dict | list | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def e2_table(result: dict, methods=None, vs: str = "rft") -> str:
+def e2_table(result: dict, methods=None, vs: str = "rft", verdicts: bool = True) -> str:
     """Markdown rows ``method − RFT`` on the primary metrics and task accuracy of an E2 result file
-    (``experiments/e2_tune.py --json``), with the file's own verdict per method.
+    (``experiments/e2_tune.py --json``), in points to two decimals, with the file's own verdict for each AFT arm
+    (``verdicts``; the rule compares AFT with RFT, so other rows and other baselines get none).
 
     >>> r = {"comparisons": {"aft_bc": {"rft": {m: {"diff": 0.01, "lo": -0.01, "hi": 0.03} for m in METRICS}}},
     ...      "verdicts": {"aft_bc": "not shown (no primary CI above 0)"}}
     >>> print(e2_table(r))
     | method − RFT | strict assessment | rerank | task | verdict |
     |---|---|---|---|---|
-    | AFT-BC | +1.0 [−1.0, +3.0] | +1.0 [−1.0, +3.0] | +1.0 [−1.0, +3.0] | not shown (no primary CI above 0) |
+    | AFT-BC | +1.00 [−1.00, +3.00] | +1.00 [−1.00, +3.00] | +1.00 [−1.00, +3.00] | not shown (no primary CI above 0) |
     """
     comps = result["comparisons"]
     methods = methods or [m for m in comps if vs in comps[m] and m != vs]
     head = f"| method − {NAMES.get(vs, vs)} | " + " | ".join(METRICS.values()) + " | verdict |"
     rows = [head, "|" + "---|" * (len(METRICS) + 2)]
     for m in methods:
-        cells = [points(comps[m][vs][k]) if k in comps[m][vs] else "—" for k in METRICS]
-        rows.append(f"| {NAMES.get(m, m)} | " + " | ".join(cells) + f" | {result.get('verdicts', {}).get(m, '')} |")
+        cells = [points(comps[m][vs][k], 2) if k in comps[m][vs] else "—" for k in METRICS]
+        verdict = result.get("verdicts", {}).get(m, "") if verdicts and m.startswith("aft_") else ""
+        rows.append(f"| {NAMES.get(m, m)} | " + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(rows)
 
 
@@ -147,7 +149,7 @@ def blocks() -> dict[str, str]:
         out["e2-tiny"] = e2_table(new, vs="rft")
         if any("vft_cont" in by for by in new["comparisons"].values()):
             out["e2-tiny-control"] = e2_table(new, [m for m in new["comparisons"] if m not in ("vft", "vft_cont")],
-                                              vs="vft_cont")
+                                              vs="vft_cont", verdicts=False)
     if (e1e3 := load("tiny_e1e3.json")) is not None:
         out["e1e3"] = "\n".join(f"- {line}" for line in e1e3_lines(e1e3))
     return out
