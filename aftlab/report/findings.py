@@ -102,7 +102,7 @@ def findings_table(root: Path = EXPERIMENTS) -> str:
             continue
         c = result["comparisons"]["aft_bc"]["rft"]
         rows.append(f"| **E2** AFT beats RFT (tuned, 3 seeds × 3 orders) | {_verdicts(result)} | AFT-BC − RFT: strict "
-                    f"assessment {points(c['assessment_accuracy_strict'])}, task {points(c['task_accuracy'])} | "
+                    f"assessment {points(c['assessment_accuracy_strict'], 2)}, task {points(c['task_accuracy'], 2)} | "
                     f"`{preset}` | [{page}](experiments/{page}) |")
     if e1e3:
         e3, col = e1e3["e3_align_only_vs_vft_task"], e1e3["collapse_align_only_vs_vft_task"]
