@@ -18,3 +18,5 @@ $T screen c9 --steps 1200 $D --set data.n_train=3000 && $T full c9
 $T curve c12 --steps 1600 $D --set data.n_train=3000 --set vft.lr=5e-3
 $T curve c13 --steps 1600 $D --set data.n_train=2000 --set vft.lr=5e-3
 $T screen c9b --steps 1600 $D --set data.n_train=3000 && $T full c9b
+# after the choice (c9, N = 1,200): criteria 1-2 on seeds 1 and 2, as pre-registered
+for seed in 1 2; do $T screen c9 --seed $seed --steps 1200 $D --set data.n_train=3000 && $T full c9 --seed $seed; done
