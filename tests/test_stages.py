@@ -139,9 +139,9 @@ SMALL = ["--preset", "smoke", "--methods", "rft,aft_bc", "--set", "vft.steps=30"
 
 
 def _metrics(out) -> str:
-    """metrics.json without its timings, as text (NaN equals NaN)."""
+    """metrics.json without its timings and provenance (date, machine), as text (NaN equals NaN)."""
     m = json.loads((out / "metrics.json").read_text())
-    return json.dumps({k: v for k, v in m.items() if k not in ("seconds", "stage_seconds")}, sort_keys=True)
+    return json.dumps({k: v for k, v in m.items() if k not in ("seconds", "stage_seconds", "provenance")}, sort_keys=True)
 
 
 @pytest.mark.slow

@@ -18,11 +18,13 @@ POS, NEG = "#2a9d8f", "#e76f51"  # right / wrong COTs: never used for a method o
 # (every pair at least ΔE 20 apart in CIELAB; tests/test_plots.py checks it)
 METHOD_COLORS = {"vft": "#6c757d", "rft": "#1f77b4", "aft_bc": "#7b2cbf", "aft_dc": "#b5a000",
                  "align_only": "#8c564b", "aft_bc_bal": "#c77dff", "aft_rbc": "#e377c2", "dpo": "#17becf",
-                 "rrhf": "#393b79", "pro": "#ff7f0e"}
+                 "rrhf": "#393b79", "pro": "#ff7f0e",
+                 "vft_cont": "#343a40"}  # continued VFT: a darker grey than VFT's
 _SPARE = ["#3a0ca3", "#9c6644", "#577590", "#b5179e", "#4d908e", "#f9844a", "#90be6d", "#43aa8b"]
 # How a method is named in sentences (the report's headline); figures and tables keep the registry names
 METHOD_LABELS = {"vft": "VFT", "rft": "RFT", "aft_bc": "AFT-BC", "aft_dc": "AFT-DC", "align_only": "alignment only",
-                 "aft_bc_bal": "AFT-BC balanced", "aft_rbc": "AFT-RBC", "dpo": "DPO", "rrhf": "RRHF", "pro": "PRO"}
+                 "aft_bc_bal": "AFT-BC balanced", "aft_rbc": "AFT-RBC", "dpo": "DPO", "rrhf": "RRHF", "pro": "PRO",
+                 "vft_cont": "VFT continued"}
 
 # What the per-step AFT log keys (``records.LogRow``) show, as subplot titles
 LOG_LABELS = {"neg_score": "wrong-COT score", "pos_score": "right-COT score", "gap": "gap (right − wrong)",
