@@ -34,9 +34,9 @@ browser:  ## headless Chromium for the app's browser test (Debian package; skipp
 
 test: install browser  ## lint, unit, pipeline, app and notebook tests
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q tests aftlab --doctest-modules
+	$(BIN)/python -m pytest -q --durations=25 tests aftlab --doctest-modules
 	$(BIN)/python -m aftlab.report.findings --check
-	AFTLAB_DEMO_RUN=$(CURDIR)/runs/no-demo $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly notebooks
+	AFTLAB_DEMO_RUN=$(CURDIR)/runs/no-demo $(BIN)/python -m pytest -q --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:randomly --durations=15 notebooks
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not browser" tests aftlab --doctest-modules
