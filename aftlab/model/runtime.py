@@ -151,3 +151,33 @@ def resolve_autocast(name: str, device_type: str = "cpu", speedup: float | None 
         return name
     speedup = bf16_speedup(device_type) if speedup is None else speedup
     return "bfloat16" if speedup >= BF16_GAIN else "off"
+
+
+# How often a progress bar may redraw, in seconds: in a terminal, and as a notebook widget
+BAR_INTERVAL_S = {"terminal": 1.0, "notebook": 3.0}
+
+
+def progress_bar(**kw):
+    """A ``tqdm.auto`` bar (a widget in a notebook, text elsewhere) that redraws at most every
+    :data:`BAR_INTERVAL_S` seconds; ``kw`` goes to tqdm (``mininterval`` included, to override).
+
+    Why: each redraw of a notebook widget is a message to the Jupyter client. At tqdm's default 0.1 s a
+    minutes-long cell sends thousands, and a client that reads them only once the cell has finished (nbval, as
+    ``make test`` runs the notebooks) keeps the first ~2,000 (ZeroMQ's queues) and loses the rest, the cell's
+    end-of-output message among them: the cell then fails on a timeout after running fine.
+
+    >>> import io
+    >>> bar = progress_bar(total=5000, file=io.StringIO())
+    >>> bar.mininterval
+    1.0
+    >>> for _ in range(5000):
+    ...     bar.update()
+    >>> bar.close(); bar.fp.getvalue().count("\\r") <= 4    # start, end, and a redraw per second at most
+    True
+    """
+    from tqdm.auto import tqdm
+    from tqdm.notebook import tqdm_notebook
+
+    kind = "notebook" if issubclass(tqdm, tqdm_notebook) else "terminal"
+    kw.setdefault("mininterval", BAR_INTERVAL_S[kind])
+    return tqdm(**kw)

@@ -134,8 +134,7 @@ def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float 
     ``first_index``: the position of ``examples[0]`` in a longer list sampled piece by piece, so each
     batch draws with the seed it has in that list (pieces of whole batches: the records of one call).
     """
-    from tqdm.auto import tqdm
-
+    from ..model.runtime import progress_bar
     from ..train import shards
     from ..train.distributed import Plain
 
@@ -157,7 +156,7 @@ def sample_cots(lm: LM, examples: list[Example], k: int = 8, temperature: float 
     # missing questions get the COTs they would have had
     grid = [c for c in shards.batches(list(enumerate(examples)), batch_questions)
             if any(e.id not in done for _, e in c)]
-    bar = tqdm(total=len(examples), initial=sum(e.id in done for e in examples), desc="sampling",
+    bar = progress_bar(total=len(examples), initial=sum(e.id in done for e in examples), desc="sampling",
                disable=not (progress and dist.is_main and grid))  # no bar for a cache read back whole
     try:
         with lora_merged(lm.model) if grid else contextlib.nullcontext():  # inference only

@@ -109,7 +109,7 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
     ``snapshots``: ``{step: folder}``: after that step, a checkpoint of the model as it is then (what a
     curve of the model across training reads; training itself goes on unchanged).
     """
-    from tqdm.auto import tqdm
+    from ..model.runtime import progress_bar
 
     step, history, saved = start
     running = list(saved.get("running", []))  # losses since the last log entry, so its mean is exact
@@ -123,7 +123,7 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
     model, optimizer = dist.prepare(lm.model, optimizer)  # after any resume: checkpoints hold the unwrapped state
     model.train()
     own_bar = not hasattr(progress, "update")
-    bar = tqdm(total=total, initial=step, desc=what, disable=not (progress and dist.is_main)) if own_bar else progress
+    bar = progress_bar(total=total, initial=step, desc=what, disable=not (progress and dist.is_main)) if own_bar else progress
     while step < total:
         optimizer.zero_grad(set_to_none=True)
         # opt-in bf16 autocast (model.autocast; a no-op by default), frozen weights cast once per step
