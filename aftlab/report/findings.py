@@ -119,9 +119,13 @@ def findings_table(root: Path = EXPERIMENTS) -> str:
     if e45:
         b = e45["variants"]
         betas = sorted((float(k.split("=", 1)[1]), k) for k in b if k.startswith("beta="))
-        rows.append(f"| **E4** the score gap grows with β; accuracy best at a moderate β | "
-                    f"{'in shape' if e45['e4_gap_grows'] and e45['e4_best_below_largest'] else 'not in shape'} "
-                    f"(one seed) | training gap {b[betas[0][1]]['train_gap']:.2f} → {b[betas[-1][1]]['train_gap']:.2f} "
+        best = e45["e4_best_beta"]
+        where = ("a moderate β" if betas[0][0] < best < betas[-1][0] else
+                 "the smallest β" if best == betas[0][0] else "the largest β")
+        verdict = (f"gap {'grows' if e45['e4_gap_grows'] else 'does not grow'}; accuracy best at {where}"
+                   if not (e45["e4_gap_grows"] and where == "a moderate β") else "in shape")
+        rows.append(f"| **E4** the score gap grows with β; accuracy best at a moderate β | {verdict} "
+                    f"(one seed, no CI) | training gap {b[betas[0][1]]['train_gap']:.3f} → {b[betas[-1][1]]['train_gap']:.3f} "
                     f"nats/token from β = {betas[0][0]:g} to {betas[-1][0]:g}; best task at β = {e45['e4_best_beta']:g} "
                     f"| `tiny` | [tiny_e4e5.py](experiments/tiny_e4e5.py) |")
         kept = [loss.upper() for loss, ok in e45["e5_bc_keeps_negatives_higher"].items() if ok]
