@@ -302,3 +302,17 @@ def test_untied_tiny_model_keeps_its_own_output_layer_through_save_and_load(tmp_
     assert i.data_ptr() != o.data_ptr() and not torch.equal(i, o)
     torch.testing.assert_close(o, emb(untied)[1].detach())
     torch.testing.assert_close(i, emb(untied)[0].detach())
+
+
+def test_a_bar_over_many_logged_steps_redraws_only_on_its_timer(small_task):
+    """Logging every step used to force a redraw every step (tqdm's set_postfix refreshes): thousands of widget
+    messages from a notebook cell, more than nbval's reading of them survives (see runtime.progress_bar)."""
+    import io
+
+    from aftlab.model.runtime import progress_bar
+
+    train, _ = small_task
+    bar = progress_bar(total=40, file=io.StringIO(), mininterval=3600)
+    train_vft(_fresh(small_task), train, VFTConfig(steps=40, batch_size=8, lr=3e-3, warmup=2, log_every=1), progress=bar)
+    assert bar.n == 40
+    assert bar.fp.getvalue().count("\r") <= 2  # the first draw only (and tqdm's first-update check)

@@ -143,7 +143,7 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
             flush()
             history.append({"step": step, "loss": sum(running) / len(running), "grad_norm": float(gnorm),
                             "lr": scheduler.get_last_lr()[0], **fields})
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)  # shown at the next timed redraw
             running = []
             if on_log is not None and dist.is_main:
                 on_log(history[-1])
