@@ -148,12 +148,13 @@ def fit(lm, optimizer, scheduler, total: int, step_fn: StepFn, *, clip: float, w
             if on_log is not None and dist.is_main:
                 on_log(history[-1])
         bar.update(1)
-        if out and ((checkpoint_every and step % checkpoint_every == 0) or step == total):  # every rank: FSDP gathers
+        # the checkpoint when due, and a snapshot when asked for at this step (every rank: FSDP gathers)
+        targets = [out] if out and ((checkpoint_every and step % checkpoint_every == 0) or step == total) else []
+        targets += [snapshots[step]] if snapshots and step in snapshots else []
+        if targets:
             flush()
-            dist.save(out, lm, optimizer, scheduler, step, history, {**(extra or {}), "running": running})
-        if snapshots and step in snapshots:
-            flush()
-            dist.save(snapshots[step], lm, optimizer, scheduler, step, history, {**(extra or {}), "running": running})
+            for target in targets:
+                dist.save(target, lm, optimizer, scheduler, step, history, {**(extra or {}), "running": running})
         if stop_after is not None and step >= stop_after:
             break
     if own_bar:

@@ -130,4 +130,4 @@ def snapshot_steps(total: int, n: int, out: str | Path) -> dict[int, Path]:
     >>> {s: p.name for s, p in snapshot_steps(1200, 4, "runs/x/vft").items()}
     {300: 'step_300', 600: 'step_600', 900: 'step_900', 1200: 'step_1200'}
     """
-    return {total * (k + 1) // n: snapshot_dir(out) / f"step_{total * (k + 1) // n}" for k in range(n)}
+    return {s: snapshot_dir(out) / f"step_{s}" for s in (total * (k + 1) // n for k in range(n))}
