@@ -26,7 +26,7 @@ from aftlab.sweep import sweep_inputs
 from aftlab.train.checkpoint import write_atomic
 
 HERE = Path(__file__).parent
-COLLAPSE = {"gamma": 30.0, "nll_weight": 0.0, "lr": 5e-4, "epochs": 4.0}  # notebook 04's collapse setting
+COLLAPSE = {"gamma": 30.0, "nll_weight": 0.0, "lr": 5e-4, "epochs": 4.0}  # notebook 04 trains this for one epoch since 2026-12-08
 PAIRS = {"align_only": "align_only", "aft_bc": "aft_bc"}
 
 
