@@ -174,7 +174,11 @@ def test_report_opens_with_the_verdict_and_where_it_came_from(tmp_path):
                              "machine": {"cpu": "AMD EPYC 7B13", "cores": 2, "threads": 1, "torch": "2.13.0+cpu"}}
     (out / "metrics.json").write_text(json.dumps(metrics))
     assert ("<p class='from'>From commit 0123456789ab-dirty, 2026-12-07 18:50 UTC, AMD EPYC 7B13 (2 cores, 1 torch "
-            "thread), torch 2.13.0+cpu.</p>") in write_report(out).read_text()
+            "thread), torch 2.13.0+cpu.</p>") in write_report(out).read_text()  # a record from before the ISA was kept
+    metrics["provenance"]["machine"]["isa"] = "AVX2"
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    assert ("<p class='from'>From commit 0123456789ab-dirty, 2026-12-07 18:50 UTC, AMD EPYC 7B13 (2 cores, 1 torch "
+            "thread), AVX2, torch 2.13.0+cpu.</p>") in write_report(out).read_text()
 
 
 def test_report_escapes_what_comes_from_the_run_folder(tmp_path):
@@ -339,6 +343,7 @@ def test_real_run_metrics_are_all_defined_and_its_report_shows_its_beta(smoke_ru
     beta = json.loads((out / "config.json").read_text())["align"]["beta"]
     made = metrics["provenance"]  # recorded at run time, shown by the report
     assert made["machine"]["torch"] == torch.__version__ and made["machine"]["cores"] >= 1 and made["commit"]
+    assert made["machine"]["isa"] == torch.backends.cpu.get_cpu_capability()
     assert f"<p class='from'>From commit {made['commit']}, " in doc and made["machine"]["cpu"] in doc
     assert re.search(rf"<b>aft_bc</b></th><td class='l'>boundary</td><td class='l'>{beta:g}</td>", doc), \
         re.findall(r"<b>aft_bc</b>.{0,120}", doc)
