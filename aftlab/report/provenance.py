@@ -5,11 +5,11 @@ Place in the data path: beside the **report**, which shows it; ``pipeline.run`` 
 so a number is checkable only with the commit and the machine that produced it.
 
 >>> p = provenance()
->>> sorted(p), sorted(p["machine"])[:4]
-(['commit', 'date', 'machine'], ['cores', 'cpu', 'platform', 'python'])
+>>> sorted(p), sorted(p["machine"])[:5]
+(['commit', 'date', 'machine'], ['cores', 'cpu', 'isa', 'platform', 'python'])
 >>> line({"commit": "a1b2c3d4e5f6", "date": "2026-12-07T18:50:12+00:00",
-...       "machine": {"cpu": "Xeon 6338", "cores": 2, "threads": 1, "torch": "2.13.0"}})
-'commit a1b2c3d4e5f6, 2026-12-07 18:50 UTC, Xeon 6338 (2 cores, 1 torch thread), torch 2.13.0'
+...       "machine": {"cpu": "Xeon 6338", "cores": 2, "threads": 1, "isa": "AVX512", "torch": "2.13.0"}})
+'commit a1b2c3d4e5f6, 2026-12-07 18:50 UTC, Xeon 6338 (2 cores, 1 torch thread), AVX512, torch 2.13.0'
 >>> line({})
 'commit unknown, date unknown, machine unknown'
 """
