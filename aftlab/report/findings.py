@@ -126,7 +126,7 @@ def findings_table(root: Path = EXPERIMENTS) -> str:
                    if not (e45["e4_gap_grows"] and where == "a moderate β") else "in shape")
         rows.append(f"| **E4** the score gap grows with β; accuracy best at a moderate β | {verdict} "
                     f"(one seed, no CI) | held-out gap {b[betas[0][1]]['gap']:.3f} → {b[betas[-1][1]]['gap']:.3f} "
-                    f"nats/token from β = {betas[0][0]:g} to {betas[-1][0]:g}; best task at β = {e45['e4_best_beta']:g} "
+                    f"nats/token from β = {betas[0][0]:g} to {betas[-1][0]:g}; best task at β = {best:g} "
                     f"({100 * b[betas[0][1]]['task_accuracy']:.1f}% → {100 * b[betas[-1][1]]['task_accuracy']:.1f}%) "
                     f"| `tiny` | [tiny_e4e5.py](experiments/tiny_e4e5.py) |")
         kept = [loss.upper() for loss, ok in e45["e5_bc_keeps_negatives_higher"].items() if ok]
